@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install every test dependency (Debian packages + the Python dev extras) and run the
+# whole test suite with the linters. Needs root for apt-get (or the packages present).
+#   bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-venv docker-registry skopeo umoci buildah busybox-static debootstrap
+  apache2-utils openssl curl jq zstd uidmap fuse-overlayfs git tar gzip)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  [ "$(dpkg-query -W -f '${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[test.sh] installing Debian packages: ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+
+echo "[test.sh] ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "[test.sh] mypy --strict"
+.venv/bin/mypy
+echo "[test.sh] import layering"
+.venv/bin/lint-imports
+
+echo "[test.sh] pytest"
+set +e
+.venv/bin/pytest -q -p no:cacheprovider "$@" tests
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+  echo "[test.sh] pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit $rc

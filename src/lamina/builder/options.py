@@ -1,0 +1,76 @@
+"""Option records of a build: small, frozen, one per concern.
+
+The CLI turns flags into these; the builder reads them. Registry transport
+options live in :mod:`lamina.registry` (``RegistryOptions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+__all__ = ["BuildOptions", "CacheOptions", "GitOptions", "OutputOptions"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GitOptions:
+    """kaniko's ``--git`` keys for a git build context."""
+
+    branch: str = ""
+    single_branch: bool = False
+    recurse_submodules: bool = False
+    insecure_skip_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildOptions:
+    dockerfile: str
+    context: str
+    context_sub_path: str = ""
+    target: str = ""
+    #: ``--build-arg`` in command-line order, bare keys already resolved from the env
+    build_args: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    #: ``os/arch[/variant]``; empty means the host platform
+    platform: str = ""
+    snapshot_mode: str = "full"
+    single_snapshot: bool = False
+    reproducible: bool = False
+    #: seconds since the epoch used to clamp timestamps (``SOURCE_DATE_EPOCH``)
+    source_date_epoch: int | None = None
+    isolation: str = "auto"
+    force: bool = False
+    kaniko_dir: Path = Path("/kaniko")
+    ignore_var_run: bool = True
+    ignore_paths: tuple[str, ...] = ()
+    skip_unused_stages: bool = True
+    force_build_metadata: bool = False
+    image_fs_extract_retry: int = 0
+    cleanup: bool = False
+    git: GitOptions = field(default_factory=GitOptions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheOptions:
+    enabled: bool = False
+    repo: str = ""
+    dir: Path = Path("/cache")
+    ttl: timedelta = timedelta(hours=336)
+    copy_layers: bool = False
+    run_layers: bool = True
+    no_push_cache: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputOptions:
+    destinations: tuple[str, ...] = ()
+    no_push: bool = False
+    tar_path: str = ""
+    oci_layout_path: str = ""
+    digest_file: str = ""
+    image_name_with_digest_file: str = ""
+    image_name_tag_with_digest_file: str = ""
+    compression: str = "gzip"
+    compression_level: int = -1
+    skip_push_permission_check: bool = False

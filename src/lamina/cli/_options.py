@@ -1,0 +1,366 @@
+"""Flags + environment → option records, with kaniko's validation rules."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamina.builder.options import BuildOptions, CacheOptions, GitOptions, OutputOptions
+from lamina.cli._flags import ParsedFlags, parse_bool
+from lamina.errors import NotSupportedError, UsageError
+
+__all__ = [
+    "ExecutorConfig",
+    "LogOptions",
+    "RegistryFlags",
+    "WarmConfig",
+    "executor_config",
+    "resolve_build_args",
+    "warm_config",
+]
+
+DEFAULT_KANIKO_DIR = "/kaniko"
+_PLATFORM = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$")
+_URL = re.compile(r"^https?://")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogOptions:
+    verbosity: str = "info"
+    format: str = "color"
+    timestamp: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryFlags:
+    """The registry transport flags as given (mapped onto the registry client's options)."""
+
+    insecure: bool = False
+    insecure_pull: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    skip_tls_verify: bool = False
+    skip_tls_verify_pull: bool = False
+    skip_tls_verify_registries: tuple[str, ...] = ()
+    registry_certificates: tuple[tuple[str, str], ...] = ()
+    registry_client_certs: tuple[tuple[str, str], ...] = ()
+    registry_maps: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    registry_mirrors: tuple[str, ...] = ()
+    skip_default_registry_fallback: bool = False
+    image_download_retry: int = 0
+    push_retry: int = 0
+    push_ignore_immutable_tag_errors: bool = False
+    user_agent_suffix: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorConfig:
+    build: BuildOptions
+    cache: CacheOptions
+    output: OutputOptions
+    registry: RegistryFlags
+    log: LogOptions
+    #: canonical names of the flags given explicitly
+    given: frozenset[str]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarmConfig:
+    images: tuple[str, ...]
+    cache_dir: Path
+    force: bool
+    cache_ttl_seconds: float
+    dockerfile: str
+    build_args: tuple[tuple[str, str], ...]
+    platform: str
+    registry: RegistryFlags
+    log: LogOptions
+    given: frozenset[str]
+    warnings: tuple[str, ...] = ()
+
+
+def resolve_build_args(raw: list[str], env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs; a bare ``KEY`` takes its value from the environment (kaniko)."""
+    out: list[tuple[str, str]] = []
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(
+                f'invalid argument "{item}" for --build-arg: empty name',
+                hint="write --build-arg NAME=VALUE, or a bare NAME to take it from the environment",
+            )
+        out.append((key, value if sep else env.get(key, "")))
+    return tuple(out)
+
+
+def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f'invalid argument "{item}" for --label: expected KEY=VALUE',
+                hint="write --label KEY=VALUE, once per label",
+            )
+        out.append((key, value))
+    return tuple(out)
+
+
+def _git(raw: Mapping[str, str]) -> GitOptions:
+    known = {"branch", "single-branch", "recurse-submodules", "insecure-skip-tls"}
+    for key in raw:
+        if key not in known:
+            raise UsageError(
+                f'invalid argument "{key}={raw[key]}" for --git: unknown key "{key}"',
+                hint="keys: " + ", ".join(sorted(known)),
+            )
+
+    def flag(key: str) -> bool:
+        return parse_bool(raw[key], flag="git") if key in raw else False
+
+    return GitOptions(
+        branch=raw.get("branch", ""),
+        single_branch=flag("single-branch"),
+        recurse_submodules=flag("recurse-submodules"),
+        insecure_skip_tls=flag("insecure-skip-tls"),
+    )
+
+
+def _registry_flags(v: Mapping[str, Any], env: Mapping[str, str]) -> RegistryFlags:
+    mirrors = list(v["registry_mirror"])
+    if env.get("KANIKO_REGISTRY_MIRROR"):
+        mirrors.extend(m for m in env["KANIKO_REGISTRY_MIRROR"].split(",") if m)
+    maps: dict[str, list[str]] = {k: list(x) for k, x in v["registry_map"].items()}
+    if env.get("KANIKO_REGISTRY_MAP"):
+        for part in env["KANIKO_REGISTRY_MAP"].split(";"):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise UsageError(
+                    f'invalid KANIKO_REGISTRY_MAP entry "{part}": expected ORIG=MIRROR',
+                    hint="separate entries with ';', e.g. index.docker.io=mirror.local",
+                )
+            maps.setdefault(key, []).append(value)
+    for reg, cert in v["registry_client_cert"].items():
+        if cert.count(",") != 1:
+            raise UsageError(
+                f'invalid argument "{reg}={cert}" for --registry-client-cert',
+                hint="expected REGISTRY=/path/to/cert.pem,/path/to/key.pem",
+            )
+    return RegistryFlags(
+        insecure=v.get("insecure", False),
+        insecure_pull=v["insecure_pull"],
+        insecure_registries=tuple(v["insecure_registry"]),
+        skip_tls_verify=v.get("skip_tls_verify", False),
+        skip_tls_verify_pull=v["skip_tls_verify_pull"],
+        skip_tls_verify_registries=tuple(v["skip_tls_verify_registry"]),
+        registry_certificates=tuple(v["registry_certificate"].items()),
+        registry_client_certs=tuple(v["registry_client_cert"].items()),
+        registry_maps=tuple((k, tuple(x)) for k, x in maps.items()),
+        registry_mirrors=tuple(mirrors),
+        skip_default_registry_fallback=v["skip_default_registry_fallback"],
+        image_download_retry=v.get("image_download_retry", 0),
+        push_retry=v.get("push_retry", 0),
+        push_ignore_immutable_tag_errors=v.get("push_ignore_immutable_tag_errors", False),
+        user_agent_suffix=env.get("UPSTREAM_CLIENT_TYPE", ""),
+    )
+
+
+def _log(v: Mapping[str, Any]) -> LogOptions:
+    return LogOptions(
+        verbosity=v["verbosity"].lower(),
+        format=v["log_format"].lower(),
+        timestamp=v["log_timestamp"],
+    )
+
+
+def _check_platform(value: str) -> None:
+    if value and not _PLATFORM.match(value):
+        raise UsageError(
+            f'invalid platform "{value}"',
+            hint="write os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm64/v8",
+        )
+
+
+def _resolve_dockerfile(dockerfile: str, context: str) -> str:
+    """kaniko's rule: the path as given, else relative to the context."""
+    if _URL.match(dockerfile):
+        return dockerfile
+    candidates = [Path(dockerfile)]
+    if not os.path.isabs(dockerfile):
+        candidates.append(Path(context) / dockerfile)
+    for cand in candidates:
+        if cand.is_file():
+            return str(cand.resolve())
+    raise UsageError(
+        "error resolving dockerfile path: please provide a valid path to a Dockerfile "
+        "within the build context with --dockerfile",
+        hint=f"looked for {' and '.join(str(c) for c in candidates)}",
+    )
+
+
+def _resolve_context(context: str, bucket: str) -> str:
+    if not context and not bucket:
+        raise UsageError(
+            "error resolving source context: please specify a path to the build context "
+            "with the --context flag or a bucket with the --bucket flag",
+            hint="e.g. --context=/workspace",
+        )
+    if bucket:
+        raise NotSupportedError("--bucket (GCS build contexts)", hint="use a local --context")
+    if context.startswith("dir://"):
+        context = context[len("dir://") :]
+    elif "://" in context:
+        scheme = context.split("://", 1)[0]
+        raise NotSupportedError(
+            f"--context {scheme}:// (remote build contexts)",
+            hint="unpack the context into a local directory and pass --context=DIR",
+        )
+    path = Path(context)
+    if not path.is_dir():
+        raise UsageError(
+            f"error resolving source context: {context} is not a directory",
+            hint="--context must name the directory holding the build context",
+        )
+    return str(path.resolve())
+
+
+def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConfig:
+    """Validate the executor's flags as kaniko does and build the option records."""
+    v = parsed.values
+    given = parsed.given
+    log = _log(v)
+
+    platform = v["custom_platform"]
+    _check_platform(platform)
+
+    no_push = v["no_push"]
+    if "no-push" not in given and env.get("KANIKO_NO_PUSH"):
+        no_push = parse_bool(env["KANIKO_NO_PUSH"], flag="no-push (KANIKO_NO_PUSH)")
+
+    kaniko_dir = v["kaniko_dir"]
+    if "kaniko-dir" not in given and env.get("KANIKO_DIR"):
+        kaniko_dir = env["KANIKO_DIR"]
+
+    destinations = tuple(v["destination"])
+    if not no_push and not destinations:
+        raise UsageError(
+            "you must provide --destination, or use --no-push",
+            hint="e.g. --destination=registry.example.com/app:1.0, or --no-push with --tar-path",
+        )
+    if v["cache"] and not v["cache_repo"] and no_push:
+        raise UsageError(
+            "cache flags invalid: if using cache with --no-push, specify cache repo with "
+            "--cache-repo",
+            hint="e.g. --cache-repo=registry.example.com/app/cache "
+            "or --cache-repo=oci:/cache/layout",
+        )
+    context = _resolve_context(v["context"], v["bucket"])
+    if v["context_sub_path"]:
+        raise NotSupportedError(
+            "--context-sub-path (it applies to remote contexts)",
+            hint="point --context at the subdirectory directly",
+        )
+    dockerfile = _resolve_dockerfile(v["dockerfile"], context)
+    if not destinations and v["image_name_with_digest_file"]:
+        raise UsageError(
+            "you must provide --destination if setting ImageNameDigestFile",
+            hint="--image-name-with-digest-file lists the pushed destinations",
+        )
+    if not destinations and v["image_name_tag_with_digest_file"]:
+        raise UsageError(
+            "you must provide --destination if setting ImageNameTagDigestFile",
+            hint="--image-name-tag-with-digest-file lists the pushed destinations",
+        )
+    epoch: int | None = None
+    if env.get("SOURCE_DATE_EPOCH"):
+        try:
+            epoch = int(env["SOURCE_DATE_EPOCH"])
+        except ValueError:
+            raise UsageError(
+                f'invalid SOURCE_DATE_EPOCH "{env["SOURCE_DATE_EPOCH"]}"',
+                hint="SOURCE_DATE_EPOCH must be a whole number of seconds since 1970",
+            ) from None
+
+    build = BuildOptions(
+        dockerfile=dockerfile,
+        context=context,
+        context_sub_path=v["context_sub_path"],
+        target=v["target"],
+        build_args=resolve_build_args(v["build_arg"], env),
+        labels=_labels(v["label"]),
+        platform=platform,
+        snapshot_mode=v["snapshot_mode"].lower(),
+        single_snapshot=v["single_snapshot"],
+        reproducible=v["reproducible"],
+        source_date_epoch=epoch,
+        isolation=v["isolation"].lower(),
+        force=v["force"],
+        kaniko_dir=Path(kaniko_dir),
+        ignore_var_run=v["ignore_var_run"],
+        ignore_paths=tuple(v["ignore_path"]),
+        skip_unused_stages=v["skip_unused_stages"],
+        force_build_metadata=v["force_build_metadata"],
+        image_fs_extract_retry=v["image_fs_extract_retry"],
+        cleanup=v["cleanup"],
+        git=_git(v["git"]),
+    )
+    cache = CacheOptions(
+        enabled=v["cache"],
+        repo=v["cache_repo"],
+        dir=Path(v["cache_dir"]),
+        ttl=v["cache_ttl"],
+        copy_layers=v["cache_copy_layers"],
+        run_layers=v["cache_run_layers"],
+        no_push_cache=v["no_push_cache"],
+    )
+    output = OutputOptions(
+        destinations=destinations,
+        no_push=no_push,
+        tar_path=v["tar_path"],
+        oci_layout_path=v["oci_layout_path"],
+        digest_file=v["digest_file"],
+        image_name_with_digest_file=v["image_name_with_digest_file"],
+        image_name_tag_with_digest_file=v["image_name_tag_with_digest_file"],
+        compression=v["compression"].lower(),
+        compression_level=v["compression_level"],
+        skip_push_permission_check=v["skip_push_permission_check"],
+    )
+    return ExecutorConfig(
+        build=build,
+        cache=cache,
+        output=output,
+        registry=_registry_flags(v, env),
+        log=log,
+        given=frozenset(given),
+        warnings=tuple(parsed.warnings),
+    )
+
+
+def warm_config(parsed: ParsedFlags, env: Mapping[str, str]) -> WarmConfig:
+    v = parsed.values
+    platform = v["customPlatform"]
+    _check_platform(platform)
+    if not v["image"] and not v["dockerfile"]:
+        raise UsageError(
+            "you must select at least one image to cache or a dockerfile to parse",
+            hint="use --image=REF (repeatable) or --dockerfile=PATH",
+        )
+    return WarmConfig(
+        images=tuple(v["image"]),
+        cache_dir=Path(v["cache_dir"]),
+        force=v["force"],
+        cache_ttl_seconds=v["cache_ttl"].total_seconds(),
+        dockerfile=v["dockerfile"],
+        build_args=resolve_build_args(v["build_arg"], env),
+        platform=platform,
+        registry=_registry_flags(v, env),
+        log=_log(v),
+        given=frozenset(parsed.given),
+        warnings=tuple(parsed.warnings),
+    )

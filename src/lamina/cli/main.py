@@ -1,0 +1,219 @@
+"""Entry points: ``lamina``, ``executor`` (kaniko's executor) and ``warmer`` (kaniko's warmer).
+
+This module is the only reader of ``sys.argv`` and ``os.environ`` and the only
+place that prints or chooses an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn, TextIO
+
+from lamina import __version__
+from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
+from lamina.cli._logging import configure_logging
+from lamina.cli._options import ExecutorConfig, LogOptions, executor_config, warm_config
+from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
+from lamina.errors import EXIT_FAILURE, EXIT_INTERRUPTED, LaminaError, NotSupportedError
+
+__all__ = ["executor_main", "main", "run", "warmer_main"]
+
+log = logging.getLogger("lamina")
+
+#: flags whose behaviour is not implemented yet: giving one is an error, never ignored
+UNSUPPORTED_BUILD_FLAGS: dict[str, str] = {
+    "git": "git build contexts are not implemented; clone the repository and pass --context=DIR",
+    "use-new-run": "lamina's snapshotter replaces it; leave the flag out",
+}
+
+LAMINA_USAGE = """\
+lamina: a daemonless, unprivileged container image builder (kaniko compatible)
+
+Usage:
+  lamina build [flags]     build an image from a Dockerfile (same flags as kaniko's executor)
+  lamina warm [flags]      fill the base-image cache (same flags as kaniko's warmer)
+  lamina version           print the version
+
+The 'executor' and 'warmer' commands are kaniko-compatible aliases of
+'lamina build' and 'lamina warm'. Run 'lamina COMMAND --help' for the flags.
+"""
+
+
+def _help_text(command: str, specs: Sequence[FlagSpec], what: str) -> str:
+    return f"{what}\n\nUsage:\n  {command} [flags]\n\nFlags:\n{render_flag_help(specs)}\n"
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg in ("-h", "--help", "-help"):
+            return True
+    return False
+
+
+def _render_error(err: LaminaError, log_options: LogOptions, stream: TextIO) -> None:
+    if log_options.format == "json":
+        doc: dict[str, object] = {"level": "error", "code": err.code, "msg": str(err)}
+        if err.hint:
+            doc["hint"] = err.hint
+        stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    else:
+        stream.write(err.render() + "\n")
+
+
+def _pre_log_options(argv: Sequence[str]) -> LogOptions:
+    """Best-effort look at the logging flags before full parsing (for early errors)."""
+    verbosity, fmt = "info", "color"
+    args = list(argv)
+    for i, arg in enumerate(args):
+        for name in ("--verbosity", "-v", "--log-format"):
+            value: str | None = None
+            if arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            elif arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            if value is None:
+                continue
+            if name == "--log-format":
+                fmt = value.lower()
+            else:
+                verbosity = value.lower()
+    return LogOptions(verbosity=verbosity, format=fmt)
+
+
+def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+    early = _pre_log_options(argv)
+    try:
+        return body()
+    except LaminaError as err:
+        if early.verbosity in ("debug", "trace"):
+            traceback.print_exc(file=stderr)
+        _render_error(err, early, stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        stderr.write("error: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug in lamina: say so, show the traceback only when asked
+        if early.verbosity in ("debug", "trace"):
+            traceback.print_exc(file=stderr)
+        stderr.write(
+            f"error: internal error: {type(exc).__name__}: {exc}\n"
+            "hint: this is a bug in lamina; rerun with --verbosity=debug for the traceback "
+            "and report it\n"
+        )
+        return EXIT_FAILURE
+
+
+def _configure(log_options: LogOptions, warnings: Sequence[str]) -> None:
+    configure_logging(log_options.verbosity, log_options.format, log_options.timestamp)
+    for warning in warnings:
+        log.warning(warning)
+
+
+def _check_unsupported(parsed: ParsedFlags) -> None:
+    for flag, hint in UNSUPPORTED_BUILD_FLAGS.items():
+        if flag in parsed.given:
+            raise NotSupportedError(f"--{flag}", hint=hint)
+
+
+def _build(config: ExecutorConfig) -> int:
+    log.info("lamina %s: building %s", __version__, config.build.dockerfile)
+    raise NotSupportedError(
+        "running builds: this lamina release parses and validates the build command line, "
+        "but the build engine is not part of it yet",
+        hint="see the README for the features available in this release",
+    )
+
+
+def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
+    if _wants_help(argv):
+        sys.stdout.write(
+            _help_text(command, BUILD_FLAGS, "Build a container image from a Dockerfile.")
+        )
+        return 0
+    parsed = parse_flags(argv, BUILD_FLAGS, command=command)
+    config = executor_config(parsed, env)
+    _configure(config.log, config.warnings)
+    _check_unsupported(parsed)
+    return _build(config)
+
+
+def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
+    if _wants_help(argv):
+        sys.stdout.write(_help_text(command, WARM_FLAGS, "Fill the base-image cache."))
+        return 0
+    parsed = parse_flags(argv, WARM_FLAGS, command=command)
+    config = warm_config(parsed, env)
+    _configure(config.log, config.warnings)
+    raise NotSupportedError(
+        "warming the base-image cache",
+        hint="the warmer needs the layer cache, which is not part of this release",
+    )
+
+
+def version_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
+    sys.stdout.write(f"lamina {__version__}\n")
+    return 0
+
+
+Command = Callable[[Sequence[str], Mapping[str, str], str], int]
+
+_SUBCOMMANDS: dict[str, Command] = {
+    "build": build_command,
+    "warm": warm_command,
+    "version": version_command,
+}
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str = "lamina") -> int:
+    """Run a command line (without the program name); returns the exit code."""
+    environ: Mapping[str, str] = dict(os.environ) if env is None else env
+    args = list(argv)
+
+    def body() -> int:
+        if prog == "executor":
+            if args[:1] == ["version"]:
+                return version_command(args[1:], environ, "executor version")
+            return build_command(args, environ, "executor")
+        if prog == "warmer":
+            return warm_command(args, environ, "warmer")
+        if not args or args[0] in ("-h", "--help", "help"):
+            sys.stdout.write(LAMINA_USAGE)
+            return 0 if args else 2
+        if args[0] in ("--version", "-V"):
+            return version_command(args[1:], environ, "lamina version")
+        name = args[0]
+        handler = _SUBCOMMANDS.get(name)
+        if handler is None:
+            from lamina.errors import UsageError
+
+            raise UsageError(
+                f'unknown command "{name}" for "lamina"',
+                hint="commands: " + ", ".join(sorted(_SUBCOMMANDS)),
+            )
+        return handler(args[1:], environ, f"lamina {name}")
+
+    return _guarded(body, args, sys.stderr)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def main() -> NoReturn:
+    _exit(run(sys.argv[1:]))
+
+
+def executor_main() -> NoReturn:
+    _exit(run(sys.argv[1:], prog="executor"))
+
+
+def warmer_main() -> NoReturn:
+    _exit(run(sys.argv[1:], prog="warmer"))
