@@ -1,0 +1,1 @@
+"""Layer cache: pure cache-key derivation; local and registry-backed layer caches."""

@@ -1,0 +1,1 @@
+"""Build contexts (local directories; remote schemes later) with .dockerignore applied."""
