@@ -122,8 +122,9 @@ class NotSupportedError(UsageError):
 
     code = "not-supported"
 
-    def __init__(self, what: str, *, hint: str | None = None,
-                 location: SourceLocation | None = None) -> None:
+    def __init__(
+        self, what: str, *, hint: str | None = None, location: SourceLocation | None = None
+    ) -> None:
         super().__init__(f"not supported yet: {what}", hint=hint, location=location)
         self.what = what
 
