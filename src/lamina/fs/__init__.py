@@ -1,0 +1,57 @@
+"""The rootfs on disk: safe paths, layer extraction, snapshots and layer tars.
+
+* :func:`safe_join` resolves every in-image path inside a root as if the root
+  were ``/``; nothing in this package touches the rootfs any other way.
+* :func:`extract_layer` applies an uncompressed layer tar stream with OCI
+  whiteout semantics. **Hostile-entry policy:** entries whose name or
+  hardlink target contains ``..``, whiteouts of ``.``/``..``, hardlinks to a
+  missing target or to a directory are skipped with a warning naming the layer
+  and entry; absolute names are taken inside the root (with a warning);
+  symlinks are followed inside the root only. Nothing outside the root is ever
+  created, changed or deleted. Corrupt tar data raises ``ImageFormatError``.
+* Snapshots: :func:`changes_from_upper`/:func:`apply_upper` for an overlay
+  upper dir (namespace mode), :class:`StatIndex` and :func:`diff` for
+  ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``).
+  ``--single-snapshot`` is the caller's choice of when to scan and diff.
+* :func:`write_layer` writes a deterministic PAX layer tar to a stream.
+* :func:`extract_archive` unpacks a local (compressed) tar for ``ADD``, confined
+  to its destination, without whiteout semantics.
+"""
+
+from lamina.fs._builddir import BuildDir
+from lamina.fs._changes import Change, ChangeKind, normalise_changes
+from lamina.fs._extract import ExtractStats, extract_archive, extract_layer, remove_path
+from lamina.fs._ignore import (
+    IgnoreList,
+    default_ignore_list,
+    mount_points_from_mountinfo,
+    read_mountinfo,
+)
+from lamina.fs._overlay import apply_upper, changes_from_upper
+from lamina.fs._paths import safe_join
+from lamina.fs._statindex import SnapshotMode, StatIndex, diff
+from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
+
+__all__ = [
+    "BuildDir",
+    "Change",
+    "ChangeKind",
+    "ExtractStats",
+    "IgnoreList",
+    "LayerWriteStats",
+    "SnapshotMode",
+    "StatIndex",
+    "apply_upper",
+    "changes_for_tree",
+    "changes_from_upper",
+    "default_ignore_list",
+    "diff",
+    "extract_archive",
+    "extract_layer",
+    "mount_points_from_mountinfo",
+    "normalise_changes",
+    "read_mountinfo",
+    "remove_path",
+    "safe_join",
+    "write_layer",
+]

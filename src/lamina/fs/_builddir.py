@@ -1,0 +1,60 @@
+"""The per-build working directory."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.errors import FilesystemError
+
+__all__ = ["BuildDir"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildDir:
+    """One build's private directory and its parts.
+
+    ``path`` is a fresh directory (a temp dir by default, else a new
+    ``lamina-*`` directory under ``--kaniko-dir``, ``/kaniko`` in the executor
+    image); ``rootfs`` holds the stage's root filesystem, ``layers`` the layer
+    files written by snapshots, ``work`` scratch space on the same filesystem
+    (overlay upper/work dirs, so that merging them is a rename).
+    """
+
+    path: Path
+    rootfs: Path
+    layers: Path
+    work: Path
+
+    @classmethod
+    def create(cls, kaniko_dir: Path | None = None) -> BuildDir:
+        """Create a new build directory (under ``kaniko_dir`` when given)."""
+        try:
+            if kaniko_dir is not None:
+                kaniko_dir.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix="lamina-", dir=kaniko_dir))
+            parts = {name: path / name for name in ("rootfs", "layers", "work")}
+            for p in parts.values():
+                p.mkdir(mode=0o755)
+            parts["rootfs"].chmod(0o755)
+        except OSError as exc:
+            where = kaniko_dir if kaniko_dir is not None else tempfile.gettempdir()
+            raise FilesystemError(
+                f"cannot create the build directory under {where}: {exc.strerror}",
+                hint="pass a writable directory with --kaniko-dir (or set KANIKO_DIR)",
+            ) from exc
+        return cls(path=path, rootfs=parts["rootfs"], layers=parts["layers"], work=parts["work"])
+
+    def cleanup(self) -> None:
+        """Delete the build directory and everything in it."""
+        try:
+            shutil.rmtree(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot delete the build directory {self.path}: {exc.strerror}",
+                hint="delete it by hand; a mount inside it may still be active",
+            ) from exc

@@ -1,0 +1,620 @@
+"""Applying layer tar streams to a rootfs, safely and with OCI whiteout semantics.
+
+Policy for hostile entries (documented in the package docstring and tested):
+
+* an entry name containing a ``..`` component, a whiteout for ``.`` or ``..``,
+  and a hardlink whose target contains ``..`` are **refused**: the entry is
+  skipped and ``on_warning`` names the layer and the entry;
+* an absolute entry name (``/etc/passwd``) or hardlink target is taken inside the
+  root (as GNU tar does with a warning);
+* symlinks met while resolving a name are followed **inside** the root
+  (:func:`safe_join`), so a symlink to ``/etc`` followed by ``link/passwd``
+  writes ``root/etc/passwd`` and never the host's file;
+* a hardlink to something that does not exist inside the root is skipped with
+  a warning.
+
+Malformed tar data raises :class:`ImageFormatError`; a failing filesystem
+operation raises :class:`FilesystemError` naming the entry.
+"""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import gzip
+import io
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from lamina.errors import FilesystemError, ImageFormatError
+from lamina.fs._ignore import IgnoreList
+from lamina.fs._paths import image_parts, safe_join
+
+__all__ = ["ExtractStats", "extract_archive", "extract_layer", "remove_path"]
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_XATTR_PAX_PREFIX = "SCHILY.xattr."
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtractStats:
+    """What one :func:`extract_layer` call did."""
+
+    entries: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    devices: int = 0
+    fifos: int = 0
+    whiteouts: int = 0
+    opaque_dirs: int = 0
+    skipped: int = 0
+    bytes_written: int = 0
+
+
+class _Counts:
+    __slots__ = (
+        "bytes_written",
+        "devices",
+        "dirs",
+        "entries",
+        "fifos",
+        "files",
+        "hardlinks",
+        "opaque_dirs",
+        "skipped",
+        "symlinks",
+        "whiteouts",
+    )
+
+    def __init__(self) -> None:
+        self.entries = self.files = self.dirs = self.symlinks = self.hardlinks = 0
+        self.devices = self.fifos = self.whiteouts = self.opaque_dirs = 0
+        self.skipped = self.bytes_written = 0
+
+    def freeze(self) -> ExtractStats:
+        return ExtractStats(**{name: getattr(self, name) for name in self.__slots__})
+
+
+def _rel(root: Path, host: Path) -> str:
+    """The in-image absolute path of a host path inside ``root``."""
+    rel = host.relative_to(root).as_posix()
+    return "/" if rel == "." else "/" + rel
+
+
+def remove_path(root: Path, host: Path, ignore: IgnoreList | None = None) -> None:
+    """Delete ``host`` (a path inside ``root``, not followed if a symlink) and its subtree.
+
+    Entries matched by ``ignore`` are kept (with the directories above them).
+    A missing path is not an error.
+    """
+    try:
+        st = os.lstat(host)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _fs_error("inspect", host, exc) from exc
+    try:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(host)
+        elif ignore and ignore.has_ignored_below(_rel(root, host)):
+            for entry in os.scandir(host):
+                child = Path(entry.path)
+                if not ignore.matches(_rel(root, child)):
+                    remove_path(root, child, ignore)
+            try:
+                os.rmdir(host)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        else:
+            shutil.rmtree(host)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _fs_error("delete", host, exc) from exc
+
+
+def _fs_error(action: str, host: Path, exc: OSError, entry: str | None = None) -> FilesystemError:
+    where = f" (layer entry {entry!r})" if entry else ""
+    return FilesystemError(
+        f"cannot {action} {host}{where}: {exc.strerror or exc}",
+        hint="check free space and permissions of the build directory (--kaniko-dir)",
+    )
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    raw = member.pax_headers.get("mtime")
+    if raw is not None:
+        try:
+            return int(Decimal(raw) * 1_000_000_000)
+        except (InvalidOperation, ValueError):
+            pass
+    return int(member.mtime) * 1_000_000_000
+
+
+class _LayerApplier:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ignore: IgnoreList | None,
+        can_mknod: bool | None,
+        on_warning: Callable[[str], None],
+        layer_name: str,
+        whiteouts: bool = True,
+    ) -> None:
+        self.root = root
+        self.ignore = ignore
+        self.can_mknod = can_mknod
+        self.warn = on_warning
+        self.layer = layer_name
+        self.whiteouts = whiteouts
+        self.counts = _Counts()
+        #: in-image paths written by this layer, and every directory above them
+        self.written: set[str] = set()
+        self.above_written: set[str] = set()
+        #: directories whose mode and mtime are applied once the layer is done
+        self.dir_meta: list[tuple[Path, int, int]] = []
+        self.chown_failed = False
+        self.xattr_failed = False
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _warn_entry(self, name: str, text: str) -> None:
+        self.warn(f"{self.layer}: entry {name!r}: {text}")
+
+    def _skip(self, name: str, why: str) -> None:
+        self.counts.skipped += 1
+        self._warn_entry(name, why)
+
+    def _mark_written(self, rel: str) -> None:
+        self.written.add(rel)
+        idx = rel.rfind("/")
+        while idx > 0:
+            parent = rel[:idx]
+            if parent in self.above_written:
+                break
+            self.above_written.add(parent)
+            idx = rel.rfind("/", 0, idx)
+
+    def _ignored(self, rel: str) -> bool:
+        return self.ignore is not None and self.ignore.matches(rel)
+
+    # -- one entry -------------------------------------------------------------------
+
+    def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self.counts.entries += 1
+        name = member.name
+        parts = image_parts(name)
+        if ".." in parts:
+            self._skip(name, "refused: the name contains '..' and could escape the root")
+            return
+        if name.startswith("/"):
+            self._warn_entry(name, "absolute name, taken inside the root")
+        if not parts:
+            return  # the root directory itself: the build root keeps its own metadata
+        base = parts[-1]
+        parent_host = safe_join(self.root, "/".join(parts[:-1]), follow_final=True)
+        if not self.whiteouts:
+            pass  # an archive for ADD: .wh.* names are ordinary files
+        elif base == OPAQUE_MARKER:
+            self._opaque(name, parent_host)
+            return
+        elif base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # other AUFS metadata (.wh..wh.plnk, ...): not part of the image
+        elif base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(name, parent_host, base[len(WHITEOUT_PREFIX) :])
+            return
+        dst = parent_host / base
+        rel = _rel(self.root, dst)
+        if self._ignored(rel) or self._ignored("/" + "/".join(parts)):
+            self.counts.skipped += 1
+            return
+        self._ensure_dir(parent_host, name)
+        self._write(tar, member, dst, rel)
+
+    def _ensure_dir(self, host: Path, entry: str) -> None:
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise _fs_error("inspect", host, exc, entry) from exc
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                return
+            raise FilesystemError(
+                f"{self.layer}: entry {entry!r} needs {_rel(self.root, host)} to be a "
+                "directory, but an earlier entry made it a file",
+                hint="the layer is malformed (a file used as a directory)",
+            )
+        self._ensure_dir(host.parent, entry)
+        try:
+            os.mkdir(host, 0o755)
+        except OSError as exc:
+            raise _fs_error("create the directory", host, exc, entry) from exc
+
+    def _opaque(self, name: str, dir_host: Path) -> None:
+        rel = _rel(self.root, dir_host)
+        if self._ignored(rel):
+            self.counts.skipped += 1
+            return
+        self.counts.opaque_dirs += 1
+        self._ensure_dir(dir_host, name)
+        self._clear_lower(dir_host, rel)
+
+    def _clear_lower(self, dir_host: Path, rel: str) -> None:
+        """Delete what lower layers put below ``dir_host``; keep this layer's entries."""
+        try:
+            entries = list(os.scandir(dir_host))
+        except OSError as exc:
+            raise _fs_error("list", dir_host, exc) from exc
+        for entry in entries:
+            crel = rel.rstrip("/") + "/" + entry.name
+            if crel in self.written or crel in self.above_written:
+                if entry.is_dir(follow_symlinks=False):
+                    self._clear_lower(Path(entry.path), crel)
+                continue
+            if self._ignored(crel):
+                continue
+            remove_path(self.root, Path(entry.path), self.ignore)
+
+    def _whiteout(self, name: str, parent_host: Path, target: str) -> None:
+        if target in ("", ".", "..") or "/" in target:
+            self._skip(name, f"refused: whiteout of {target!r} is not a valid name")
+            return
+        host = parent_host / target
+        rel = _rel(self.root, host)
+        if self._ignored(rel):
+            self.counts.skipped += 1
+            return
+        self.counts.whiteouts += 1
+        if rel in self.written or rel in self.above_written:
+            # whiteouts hide lower layers only: keep what this layer wrote
+            if os.path.isdir(host) and not os.path.islink(host):
+                self._clear_lower(host, rel)
+            return
+        remove_path(self.root, host, self.ignore)
+
+    def _replace(self, dst: Path, entry: str, *, keep_dir: bool) -> bool:
+        """Clear ``dst`` for a new entry; returns whether a directory was kept."""
+        try:
+            st = os.lstat(dst)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _fs_error("inspect", dst, exc, entry) from exc
+        if keep_dir and stat.S_ISDIR(st.st_mode):
+            return True
+        remove_path(self.root, dst, self.ignore)
+        return False
+
+    def _write(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path, rel: str) -> None:
+        name = m.name
+        try:
+            if m.isdir():
+                if not self._replace(dst, name, keep_dir=True):
+                    os.mkdir(dst, 0o700)
+                self.counts.dirs += 1
+            elif m.islnk():
+                self._replace(dst, name, keep_dir=False)
+                if not self._hardlink(m, dst):
+                    return
+                self._mark_written(rel)
+                return  # the inode's metadata belongs to the link target's entry
+            elif m.issym():
+                self._replace(dst, name, keep_dir=False)
+                os.symlink(m.linkname, dst)
+                self.counts.symlinks += 1
+            elif m.isreg():
+                self._replace(dst, name, keep_dir=False)
+                self._write_file(tar, m, dst)
+            elif m.isfifo():
+                self._replace(dst, name, keep_dir=False)
+                os.mkfifo(dst, 0o600)
+                self.counts.fifos += 1
+            elif m.ischr() or m.isblk():
+                if not self._device(m, dst):
+                    return
+            else:
+                self._skip(name, f"unsupported tar entry type {m.type!r}, skipped")
+                return
+        except FilesystemError:
+            raise
+        except OSError as exc:
+            raise _fs_error("write", dst, exc, name) from exc
+        self._mark_written(rel)
+        self._metadata(m, dst)
+
+    def _write_file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path) -> None:
+        src = tar.extractfile(m)
+        if src is None:
+            raise ImageFormatError(f"{self.layer}: cannot read the data of entry {m.name!r}")
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                while True:
+                    chunk = src.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    self.counts.bytes_written += len(chunk)
+        finally:
+            os.close(fd)
+        self.counts.files += 1
+
+    def _hardlink(self, m: tarfile.TarInfo, dst: Path) -> bool:
+        target_parts = image_parts(m.linkname)
+        if ".." in target_parts or not target_parts:
+            self._skip(m.name, f"refused: hardlink target {m.linkname!r} could escape the root")
+            return False
+        target = safe_join(self.root, m.linkname, follow_final=False)
+        if self._ignored(_rel(self.root, target)):
+            self.counts.skipped += 1
+            return False
+        try:
+            tst = os.lstat(target)
+        except FileNotFoundError:
+            self._skip(
+                m.name, f"hardlink target {m.linkname!r} does not exist inside the root, skipped"
+            )
+            return False
+        if stat.S_ISDIR(tst.st_mode):
+            self._skip(m.name, f"refused: hardlink to the directory {m.linkname!r}")
+            return False
+        os.link(target, dst, follow_symlinks=False)
+        self.counts.hardlinks += 1
+        return True
+
+    def _device(self, m: tarfile.TarInfo, dst: Path) -> bool:
+        kind = "character" if m.ischr() else "block"
+        if self.can_mknod is False:
+            self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
+            return False
+        self._replace(dst, m.name, keep_dir=False)
+        mode = (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | 0o600
+        try:
+            os.mknod(dst, mode, os.makedev(m.devmajor, m.devminor))
+        except PermissionError:
+            self.can_mknod = False
+            self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
+            return False
+        self.counts.devices += 1
+        return True
+
+    def _metadata(self, m: tarfile.TarInfo, dst: Path) -> None:
+        if not self.chown_failed:
+            try:
+                os.lchown(dst, m.uid, m.gid)
+            except PermissionError:
+                self.chown_failed = True
+                self._warn_entry(
+                    m.name,
+                    "cannot change owners here (not root): files keep the builder's owner "
+                    "(reported once per layer)",
+                )
+            except OSError as exc:
+                raise _fs_error("change the owner of", dst, exc, m.name) from exc
+        mode = m.mode & 0o7777
+        is_dir = m.isdir()
+        if not m.issym() and not is_dir:
+            try:
+                os.chmod(dst, mode)  # after chown, which clears setuid/setgid
+            except OSError as exc:
+                raise _fs_error("change the mode of", dst, exc, m.name) from exc
+        for key, value in sorted(m.pax_headers.items()):
+            if key.startswith(_XATTR_PAX_PREFIX):
+                self._setxattr(m.name, dst, key[len(_XATTR_PAX_PREFIX) :], value)
+        ns = _mtime_ns(m)
+        if is_dir:
+            self.dir_meta.append((dst, mode, ns))
+            return
+        try:
+            os.utime(dst, ns=(ns, ns), follow_symlinks=False)
+        except OSError as exc:
+            raise _fs_error("set the mtime of", dst, exc, m.name) from exc
+
+    def _setxattr(self, entry: str, dst: Path, key: str, value: str) -> None:
+        raw = value.encode("utf-8", "surrogateescape")
+        try:
+            os.setxattr(dst, key, raw, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP):
+                self._warn_entry(entry, f"xattr {key} not set: {exc.strerror}")
+                self.xattr_failed = True
+                return
+            raise _fs_error(f"set the xattr {key} on", dst, exc, entry) from exc
+
+    def finish(self) -> ExtractStats:
+        # deepest first is not needed (utime on a dir does not touch its parent),
+        # but reverse order applies the last entry for a directory last-but-one first
+        done: set[Path] = set()
+        for dst, mode, ns in reversed(self.dir_meta):
+            if dst in done:
+                continue
+            done.add(dst)
+            try:
+                if not stat.S_ISDIR(os.lstat(dst).st_mode):
+                    continue
+                os.chmod(dst, mode)
+                os.utime(dst, ns=(ns, ns), follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _fs_error("set the mode and mtime of", dst, exc) from exc
+        return self.counts.freeze()
+
+
+def extract_layer(
+    root: Path,
+    tar_stream: BinaryIO,
+    *,
+    ignore: IgnoreList | None = None,
+    can_mknod: bool | None = None,
+    on_warning: Callable[[str], None],
+    layer_name: str = "layer",
+) -> ExtractStats:
+    """Apply one **uncompressed** layer tar stream on top of ``root``.
+
+    The stream is read sequentially once (no seek). OCI semantics: ``.wh.NAME``
+    deletes NAME from lower layers, ``.wh..wh..opq`` empties its directory of
+    lower-layer entries (entries of this layer, before or after the marker,
+    survive), a later entry replaces an earlier one. Owners (numeric), modes
+    (incl. setuid/setgid/sticky), ``SCHILY.xattr.*`` xattrs and mtimes are
+    applied; directory modes and mtimes once the whole layer is written.
+    ``can_mknod=None`` tries ``mknod`` and falls back to warnings on EPERM.
+    Paths matched by ``ignore`` are never written or deleted. See the module
+    docstring for the policy on hostile entries. ``layer_name`` (e.g. the
+    digest) prefixes warnings and errors.
+    """
+    applier = _LayerApplier(
+        root, ignore=ignore, can_mknod=can_mknod, on_warning=on_warning, layer_name=layer_name
+    )
+    return _run(applier, tar_stream, layer_name)
+
+
+def _run(applier: _LayerApplier, tar_stream: BinaryIO, layer_name: str) -> ExtractStats:
+    try:
+        tar = tarfile.open(fileobj=tar_stream, mode="r|")  # noqa: SIM115
+    except tarfile.ReadError as exc:
+        if "empty file" in str(exc):
+            return applier.finish()
+        raise ImageFormatError(
+            f"{layer_name}: not a tar stream: {exc}",
+            hint="the layer is corrupt, or its compression was not removed",
+        ) from exc
+    except OSError as exc:
+        raise FilesystemError(f"{layer_name}: cannot read the layer: {exc}") from exc
+    with tar:
+        while True:
+            try:
+                member = tar.next()
+            except tarfile.TarError as exc:
+                raise ImageFormatError(
+                    f"{layer_name}: malformed tar data after {applier.counts.entries} entries: "
+                    f"{exc}",
+                    hint="the layer blob is corrupt or truncated; pull it again",
+                ) from exc
+            if member is None:
+                break
+            # streaming: do not keep every header in memory
+            tar.members.clear()  # type: ignore[attr-defined]
+            try:
+                applier.apply(tar, member)
+            except (tarfile.TarError, EOFError) as exc:
+                raise ImageFormatError(
+                    f"{layer_name}: malformed tar data in entry {member.name!r}: {exc}",
+                    hint="the layer blob is corrupt or truncated; pull it again",
+                ) from exc
+    return applier.finish()
+
+
+_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only stream: some already-read bytes, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._raw.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(stream: BinaryIO) -> tuple[BinaryIO, str]:
+    head = stream.read(6)
+    raw = cast(BinaryIO, io.BufferedReader(_Prefixed(head, stream), buffer_size=_CHUNK))
+    for magic, kind in _MAGICS:
+        if head.startswith(magic):
+            if kind == "gzip":
+                return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")), kind
+            if kind == "bzip2":
+                return cast(BinaryIO, bz2.BZ2File(raw, mode="rb")), kind
+            if kind == "xz":
+                return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb")), kind
+            import zstandard
+
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            return cast(BinaryIO, reader), kind
+    return raw, "tar"
+
+
+def extract_archive(
+    root: Path,
+    dest: str,
+    stream: BinaryIO,
+    *,
+    on_warning: Callable[[str], None],
+    ignore: IgnoreList | None = None,
+    can_mknod: bool | None = None,
+    name: str = "archive",
+) -> ExtractStats:
+    """Unpack a local tar archive (plain, gzip, bzip2, xz or zstd; sniffed) for ``ADD``.
+
+    ``dest`` is the in-image destination directory (created if missing). As
+    with Docker's ADD, the archive is confined to ``dest``: its ``..`` names are
+    refused and its absolute names and symlinks resolve inside ``dest``.
+    ``.wh.*`` names are ordinary files here. Owners and modes of the archive
+    are kept. Decompression streams: memory does not grow with the archive.
+    """
+    dest_host = safe_join(root, dest, follow_final=True)
+    applier = _LayerApplier(
+        root, ignore=ignore, can_mknod=can_mknod, on_warning=on_warning, layer_name=name
+    )
+    applier._ensure_dir(dest_host, dest)
+    applier.root = dest_host
+    applier.ignore = None
+    if ignore:
+        # the ignore list speaks in image paths: translate below dest
+        applier.ignore = (
+            IgnoreList.of(
+                [
+                    p[len(_rel(root, dest_host)) :]
+                    for p in ignore.paths
+                    if p.startswith(_rel(root, dest_host).rstrip("/") + "/")
+                ]
+            )
+            or None
+        )
+    applier.whiteouts = False
+    try:
+        data, _kind = _decompressed(stream)
+    except OSError as exc:
+        raise ImageFormatError(f"{name}: cannot read the archive: {exc}") from exc
+    try:
+        return _run(applier, data, name)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise ImageFormatError(
+            f"{name}: the compressed archive is corrupt: {exc}",
+            hint="check that the file is a complete tar archive",
+        ) from exc

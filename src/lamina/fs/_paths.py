@@ -1,0 +1,100 @@
+"""Resolving paths inside a root directory as if that root were ``/``.
+
+:func:`safe_join` is the one function through which every path inside a rootfs
+is turned into a host path. It walks the path one component at a time with
+``lstat``, following symlinks itself (absolute targets restart at the root,
+``..`` never climbs above the root), so the result is always inside ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from lamina.errors import FilesystemError
+
+__all__ = ["MAX_SYMLINKS", "image_parts", "safe_join"]
+
+#: how many symlinks one resolution may follow (Linux uses 40 as well)
+MAX_SYMLINKS = 40
+
+
+def image_parts(path: str | PurePosixPath) -> list[str]:
+    """The components of an in-image path, without empty and ``.`` parts.
+
+    ``..`` components are kept (they are resolved by :func:`safe_join`).
+    """
+    return [p for p in str(path).split("/") if p and p != "."]
+
+
+def safe_join(root: Path, path: str | PurePosixPath, *, follow_final: bool = False) -> Path:
+    """The host path of the in-image ``path``, resolved inside ``root``.
+
+    ``path`` is taken as absolute inside ``root`` (a leading ``/`` or none is
+    the same). ``..`` and symlinks are resolved as if ``root`` were ``/``: a
+    symlink ``/etc/x -> /etc/shadow`` resolves to ``root/etc/shadow`` and
+    ``../../..`` stops at ``root``. Components that do not exist yet are
+    appended as they are. The final component is followed only when
+    ``follow_final`` is true (so by default the result names a symlink itself,
+    like ``lstat``). The result never lies outside ``root``; ``root`` itself is
+    not resolved and must be a real directory.
+
+    Raises :class:`FilesystemError` for too many levels of symlinks, a path
+    that needs a non-directory as a directory, or an unreadable component.
+    """
+    pending = image_parts(path)
+    pending.reverse()  # a stack: the next component is at the end
+    resolved: list[str] = []
+    followed = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        is_final = not pending
+        if is_final and not follow_final:
+            resolved.append(part)
+            break
+        host = Path(root, *resolved, part)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            # nothing there: no symlink to follow, the rest is taken literally
+            # (later components are resolved too, since `..` must still clamp)
+            resolved.append(part)
+            continue
+        except NotADirectoryError as exc:
+            raise FilesystemError(
+                f"cannot resolve {str(path)!r} inside {root}: "
+                f"/{'/'.join(resolved)} is not a directory",
+                hint="a file in the image is used as a directory; check the layer or step",
+            ) from exc
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot resolve {str(path)!r} inside {root}: {exc.strerror} at {host}",
+                hint="check the permissions of the build directory",
+            ) from exc
+        if not stat.S_ISLNK(st.st_mode):
+            resolved.append(part)
+            continue
+        followed += 1
+        if followed > MAX_SYMLINKS:
+            raise FilesystemError(
+                f"cannot resolve {str(path)!r} inside {root}: too many levels of symbolic links",
+                hint="a symlink loop in the image; check the symlinks along this path",
+            )
+        try:
+            target = os.readlink(host)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot read the symlink {host}: {exc.strerror}",
+                hint="check the permissions of the build directory",
+            ) from exc
+        if target.startswith("/"):
+            resolved = []
+        target_parts = image_parts(target)
+        target_parts.reverse()
+        pending.extend(target_parts)
+    return Path(root, *resolved)
