@@ -12,13 +12,14 @@ from typing import Any
 from lamina.builder.options import BuildOptions, CacheOptions, GitOptions, OutputOptions
 from lamina.cli._flags import ParsedFlags, parse_bool
 from lamina.errors import NotSupportedError, UsageError
+from lamina.registry import RegistryOptions
 
 __all__ = [
     "ExecutorConfig",
     "LogOptions",
-    "RegistryFlags",
     "WarmConfig",
     "executor_config",
+    "registry_options",
     "resolve_build_args",
     "warm_config",
 ]
@@ -36,32 +37,11 @@ class LogOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegistryFlags:
-    """The registry transport flags as given (mapped onto the registry client's options)."""
-
-    insecure: bool = False
-    insecure_pull: bool = False
-    insecure_registries: tuple[str, ...] = ()
-    skip_tls_verify: bool = False
-    skip_tls_verify_pull: bool = False
-    skip_tls_verify_registries: tuple[str, ...] = ()
-    registry_certificates: tuple[tuple[str, str], ...] = ()
-    registry_client_certs: tuple[tuple[str, str], ...] = ()
-    registry_maps: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    registry_mirrors: tuple[str, ...] = ()
-    skip_default_registry_fallback: bool = False
-    image_download_retry: int = 0
-    push_retry: int = 0
-    push_ignore_immutable_tag_errors: bool = False
-    user_agent_suffix: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutorConfig:
     build: BuildOptions
     cache: CacheOptions
     output: OutputOptions
-    registry: RegistryFlags
+    registry: RegistryOptions
     log: LogOptions
     #: canonical names of the flags given explicitly
     given: frozenset[str]
@@ -77,7 +57,7 @@ class WarmConfig:
     dockerfile: str
     build_args: tuple[tuple[str, str], ...]
     platform: str
-    registry: RegistryFlags
+    registry: RegistryOptions
     log: LogOptions
     given: frozenset[str]
     warnings: tuple[str, ...] = ()
@@ -130,7 +110,8 @@ def _git(raw: Mapping[str, str]) -> GitOptions:
     )
 
 
-def _registry_flags(v: Mapping[str, Any], env: Mapping[str, str]) -> RegistryFlags:
+def registry_options(v: Mapping[str, Any], env: Mapping[str, str]) -> RegistryOptions:
+    """The registry client's options from the transport flags and kaniko's env variables."""
     mirrors = list(v["registry_mirror"])
     if env.get("KANIKO_REGISTRY_MIRROR"):
         mirrors.extend(m for m in env["KANIKO_REGISTRY_MIRROR"].split(",") if m)
@@ -146,22 +127,25 @@ def _registry_flags(v: Mapping[str, Any], env: Mapping[str, str]) -> RegistryFla
                     hint="separate entries with ';', e.g. index.docker.io=mirror.local",
                 )
             maps.setdefault(key, []).append(value)
+    client_certs: dict[str, tuple[Path, Path]] = {}
     for reg, cert in v["registry_client_cert"].items():
-        if cert.count(",") != 1:
+        cert_path, sep, key_path = cert.partition(",")
+        if not sep or not cert_path or not key_path or "," in key_path:
             raise UsageError(
                 f'invalid argument "{reg}={cert}" for --registry-client-cert',
                 hint="expected REGISTRY=/path/to/cert.pem,/path/to/key.pem",
             )
-    return RegistryFlags(
+        client_certs[reg] = (Path(cert_path), Path(key_path))
+    return RegistryOptions(
         insecure=v.get("insecure", False),
         insecure_pull=v["insecure_pull"],
-        insecure_registries=tuple(v["insecure_registry"]),
+        insecure_registries=frozenset(v["insecure_registry"]),
         skip_tls_verify=v.get("skip_tls_verify", False),
         skip_tls_verify_pull=v["skip_tls_verify_pull"],
-        skip_tls_verify_registries=tuple(v["skip_tls_verify_registry"]),
-        registry_certificates=tuple(v["registry_certificate"].items()),
-        registry_client_certs=tuple(v["registry_client_cert"].items()),
-        registry_maps=tuple((k, tuple(x)) for k, x in maps.items()),
+        skip_tls_verify_registries=frozenset(v["skip_tls_verify_registry"]),
+        registry_certificates={k: Path(p) for k, p in v["registry_certificate"].items()},
+        registry_client_certs=client_certs,
+        registry_maps={k: tuple(x) for k, x in maps.items()},
         registry_mirrors=tuple(mirrors),
         skip_default_registry_fallback=v["skip_default_registry_fallback"],
         image_download_retry=v.get("image_download_retry", 0),
@@ -335,7 +319,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         build=build,
         cache=cache,
         output=output,
-        registry=_registry_flags(v, env),
+        registry=registry_options(v, env),
         log=log,
         given=frozenset(given),
         warnings=tuple(parsed.warnings),
@@ -359,7 +343,7 @@ def warm_config(parsed: ParsedFlags, env: Mapping[str, str]) -> WarmConfig:
         dockerfile=v["dockerfile"],
         build_args=resolve_build_args(v["build_arg"], env),
         platform=platform,
-        registry=_registry_flags(v, env),
+        registry=registry_options(v, env),
         log=_log(v),
         given=frozenset(parsed.given),
         warnings=tuple(parsed.warnings),

@@ -15,6 +15,7 @@ from lamina.errors import UsageError
 __all__ = [
     "BUILD_FLAGS",
     "COMPRESSIONS",
+    "IMAGE_FLAGS",
     "ISOLATIONS",
     "LOG_FLAGS",
     "LOG_FORMATS",
@@ -254,5 +255,27 @@ WARM_FLAGS: tuple[FlagSpec, ...] = (
     _f("build-arg", M, "Build argument KEY=VALUE for ARG-parameterised FROM lines (repeatable)"),
     _f("customPlatform", S, "Platform os/arch[/variant] to cache (default: this host)", ""),
     *_REGISTRY_PULL,
+    *LOG_FLAGS,
+)
+
+#: ``lamina copy`` / ``lamina inspect``: the registry transport flags and logging
+IMAGE_FLAGS: tuple[FlagSpec, ...] = (
+    _f("insecure", B, "Push over plain HTTP", False),
+    _f("skip-tls-verify", B, "Do not verify registries' TLS certificates (push and pull)", False),
+    *_REGISTRY_PULL,
+    _f("push-retry", N, "Retries of a failed push, with exponential backoff", 0),
+    _f(
+        "push-ignore-immutable-tag-errors",
+        B,
+        "Treat a registry's 'tag is immutable' refusal as success",
+        False,
+    ),
+    _f("image-download-retry", N, "Retries of a failed image download, with backoff", 0),
+    _f(
+        "custom-platform",
+        S,
+        "Platform os/arch[/variant] to pick from an index (default: this host)",
+        "",
+    ),
     *LOG_FLAGS,
 )

@@ -6,12 +6,15 @@ place that prints or chooses an exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from lamina import __version__
@@ -29,7 +32,12 @@ log = logging.getLogger("lamina")
 UNSUPPORTED_BUILD_FLAGS: dict[str, str] = {
     "git": "git build contexts are not implemented; clone the repository and pass --context=DIR",
     "use-new-run": "lamina's snapshotter replaces it; leave the flag out",
+    "ignore-path": "paths are left out of snapshots only in --isolation=none, "
+    "which is not implemented yet",
+    "force-build-metadata": "metadata-only instructions never produce layers yet",
+    "image-fs-extract-retry": "base layers are extracted once; a failure ends the build",
 }
+
 
 LAMINA_USAGE = """\
 lamina: a daemonless, unprivileged container image builder (kaniko compatible)
@@ -37,6 +45,8 @@ lamina: a daemonless, unprivileged container image builder (kaniko compatible)
 Usage:
   lamina build [flags]     build an image from a Dockerfile (same flags as kaniko's executor)
   lamina warm [flags]      fill the base-image cache (same flags as kaniko's warmer)
+  lamina copy SRC DST      copy an image between docker://, oci: and docker-archive: locations
+  lamina inspect REF       print an image's digest, manifest, config and layers as JSON
   lamina version           print the version
 
 The 'executor' and 'warmer' commands are kaniko-compatible aliases of
@@ -120,15 +130,37 @@ def _check_unsupported(parsed: ParsedFlags) -> None:
     for flag, hint in UNSUPPORTED_BUILD_FLAGS.items():
         if flag in parsed.given:
             raise NotSupportedError(f"--{flag}", hint=hint)
+    if "ignore-var-run" in parsed.given and parsed.values["ignore_var_run"]:
+        raise NotSupportedError(
+            "--ignore-var-run=true",
+            hint="lamina keeps /var/run changes in layers (kaniko's --ignore-var-run=false); "
+            "leave the flag out or set it to false",
+        )
 
 
-def _build(config: ExecutorConfig) -> int:
+def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:
+    """``--kaniko-dir`` / ``KANIKO_DIR`` when given, ``/kaniko`` in the executor image,
+    else the system's temporary directory (each build makes its own ``lamina-*`` dir there)."""
+    if "kaniko-dir" in config.given or env.get("KANIKO_DIR") or Path("/kaniko").is_dir():
+        return config
+    build = dataclasses.replace(config.build, kaniko_dir=Path(tempfile.gettempdir()))
+    return dataclasses.replace(config, build=build)
+
+
+def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
+    from lamina.builder import build_and_output
+    from lamina.registry import RegistryClient, default_docker_config_dir
+
+    config = _default_kaniko_dir(config, env)
     log.info("lamina %s: building %s", __version__, config.build.dockerfile)
-    raise NotSupportedError(
-        "running builds: this lamina release parses and validates the build command line, "
-        "but the build engine is not part of it yet",
-        hint="see the README for the features available in this release",
-    )
+    with RegistryClient(
+        config.registry, docker_config_dir=default_docker_config_dir(env)
+    ) as client:
+        result = build_and_output(
+            config.build, config.cache, config.output, registry=client, runner=None, log=log
+        )
+    del result  # the builder logs the digest; outputs are written by build_and_output
+    return 0
 
 
 def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
@@ -141,7 +173,7 @@ def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> 
     config = executor_config(parsed, env)
     _configure(config.log, config.warnings)
     _check_unsupported(parsed)
-    return _build(config)
+    return _build(config, env)
 
 
 def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
@@ -164,8 +196,23 @@ def version_command(argv: Sequence[str], env: Mapping[str, str], command: str) -
 
 Command = Callable[[Sequence[str], Mapping[str, str], str], int]
 
+
+def _copy(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
+    from lamina.cli._images import copy_command
+
+    return copy_command(argv, env, command)
+
+
+def _inspect(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
+    from lamina.cli._images import inspect_command
+
+    return inspect_command(argv, env, command)
+
+
 _SUBCOMMANDS: dict[str, Command] = {
     "build": build_command,
+    "copy": _copy,
+    "inspect": _inspect,
     "warm": warm_command,
     "version": version_command,
 }

@@ -1,0 +1,330 @@
+"""The build entry points: ``build_image`` (plan + loop) and ``write_outputs``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lamina.builder._plan import BuildPlan, make_plan
+from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
+from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
+from lamina.context import LocalContext
+from lamina.errors import (
+    ContextError,
+    FilesystemError,
+    ImageFormatError,
+    LaminaError,
+    NotSupportedError,
+    UsageError,
+)
+from lamina.fs import BuildDir
+from lamina.oci import (
+    Digest,
+    Image,
+    Platform,
+    Reference,
+    canonical,
+    digest_file_text,
+    image_name_tag_with_digest_text,
+    image_name_with_digest_text,
+    mediatypes,
+)
+from lamina.oci.docker_archive import write_docker_archive
+from lamina.oci.oci_layout import OCILayout
+from lamina.sandbox import Runner
+
+__all__ = [
+    "DUMMY_DESTINATION",
+    "BuildResult",
+    "build_and_output",
+    "build_image",
+    "plan_build",
+    "write_outputs",
+]
+
+#: kaniko's tag for ``--tar-path`` when there is no ``--destination``
+DUMMY_DESTINATION = "unset-repo/unset-image-name"
+
+
+@dataclass(slots=True, kw_only=True)
+class BuildResult:
+    """The built image and what it took.
+
+    New layers are blob files inside ``build_dir``: call :meth:`cleanup` only
+    after :func:`write_outputs` (or use :func:`build_and_output`).
+    """
+
+    image: Image
+    digest: Digest
+    stages: tuple[StageResult, ...]
+    plan: BuildPlan
+    build_dir: BuildDir | None = field(default=None, repr=False)
+
+    def cleanup(self) -> None:
+        """Delete the build directory (rootfs trees and layer blobs)."""
+        if self.build_dir is not None:
+            self.build_dir.cleanup()
+            self.build_dir = None
+
+
+def _read_dockerfile(build: BuildOptions) -> tuple[str, Path, Path]:
+    context_dir = Path(build.context or ".")
+    if build.context_sub_path:
+        context_dir = context_dir / build.context_sub_path
+    if "://" in build.context and not build.context.startswith("dir://"):
+        raise NotSupportedError(
+            f"the build context {build.context!r} (only local directories for now)",
+            hint="pass a local directory with --context (or dir://PATH)",
+        )
+    if build.context.startswith("dir://"):
+        context_dir = Path(build.context.removeprefix("dir://"))
+        if build.context_sub_path:
+            context_dir = context_dir / build.context_sub_path
+    dockerfile = Path(build.dockerfile or "Dockerfile")
+    if not dockerfile.is_absolute() and not dockerfile.exists():
+        dockerfile = context_dir / dockerfile
+    try:
+        text = dockerfile.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError as exc:
+        raise ContextError(
+            f"the Dockerfile {dockerfile} does not exist",
+            hint="pass its path with --dockerfile (relative to the current directory "
+            "or to the context)",
+        ) from exc
+    except OSError as exc:
+        raise ContextError(f"cannot read the Dockerfile {dockerfile}: {exc.strerror}") from exc
+    return text, dockerfile, context_dir
+
+
+def _platform_text(p: Platform) -> str:
+    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+
+def plan_build(build: BuildOptions) -> BuildPlan:
+    """Read the Dockerfile and plan the build (no filesystem changes, no network)."""
+    text, dockerfile, _ = _read_dockerfile(build)
+    host = Platform.host()
+    target = Platform.parse(build.platform) if build.platform else host
+    return make_plan(
+        text,
+        filename=dockerfile.name,
+        build_args=dict(build.build_args),
+        target=build.target,
+        build_platform=_platform_text(host),
+        target_platform=_platform_text(target),
+        skip_unused_stages=build.skip_unused_stages,
+    )
+
+
+def _epoch(build: BuildOptions) -> int | None:
+    if build.source_date_epoch is not None:
+        return build.source_date_epoch
+    if build.reproducible:
+        return 0
+    return None
+
+
+def build_image(
+    build: BuildOptions,
+    cache: CacheOptions,
+    output: OutputOptions,
+    *,
+    registry: ImageSource | None,
+    runner: Runner | None,
+    log: logging.Logger,
+) -> BuildResult:
+    """Build the image the Dockerfile describes (nothing is written or pushed yet).
+
+    ``registry`` pulls base images (and later pushes); ``runner`` runs RUN
+    steps (None: chosen from ``build.isolation`` on the first RUN). Raises
+    :class:`~lamina.errors.LaminaError` subclasses only.
+    """
+    if cache.enabled:
+        raise NotSupportedError(
+            "--cache (layer caching)", hint="build without --cache for now; it is coming"
+        )
+    if build.single_snapshot:
+        raise NotSupportedError("--single-snapshot")
+    if output.compression not in ("gzip", "zstd", "none"):
+        raise UsageError(
+            f"unknown --compression {output.compression!r}", hint="use gzip, zstd or none"
+        )
+    plan = plan_build(build)
+    for name in plan.unused_build_args:
+        log.warning("build argument %s is not consumed by any stage that is built", name)
+    _, dockerfile, context_dir = _read_dockerfile(build)
+    context = LocalContext.open(context_dir, dockerfile=dockerfile)
+    if (
+        output.destinations
+        and not output.no_push
+        and not output.skip_push_permission_check
+        and registry is not None
+    ):
+        registry.check_push_permission([Reference.parse(d) for d in output.destinations])
+    epoch = _epoch(build)
+    created = (
+        datetime.fromtimestamp(epoch, tz=UTC)
+        if epoch is not None
+        else datetime.now(tz=UTC).replace(microsecond=0)
+    )
+    platform = Platform.parse(build.platform) if build.platform else Platform.host()
+    build_dir = BuildDir.create(build.kaniko_dir)
+    compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
+    env = BuildEnv(
+        plan=plan,
+        context=context,
+        registry=registry,
+        runner=runner,
+        isolation=build.isolation,
+        force=build.force,
+        log=log,
+        build_dir=build_dir,
+        platform=platform,
+        custom_platform=bool(build.platform),
+        created=created,
+        clamp_epoch=epoch if build.reproducible else None,
+        compression=compression,
+        compression_level=output.compression_level if output.compression_level >= 0 else None,
+        snapshot_mode=build.snapshot_mode,
+        labels=build.labels,
+    )
+    try:
+        for index in plan.order:
+            sp = plan.stages[index]
+            log.info("building stage %s (FROM %s)", sp.display, sp.base)
+            builder = StageBuilder(env, sp, is_target=index == plan.target)
+            result = builder.build()
+            if result.rootfs is None and any(
+                index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
+            ):
+                builder.ensure_fs()
+                result = StageResult(
+                    index=result.index,
+                    name=result.name,
+                    image=result.image,
+                    rootfs=builder.rootfs,
+                    scope=result.scope,
+                    layers_added=result.layers_added,
+                )
+            env.results[index] = result
+            _drop_unneeded_rootfs(env, plan, index)
+        image = env.results[plan.target].image
+        if build.reproducible:
+            image = canonical(image, epoch=epoch or 0)
+        digest = image.digest()
+    except BaseException:
+        build_dir.cleanup()
+        raise
+    log.info("built image %s", digest)
+    return BuildResult(
+        image=image,
+        digest=digest,
+        stages=tuple(env.results[i] for i in plan.order),
+        plan=plan,
+        build_dir=build_dir,
+    )
+
+
+def _drop_unneeded_rootfs(env: BuildEnv, plan: BuildPlan, done: int) -> None:
+    """Delete stage rootfs trees no later stage will read (bounded disk use)."""
+    later = [i for i in plan.order if i > done]
+    for index, result in list(env.results.items()):
+        if result.rootfs is None:
+            continue
+        if any(plan.stages[i].base_stage == index for i in later) or any(
+            index in plan.stages[i].copy_from_stages for i in later
+        ):
+            continue
+        shutil.rmtree(result.rootfs, ignore_errors=True)
+        env.results[index] = StageResult(
+            index=result.index,
+            name=result.name,
+            image=result.image,
+            rootfs=None,
+            scope=result.scope,
+            layers_added=result.layers_added,
+        )
+
+
+def _write_text(path: str, text: str, what: str) -> None:
+    if "://" in path:
+        raise NotSupportedError(f"{what} as a URL ({path})", hint="give a local file path")
+    try:
+        p = Path(path)
+        if p.parent != Path():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise FilesystemError(
+            f"cannot write {what} {path}: {exc.strerror}",
+            hint="check that the directory exists and is writable",
+        ) from exc
+
+
+def write_outputs(result: BuildResult, output: OutputOptions, registry: ImageSource | None) -> None:
+    """Write the digest files, the OCI layout and the tarball, then push (kaniko's order)."""
+    image = result.image
+    digest = result.digest
+    try:
+        destinations = [Reference.parse(d) for d in output.destinations]
+    except LaminaError as exc:
+        raise UsageError(f"--destination: {exc.message}", hint=exc.hint) from exc
+    if output.digest_file:
+        _write_text(output.digest_file, digest_file_text(digest), "--digest-file")
+    if output.image_name_with_digest_file:
+        _write_text(
+            output.image_name_with_digest_file,
+            image_name_with_digest_text(destinations, digest),
+            "--image-name-with-digest-file",
+        )
+    if output.image_name_tag_with_digest_file:
+        _write_text(
+            output.image_name_tag_with_digest_file,
+            image_name_tag_with_digest_text(destinations, digest),
+            "--image-name-tag-with-digest-file",
+        )
+    if output.oci_layout_path:
+        layout = OCILayout.create(Path(output.oci_layout_path))
+        ref_name = destinations[0].tag if destinations and destinations[0].tag else None
+        layout.write_image(image, ref_name=ref_name or "latest")
+    if output.tar_path:
+        tags: list[Reference | str] = list(destinations) or [DUMMY_DESTINATION]
+        try:
+            Path(output.tar_path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FilesystemError(f"cannot create the directory of {output.tar_path}") from exc
+        write_docker_archive(Path(output.tar_path), image, tags)
+    if output.no_push or not destinations:
+        return
+    if registry is None:
+        raise UsageError(
+            "cannot push: no registry client was given",
+            hint="this is a bug in the caller of lamina.builder.write_outputs",
+        )
+    pushed = registry.push(image, destinations)
+    if pushed != digest:
+        raise ImageFormatError(
+            f"the registry reports digest {pushed} for the pushed image, expected {digest}",
+            hint="the registry may have rewritten the manifest",
+        )
+
+
+def build_and_output(
+    build: BuildOptions,
+    cache: CacheOptions,
+    output: OutputOptions,
+    *,
+    registry: ImageSource | None,
+    runner: Runner | None,
+    log: logging.Logger,
+) -> BuildResult:
+    """``build_image`` + ``write_outputs``, then delete the build directory."""
+    result = build_image(build, cache, output, registry=registry, runner=runner, log=log)
+    try:
+        write_outputs(result, output, registry)
+    finally:
+        result.cleanup()
+    return result

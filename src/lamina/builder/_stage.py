@@ -1,0 +1,860 @@
+"""Building one stage: its state, and one small handler per instruction.
+
+Each handler takes the (expanded) instruction and returns a :class:`StepEffect`
+saying what it did: the new runtime config and/or scope, a layer, the history
+text. The loop in :meth:`StageBuilder.build` applies the effects in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from lamina.builder._copy import CopyRequest, copy_into, parse_chmod, resolve_chown, resolve_dest
+from lamina.builder._history import (
+    BUILDKIT_COMMENT,
+    go_list,
+    go_quoted_list,
+    healthcheck_created_by,
+    run_created_by,
+)
+from lamina.builder._layers import make_layer
+from lamina.builder._plan import BuildPlan, StagePlan
+from lamina.context import ContextSource, LocalContext, has_glob
+from lamina.dockerfile import (
+    AddInstruction,
+    ArgInstruction,
+    CmdInstruction,
+    Command,
+    CopyInstruction,
+    EntrypointInstruction,
+    EnvInstruction,
+    ExecCommand,
+    ExposeInstruction,
+    FromInstruction,
+    HealthcheckInstruction,
+    Instruction,
+    LabelInstruction,
+    MaintainerInstruction,
+    OnbuildInstruction,
+    RunInstruction,
+    ShellInstruction,
+    StageScope,
+    StopsignalInstruction,
+    UserInstruction,
+    VolumeInstruction,
+    WorkdirInstruction,
+    expand_instruction,
+    instruction_from_node,
+    parse,
+)
+from lamina.errors import (
+    BuildStepError,
+    DockerfileError,
+    FilesystemError,
+    LaminaError,
+    NotSupportedError,
+    SourceLocation,
+    UsageError,
+)
+from lamina.fs import (
+    BuildDir,
+    Change,
+    StatIndex,
+    apply_upper,
+    changes_from_upper,
+    diff,
+    safe_join,
+)
+from lamina.fs import extract_layer as fs_extract_layer
+from lamina.oci import (
+    Addendum,
+    ContainerConfig,
+    Digest,
+    History,
+    Image,
+    Layer,
+    Platform,
+    Reference,
+    append_layers,
+    empty_image,
+    format_time,
+    mediatypes,
+    with_config,
+)
+from lamina.sandbox import (
+    Runner,
+    RunResult,
+    RunSpec,
+    failure_error,
+    host_network_files,
+    resolve_user,
+    select_runner,
+)
+
+__all__ = ["BuildEnv", "ImageSource", "StageBuilder", "StageResult", "StepEffect"]
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_SHELL = ("/bin/sh", "-c")
+_SIGNALS = frozenset(
+    (
+        "HUP",
+        "INT",
+        "QUIT",
+        "ILL",
+        "TRAP",
+        "ABRT",
+        "BUS",
+        "FPE",
+        "KILL",
+        "USR1",
+        "SEGV",
+        "USR2",
+        "PIPE",
+        "ALRM",
+        "TERM",
+        "STKFLT",
+        "CHLD",
+        "CONT",
+        "STOP",
+        "TSTP",
+        "TTIN",
+        "TTOU",
+        "URG",
+        "XCPU",
+        "XFSZ",
+        "VTALRM",
+        "PROF",
+        "WINCH",
+        "IO",
+        "POLL",
+        "PWR",
+        "SYS",
+        "RTMIN",
+        "RTMAX",
+    )
+)
+
+
+class ImageSource(Protocol):
+    """What the builder needs from a registry client (``lamina.registry.RegistryClient``)."""
+
+    def pull(self, ref: Reference, *, platform: Platform) -> Image: ...
+
+    def push(self, image: Image, refs: Sequence[Reference]) -> Digest: ...
+
+    def check_push_permission(self, refs: Sequence[Reference]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepEffect:
+    """What one instruction did.
+
+    ``created_by`` None means no history entry (ONBUILD); ``layer`` None a
+    metadata-only step (``empty_layer: true``); ``config``/``scope``/``author``
+    None mean unchanged.
+    """
+
+    created_by: str | None
+    layer: Layer | None = None
+    config: ContainerConfig | None = None
+    scope: StageScope | None = None
+    author: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageResult:
+    """A built stage: its image, its rootfs (when materialised) and final scope."""
+
+    index: int
+    name: str | None
+    image: Image
+    rootfs: Path | None
+    scope: StageScope = field(repr=False)
+    layers_added: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class BuildEnv:
+    """Build-wide state shared by the stages of one build."""
+
+    plan: BuildPlan
+    context: LocalContext
+    registry: ImageSource | None
+    runner: Runner | None
+    isolation: str
+    force: bool
+    log: logging.Logger
+    build_dir: BuildDir
+    platform: Platform
+    custom_platform: bool
+    created: datetime
+    clamp_epoch: int | None
+    compression: mediatypes.Compression
+    compression_level: int | None
+    snapshot_mode: str
+    labels: tuple[tuple[str, str], ...]
+    results: dict[int, StageResult] = field(default_factory=dict)
+    pulled: dict[tuple[str, str], Image] = field(default_factory=dict)
+    image_trees: dict[str, Path] = field(default_factory=dict)
+    counter: int = 0
+
+    def next_id(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def get_runner(self) -> Runner:
+        if self.runner is None:
+            self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
+        return self.runner
+
+    def pull(self, name: str, platform: Platform, location: SourceLocation | None) -> Image:
+        key = (name, str(platform))
+        if key in self.pulled:
+            return self.pulled[key]
+        if self.registry is None:
+            raise UsageError(
+                f"cannot pull {name}: no registry client was given to the builder",
+                hint="this is a bug in the caller of lamina.builder.build_image",
+                location=location,
+            )
+        try:
+            ref = Reference.parse(name)
+        except LaminaError as exc:
+            raise DockerfileError(exc.message, hint=exc.hint, location=location) from exc
+        self.log.info("pulling %s (%s)", ref, platform)
+        image = self.registry.pull(ref, platform=platform)
+        self.pulled[key] = image
+        return image
+
+    def extract(self, image: Image, root: Path) -> None:
+        """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten)."""
+        for i, layer in enumerate(image.layers()):
+            name = f"layer {i} ({layer.digest()})"
+            with layer.uncompressed() as stream:
+                fs_extract_layer(root, stream, on_warning=self.log.warning, layer_name=name)
+
+
+def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for item in env:
+        k, _, v = item.partition("=")
+        out.append((k, v))
+    return out
+
+
+def _argv(command: Command, shell: tuple[str, ...] | None) -> tuple[str, ...]:
+    if isinstance(command, ExecCommand):
+        return tuple(command.argv)
+    return (*(shell or DEFAULT_SHELL), command.text)
+
+
+def _normalise_port(word: str, location: SourceLocation) -> list[str]:
+    port, _, proto = word.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in ("tcp", "udp", "sctp"):
+        raise DockerfileError(
+            f"invalid proto {proto!r} in EXPOSE {word}",
+            hint="use tcp, udp or sctp",
+            location=location,
+        )
+    lo, dash, hi = port.partition("-")
+    if not lo.isdigit() or (dash and not hi.isdigit()):
+        raise DockerfileError(
+            f"invalid port {word!r} in EXPOSE",
+            hint="write EXPOSE <port>[/<proto>], e.g. EXPOSE 80/tcp",
+            location=location,
+        )
+    if not dash:
+        return [f"{int(lo)}/{proto}"]
+    return [f"{p}/{proto}" for p in range(int(lo), int(hi) + 1)]
+
+
+def _check_signal(sig: str, location: SourceLocation) -> None:
+    name = sig.upper().removeprefix("SIG")
+    if sig.isdigit() and int(sig) > 0:
+        return
+    base = name.split("+")[0].split("-")[0]
+    if base in _SIGNALS:
+        return
+    raise DockerfileError(
+        f"invalid signal {sig!r} in STOPSIGNAL",
+        hint="give a signal name (SIGTERM, KILL) or a positive number",
+        location=location,
+    )
+
+
+class _Output:
+    """Streams RUN output to the log, one line at a time, with a step prefix."""
+
+    def __init__(self, log: logging.Logger, prefix: str) -> None:
+        self.log = log
+        self.prefix = prefix
+        self.buf = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            self.log.info("%s %s", self.prefix, line.decode(errors="replace"))
+        if len(self.buf) > 65536:
+            self.log.info("%s %s", self.prefix, self.buf.decode(errors="replace"))
+            self.buf = b""
+
+    def flush(self) -> None:
+        if self.buf:
+            self.log.info("%s %s", self.prefix, self.buf.decode(errors="replace"))
+            self.buf = b""
+
+
+class StageBuilder:
+    """Builds one planned stage in its own rootfs directory."""
+
+    def __init__(self, env: BuildEnv, sp: StagePlan, *, is_target: bool) -> None:
+        self.env = env
+        self.sp = sp
+        self.is_target = is_target
+        self.log = env.log
+        self.escape = env.plan.dockerfile.escape
+        self.rootfs = env.build_dir.path / f"stage-{sp.index}"
+        self.fs_ready = False
+        self.addenda: list[Addendum] = []
+        self.cmd_seen = False
+        self.base_image: Image = empty_image()
+        self.parent: StageResult | None = None
+        self.runtime = ContainerConfig()
+        self.author: str | None = None
+        self.scope: StageScope | None = None
+        self.step_no = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def _platform(self) -> Platform:
+        if self.sp.platform:
+            try:
+                return Platform.parse(self.sp.platform)
+            except LaminaError as exc:
+                raise DockerfileError(
+                    exc.message, hint=exc.hint, location=self.sp.stage.location
+                ) from exc
+        return self.env.platform
+
+    def _start(self) -> None:
+        sp = self.sp
+        location = sp.stage.location
+        inherited: StageScope | None = None
+        if sp.base_stage is not None:
+            self.parent = self.env.results[sp.base_stage]
+            self.base_image = self.parent.image
+            inherited = self.parent.scope
+        elif sp.is_scratch:
+            self.base_image = empty_image(self._platform())
+        else:
+            self.base_image = self.env.pull(sp.base, self._platform(), location)
+        cfg = self.base_image.config()
+        runtime = cfg.config
+        env = list(runtime.env)
+        if not any(e.startswith("PATH=") for e in env):
+            env.append(DEFAULT_PATH)
+        runtime = replace(runtime, env=tuple(env))
+        if sp.is_scratch and not runtime.working_dir:
+            runtime = replace(runtime, working_dir="/")
+        self.runtime = runtime
+        self.author = cfg.author
+        self.scope = StageScope.start(
+            self.env.plan.build_args,
+            self.env.plan.meta,
+            base_env=_config_env_pairs(runtime.env),
+            inherited=inherited,
+        )
+        if inherited is not None:
+            self.scope = replace(
+                self.scope,
+                config_env=tuple(_config_env_pairs(runtime.env)),
+            )
+
+    def ensure_fs(self) -> Path:
+        """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
+        if self.fs_ready:
+            return self.rootfs
+        try:
+            self.rootfs.mkdir(mode=0o755)
+        except OSError as exc:
+            raise FilesystemError(f"cannot create {self.rootfs}: {exc.strerror}") from exc
+        parent = self.parent
+        if parent is not None and parent.rootfs is not None:
+            self.log.info("stage %s: copying the rootfs of stage %s", self.sp.display, parent.index)
+            self._copy_tree(parent.rootfs, self.rootfs)
+        elif not self.sp.is_scratch:
+            self.log.info("stage %s: extracting %s", self.sp.display, self.sp.base)
+            self.env.extract(self.base_image, self.rootfs)
+        self.fs_ready = True
+        return self.rootfs
+
+    @staticmethod
+    def _copy_tree(src: Path, dst: Path) -> None:
+        proc = subprocess.run(
+            ["cp", "-a", "--reflink=auto", f"{src}/.", f"{dst}/"],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise FilesystemError(
+                f"cannot copy {src} to {dst}: {proc.stderr.decode(errors='replace').strip()}",
+                hint="check free space in the build directory",
+            )
+
+    # ------------------------------------------------------------------ loop
+
+    def build(self) -> StageResult:
+        self._start()
+        assert self.scope is not None
+        instructions: list[Instruction] = []
+        if self.runtime.on_build:
+            instructions.extend(self._triggers(self.runtime.on_build))
+            self.runtime = replace(self.runtime, on_build=None)
+        instructions.extend(self.sp.stage.instructions)
+        total = len(instructions)
+        for instr in instructions:
+            self.step_no += 1
+            self.log.info(
+                "[stage %s %d/%d] %s",
+                self.sp.display,
+                self.step_no,
+                total,
+                instr.original if instr.original else instr.keyword,
+            )
+            effect = self.step(instr)
+            self._apply(effect)
+        if self.is_target and self.env.labels:
+            labels = dict(self.runtime.labels)
+            labels.update(self.env.labels)
+            self.runtime = replace(self.runtime, labels=labels)
+        return self._finish()
+
+    def _triggers(self, triggers: Sequence[str]) -> list[Instruction]:
+        out: list[Instruction] = []
+        text = "\n".join(triggers) + "\n"
+        try:
+            nodes = parse(text, filename=f"ONBUILD triggers of {self.sp.base}").nodes
+            for node in nodes:
+                instr = instruction_from_node(node)
+                if isinstance(instr, FromInstruction | OnbuildInstruction | MaintainerInstruction):
+                    raise DockerfileError(
+                        f"{instr.keyword} is not allowed as an ONBUILD trigger",
+                        hint="fix the base image's ONBUILD instructions",
+                        location=self.sp.stage.location,
+                    )
+                out.append(instr)
+        except DockerfileError as exc:
+            raise DockerfileError(
+                f"ONBUILD trigger of {self.sp.base}: {exc.message}",
+                hint=exc.hint,
+                location=self.sp.stage.location,
+            ) from exc
+        return out
+
+    def _apply(self, effect: StepEffect) -> None:
+        if effect.config is not None:
+            self.runtime = effect.config
+        if effect.scope is not None:
+            self.scope = effect.scope
+        if effect.author is not None:
+            self.author = effect.author
+        if effect.created_by is None:
+            return
+        history = History(
+            created=format_time(self.env.created),
+            created_by=effect.created_by,
+            comment=BUILDKIT_COMMENT,
+            empty_layer=effect.layer is None,
+        )
+        self.addenda.append(Addendum(layer=effect.layer, history=history))
+
+    def _finish(self) -> StageResult:
+        image = append_layers(self.base_image, *self.addenda)
+        cfg = image.config()
+        cfg = replace(
+            cfg,
+            config=self.runtime,
+            author=self.author,
+            created=format_time(self.env.created),
+        )
+        if self.env.custom_platform or self.sp.is_scratch:
+            plat = self._platform()
+            cfg = replace(cfg, os=plat.os, architecture=plat.architecture, variant=plat.variant)
+        image = with_config(image, cfg)
+        assert self.scope is not None
+        return StageResult(
+            index=self.sp.index,
+            name=self.sp.name,
+            image=image,
+            rootfs=self.rootfs if self.fs_ready else None,
+            scope=self.scope,
+            layers_added=sum(1 for a in self.addenda if a.layer is not None),
+        )
+
+    # -------------------------------------------------------------- dispatch
+
+    def step(self, instr: Instruction) -> StepEffect:
+        assert self.scope is not None
+        if isinstance(instr, ArgInstruction):
+            return self.do_arg(instr)
+        expanded = expand_instruction(instr, self.scope.env, escape=self.escape).instruction
+        handlers: Mapping[type, Callable[[Instruction], StepEffect]] = {
+            EnvInstruction: self.do_env,  # type: ignore[dict-item]
+            LabelInstruction: self.do_label,  # type: ignore[dict-item]
+            MaintainerInstruction: self.do_maintainer,  # type: ignore[dict-item]
+            RunInstruction: self.do_run,  # type: ignore[dict-item]
+            CmdInstruction: self.do_cmd,  # type: ignore[dict-item]
+            EntrypointInstruction: self.do_entrypoint,  # type: ignore[dict-item]
+            ShellInstruction: self.do_shell,  # type: ignore[dict-item]
+            CopyInstruction: self.do_copy,  # type: ignore[dict-item]
+            AddInstruction: self.do_copy,  # type: ignore[dict-item]
+            ExposeInstruction: self.do_expose,  # type: ignore[dict-item]
+            VolumeInstruction: self.do_volume,  # type: ignore[dict-item]
+            UserInstruction: self.do_user,  # type: ignore[dict-item]
+            WorkdirInstruction: self.do_workdir,  # type: ignore[dict-item]
+            StopsignalInstruction: self.do_stopsignal,  # type: ignore[dict-item]
+            HealthcheckInstruction: self.do_healthcheck,  # type: ignore[dict-item]
+            OnbuildInstruction: self.do_onbuild,  # type: ignore[dict-item]
+        }
+        handler = handlers.get(type(expanded))
+        if handler is None:
+            raise NotSupportedError(
+                f"the {instr.keyword} instruction here",
+                location=instr.location,
+            )
+        return handler(expanded)
+
+    # ------------------------------------------------------ metadata handlers
+
+    def do_arg(self, instr: ArgInstruction) -> StepEffect:
+        assert self.scope is not None
+        scope = self.scope.with_arg(instr, escape=self.escape)
+        values = dict(scope.args)
+        words = []
+        for kv in instr.args:
+            v = values.get(kv.key)
+            words.append(kv.key if v is None else f"{kv.key}={v}")
+        return StepEffect(created_by="ARG " + " ".join(words), scope=scope)
+
+    def do_env(self, instr: EnvInstruction) -> StepEffect:
+        assert self.scope is not None
+        pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
+        scope = self.scope.with_env(pairs)
+        config = replace(self.runtime, env=tuple(f"{k}={v}" for k, v in scope.config_env))
+        text = " ".join(f"{k}={v}" for k, v in pairs)
+        return StepEffect(created_by=f"ENV {text}", config=config, scope=scope)
+
+    def do_label(self, instr: LabelInstruction) -> StepEffect:
+        labels = dict(self.runtime.labels)
+        pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
+        labels.update(pairs)
+        text = " ".join(f"{k}={v}" for k, v in pairs)
+        return StepEffect(created_by=f"LABEL {text}", config=replace(self.runtime, labels=labels))
+
+    def do_maintainer(self, instr: MaintainerInstruction) -> StepEffect:
+        return StepEffect(created_by=f"MAINTAINER {instr.maintainer}", author=instr.maintainer)
+
+    def do_cmd(self, instr: CmdInstruction) -> StepEffect:
+        argv = _argv(instr.command, self.runtime.shell)
+        self.cmd_seen = True
+        return StepEffect(
+            created_by=f"CMD {go_quoted_list(argv)}",
+            config=replace(self.runtime, cmd=argv or None),
+        )
+
+    def do_entrypoint(self, instr: EntrypointInstruction) -> StepEffect:
+        argv = _argv(instr.command, self.runtime.shell)
+        config = replace(self.runtime, entrypoint=argv or None)
+        if not self.cmd_seen:
+            config = replace(config, cmd=None)
+        return StepEffect(created_by=f"ENTRYPOINT {go_quoted_list(argv)}", config=config)
+
+    def do_shell(self, instr: ShellInstruction) -> StepEffect:
+        return StepEffect(
+            created_by=f"SHELL {go_list(instr.shell)}",
+            config=replace(self.runtime, shell=tuple(instr.shell)),
+        )
+
+    def do_expose(self, instr: ExposeInstruction) -> StepEffect:
+        ports: list[str] = []
+        for word in sorted(instr.ports):
+            ports.extend(_normalise_port(word, instr.location))
+        merged = list(self.runtime.exposed_ports)
+        merged.extend(p for p in ports if p not in merged)
+        return StepEffect(
+            created_by=f"EXPOSE {go_list(ports)}",
+            config=replace(self.runtime, exposed_ports=tuple(merged)),
+        )
+
+    def do_volume(self, instr: VolumeInstruction) -> StepEffect:
+        merged = list(self.runtime.volumes)
+        merged.extend(v for v in instr.volumes if v not in merged)
+        return StepEffect(
+            created_by=f"VOLUME {go_list(instr.volumes)}",
+            config=replace(self.runtime, volumes=tuple(merged)),
+        )
+
+    def do_user(self, instr: UserInstruction) -> StepEffect:
+        return StepEffect(
+            created_by=f"USER {instr.user}", config=replace(self.runtime, user=instr.user)
+        )
+
+    def do_stopsignal(self, instr: StopsignalInstruction) -> StepEffect:
+        _check_signal(instr.signal, instr.location)
+        return StepEffect(
+            created_by=f"STOPSIGNAL {instr.signal}",
+            config=replace(self.runtime, stop_signal=instr.signal),
+        )
+
+    def do_healthcheck(self, instr: HealthcheckInstruction) -> StepEffect:
+        hc: dict[str, object] = {"Test": list(instr.test)}
+        for key, value in (
+            ("Interval", instr.interval),
+            ("Timeout", instr.timeout),
+            ("StartPeriod", instr.start_period),
+            ("StartInterval", instr.start_interval),
+            ("Retries", instr.retries),
+        ):
+            if value:
+                hc[key] = value
+        return StepEffect(
+            created_by=healthcheck_created_by(hc),
+            config=replace(self.runtime, healthcheck=hc),
+        )
+
+    def do_onbuild(self, instr: OnbuildInstruction) -> StepEffect:
+        triggers = list(self.runtime.on_build or ())
+        triggers.append(instr.expression)
+        return StepEffect(created_by=None, config=replace(self.runtime, on_build=tuple(triggers)))
+
+    def do_workdir(self, instr: WorkdirInstruction) -> StepEffect:
+        current = self.runtime.working_dir or "/"
+        path = posixpath.normpath(posixpath.join(current, instr.path))
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        config = replace(self.runtime, working_dir=path)
+        created_by = f"WORKDIR {path}"
+        if path == "/":
+            return StepEffect(created_by=created_by, config=config)
+        rootfs = self.ensure_fs()
+        host = safe_join(rootfs, path, follow_final=True)
+        if host.is_dir():
+            return StepEffect(created_by=created_by, config=config)
+        uid, gid = 0, 0
+        if self.runtime.user:
+            try:
+                ru = resolve_user(rootfs, self.runtime.user)
+                uid, gid = ru.uid, ru.gid
+            except LaminaError:
+                uid, gid = 0, 0
+        created: list[Path] = []
+        probe = host
+        while not probe.exists() and probe != rootfs:
+            created.append(probe)
+            probe = probe.parent
+        try:
+            for p in reversed(created):
+                if p.is_symlink() or p.exists():
+                    p.unlink()
+                p.mkdir(mode=0o755)
+                os.chmod(p, 0o755)
+                os.lchown(p, uid, gid)
+        except OSError as exc:
+            raise FilesystemError(
+                f"WORKDIR {path}: cannot create {exc.filename}: {exc.strerror}",
+                location=instr.location,
+            ) from exc
+        changes = [Change.add(PurePosixPath("/", *p.relative_to(rootfs).parts)) for p in created]
+        layer = self._layer(changes, rootfs)
+        return StepEffect(created_by=created_by, config=config, layer=layer)
+
+    # -------------------------------------------------------- filesystem steps
+
+    def _layer(self, changes: Sequence[Change], root: Path) -> Layer:
+        compression = self.env.compression
+        if compression == "zstd" and mediatypes.is_docker(self.base_image.media_type()):
+            compression = "gzip"  # kaniko: a Docker-typed base keeps gzip
+        return make_layer(
+            changes,
+            root,
+            self.env.build_dir.layers,
+            compression=compression,
+            level=self.env.compression_level,
+            epoch=self.env.clamp_epoch,
+        )
+
+    def do_run(self, instr: RunInstruction) -> StepEffect:
+        assert self.scope is not None
+        loc = instr.location
+        if instr.mount_specs:
+            raise NotSupportedError("RUN --mount", location=loc)
+        if instr.heredocs:
+            raise NotSupportedError("RUN with a here-document", location=loc)
+        if instr.devices:
+            raise NotSupportedError("RUN --device", location=loc)
+        if instr.security not in (None, "sandbox"):
+            raise NotSupportedError(f"RUN --security={instr.security}", location=loc)
+        network = instr.network or "default"
+        if network not in ("default", "none", "host"):
+            raise DockerfileError(
+                f"unknown RUN --network value {network!r}",
+                hint="use default, none or host",
+                location=loc,
+            )
+        argv = _argv(instr.command, self.runtime.shell)
+        if not argv:
+            raise DockerfileError("RUN needs a command", hint="write RUN <command>", location=loc)
+        args = [(k, v if v is not None else "") for k, v in self.scope.args]
+        created_by = run_created_by(argv, args)
+        rootfs = self.ensure_fs()
+        runner = self.env.get_runner()
+        if runner.name == "none":
+            raise NotSupportedError(
+                "RUN with --isolation=none (kaniko's in-place mode)",
+                hint="use --isolation=namespace or --isolation=chroot",
+                location=loc,
+            )
+        cwd = self.runtime.working_dir or "/"
+        command_text = " ".join(argv)
+        out = _Output(self.log, f"[stage {self.sp.display} line {loc.line}]")
+        spec = RunSpec(
+            rootfs=rootfs,
+            argv=argv,
+            env=self.scope.run_env,
+            cwd=cwd,
+            user=self.runtime.user or "",
+            network=network,  # type: ignore[arg-type]
+            extra_files=host_network_files("lamina"),
+        )
+        if runner.captures_upper:
+            n = self.env.next_id()
+            upper = self.env.build_dir.work / f"upper-{n}"
+            work = self.env.build_dir.work / f"work-{n}"
+            try:
+                upper.mkdir()
+                work.mkdir()
+            except OSError as exc:
+                raise FilesystemError(f"cannot create {upper}: {exc.strerror}") from exc
+            spec = replace(spec, upper=upper, work=work)
+            result = runner.run(spec, on_output=out)
+            out.flush()
+            if not result.ok:
+                raise self._run_failure(result, command_text, loc)
+            changes = changes_from_upper(upper)
+            layer = self._layer(changes, upper)
+            apply_upper(upper, rootfs)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(upper, ignore_errors=True)
+        else:
+            before = StatIndex.scan(rootfs)
+            result = runner.run(spec, on_output=out)
+            out.flush()
+            if not result.ok:
+                raise self._run_failure(result, command_text, loc)
+            after = StatIndex.scan(rootfs)
+            mode = self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
+            layer = self._layer(diff(before, after, mode=mode), rootfs)  # type: ignore[arg-type]
+        return StepEffect(created_by=created_by, layer=layer)
+
+    def _run_failure(self, result: RunResult, command: str, loc: SourceLocation) -> BuildStepError:
+        return failure_error(result, command=command, stage=self.sp.display, location=loc)
+
+    def _source_tree(self, from_: str | None, loc: SourceLocation) -> LocalContext:
+        if from_ is None:
+            return self.env.context
+        stage = self.env.plan.dockerfile.stage_before(from_, self.sp.index)
+        if stage is not None:
+            result = self.env.results.get(stage.index)
+            if result is None or result.rootfs is None:
+                raise BuildStepError(
+                    f"COPY --from={from_}: stage {stage.index} has no filesystem here",
+                    hint="this is a bug in the build plan",
+                    location=loc,
+                )
+            return LocalContext(result.rootfs, None, name=f"stage {from_}")
+        root = self.env.image_trees.get(from_)
+        if root is None:
+            image = self.env.pull(from_, self.env.platform, loc)
+            root = self.env.build_dir.path / f"image-{self.env.next_id()}"
+            root.mkdir()
+            self.env.extract(image, root)
+            self.env.image_trees[from_] = root
+        return LocalContext(root, None, name=f"image {from_}")
+
+    def do_copy(self, instr: CopyInstruction | AddInstruction) -> StepEffect:
+        loc = instr.location
+        kw = instr.keyword
+        if instr.heredocs:
+            raise NotSupportedError(f"{kw} with a here-document", location=loc)
+        if instr.link:
+            raise NotSupportedError(f"{kw} --link", location=loc)
+        if instr.excludes:
+            raise NotSupportedError(f"{kw} --exclude", location=loc)
+        from_: str | None = None
+        if isinstance(instr, CopyInstruction):
+            if instr.parents:
+                raise NotSupportedError("COPY --parents", location=loc)
+            from_ = instr.from_
+        else:
+            if instr.checksum is not None:
+                raise NotSupportedError("ADD --checksum", location=loc)
+            if instr.keep_git_dir is not None:
+                raise NotSupportedError("ADD --keep-git-dir", location=loc)
+            if instr.unpack is not None:
+                raise NotSupportedError("ADD --unpack", location=loc)
+            for src in instr.sources:
+                if "://" in src or src.startswith("git@"):
+                    raise NotSupportedError(f"ADD of a URL ({src})", location=loc)
+        rootfs = self.ensure_fs()
+        tree = self._source_tree(from_, loc)
+        sources: list[ContextSource] = []
+        for src in instr.sources:
+            sources.extend(tree.resolve(src, location=loc))
+        dest, dest_is_dir = resolve_dest(instr.dest, self.runtime.working_dir or "/")
+        if not dest_is_dir and safe_join(rootfs, dest, follow_final=True).is_dir():
+            dest_is_dir = True
+        several = len(instr.sources) > 1 or any(has_glob(s) for s in instr.sources)
+        if several and len(sources) > 1 and not dest_is_dir:
+            raise DockerfileError(
+                f"when using {kw} with more than one source file, "
+                "the destination must be a directory and end with a /",
+                hint=f"write the destination as {instr.dest}/",
+                location=loc,
+            )
+        owner: tuple[int, int] | None = None if from_ is not None else (0, 0)
+        if instr.chown:
+            owner = resolve_chown(rootfs, instr.chown, loc)
+        chmod = parse_chmod(instr.chmod, loc) if instr.chmod else None
+        req = CopyRequest(
+            tree=tree,
+            sources=tuple(sources),
+            dest=dest,
+            dest_is_dir=dest_is_dir,
+            owner=owner,
+            chmod=chmod,
+            extract_archives=isinstance(instr, AddInstruction),
+        )
+        written = copy_into(rootfs, req, warn=self.log.warning)
+        layer = self._layer([Change.add(p) for p in written], rootfs)
+        flags = ""
+        if instr.chown:
+            flags += f"--chown={instr.chown} "
+        if instr.chmod:
+            flags += f"--chmod={instr.chmod} "
+        created_by = f"{kw} {flags}{' '.join(instr.sources)} {instr.dest} # buildkit"
+        return StepEffect(created_by=created_by, layer=layer)
+
+
+def now_utc() -> datetime:
+    return datetime.now(tz=UTC).replace(microsecond=0)

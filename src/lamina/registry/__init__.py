@@ -1,0 +1,29 @@
+"""Distribution-spec registry client: auth, pull, push, retries, TLS options, mirrors.
+
+    options = RegistryOptions(insecure_registries=frozenset({"127.0.0.1:5000"}))
+    with RegistryClient(options, docker_config_dir=default_docker_config_dir(os.environ)) as c:
+        image = c.pull(Reference.parse("127.0.0.1:5000/app:1"), platform=Platform.host())
+        c.push(image, [Reference.parse("127.0.0.1:5000/copy:1")])
+
+Logging goes to ``logging.getLogger("lamina.registry")``; credentials never do.
+"""
+
+from __future__ import annotations
+
+from ._auth import Credential, Keychain, default_docker_config_dir
+from ._client import RegistryClient
+from ._options import RegistryOptions
+from ._pull import RemoteImage, RemoteIndex, RemoteLayer
+from ._transport import user_agent
+
+__all__ = [
+    "Credential",
+    "Keychain",
+    "RegistryClient",
+    "RegistryOptions",
+    "RemoteImage",
+    "RemoteIndex",
+    "RemoteLayer",
+    "default_docker_config_dir",
+    "user_agent",
+]
