@@ -12,11 +12,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q .
+# a venv of its own, so that the development venv (.venv, editable) is left alone
+[ -x .venv-lamina/bin/python ] || python3 -m venv .venv-lamina
+.venv-lamina/bin/python -m pip install -q .
 install -m 0755 /bin/busybox example/busybox
 rm -rf example/out && mkdir -p example/out
-.venv/bin/lamina build --context example --dockerfile example/Dockerfile --no-push \
+.venv-lamina/bin/lamina build --context example --dockerfile example/Dockerfile --no-push \
   --oci-layout-path example/out/oci --tar-path example/out/image.tar \
   --digest-file example/out/digest --destination lamina-example:latest
 echo "image digest: $(cat example/out/digest)"

@@ -1,0 +1,92 @@
+"""Running a RUN step isolated in a root filesystem.
+
+``select_runner(isolation, force=..., log=...)`` gives a :class:`Runner`;
+``runner.run(spec, on_output=...)`` runs a :class:`RunSpec` and returns a
+:class:`RunResult` (a non-zero exit is a result, not an exception; use
+:func:`failure_error` to turn it into the user's error).
+
+``--isolation=auto|namespace|chroot|none`` (default ``auto``)
+    ``namespace``
+        mount + pid + ipc + uts namespaces, plus a user namespace when not
+        root (rootless builds; ``USER`` other than root then needs
+        ``/etc/subuid``/``/etc/subgid`` ranges and ``newuidmap``/``newgidmap``).
+        The image (or an overlay of it, so changes land in an upper directory)
+        is ``/``, with a fresh ``/proc``, a minimal ``/dev`` (null, zero, full,
+        random, urandom, tty, shm, pts) and the host's ``/etc/resolv.conf`` and
+        ``/etc/hosts`` mounted read-only (never captured in a layer). Host
+        network by default; ``RUN --network=none`` gets a private network with
+        only ``lo``. Every process the step leaves behind dies with it.
+        Supports ``RUN --mount=type=bind|tmpfs``.
+    ``chroot``
+        for root without mount rights: ``chroot`` into the image. No fresh
+        ``/proc``; missing standard ``/dev`` nodes are created for the step and
+        removed after. Leftover processes are killed. No ``--mount``, no
+        ``--network=none``.
+    ``none``
+        kaniko's mode for unprivileged Kubernetes pods: the container's own
+        ``/`` is the image; the step runs directly in it (new process group,
+        leftovers killed). Refused outside a container unless ``--force``.
+        Snapshots must then skip kaniko's ignore list
+        (:func:`lamina.fs.default_ignore_list`).
+    ``auto``
+        the first that works of: namespace (as root), namespace (through a
+        user namespace), chroot (root only), none; the choice is logged.
+
+* :class:`NamespaceRunner`, :class:`ChrootRunner`, :class:`InPlaceRunner` are
+  the three runners; :class:`IdMap` describes a user namespace's id map (the
+  builder needs :meth:`IdMap.to_inside_uid` to turn owners found in a rootless
+  upper directory back into image ids).
+* :func:`resolve_user` resolves ``USER`` through the image's passwd/group
+  files; :func:`host_network_files` reads the host's resolv.conf/hosts for
+  ``RunSpec.extra_files``.
+"""
+
+from lamina.sandbox._runners import (
+    ChrootRunner,
+    IdMap,
+    InPlaceRunner,
+    NamespaceRunner,
+    host_network_files,
+)
+from lamina.sandbox._select import (
+    ISOLATIONS,
+    detect_container,
+    probe_chroot,
+    probe_namespace,
+    select_runner,
+)
+from lamina.sandbox._spec import (
+    BindMount,
+    MountSpec,
+    Network,
+    Runner,
+    RunResult,
+    RunSpec,
+    TmpfsMount,
+    failure_error,
+)
+from lamina.sandbox._users import ResolvedUser, read_image_file, resolve_user
+
+__all__ = [
+    "ISOLATIONS",
+    "BindMount",
+    "ChrootRunner",
+    "IdMap",
+    "InPlaceRunner",
+    "MountSpec",
+    "NamespaceRunner",
+    "Network",
+    "ResolvedUser",
+    "RunResult",
+    "RunSpec",
+    "Runner",
+    "TmpfsMount",
+    "detect_container",
+    "failure_error",
+    "host_network_files",
+    "probe_chroot",
+    "probe_namespace",
+    "read_image_file",
+    "resolve_user",
+    "select_runner",
+]

@@ -1,0 +1,793 @@
+"""The sandbox init: a tiny stdlib-only program run in a fresh interpreter.
+
+It is started by :mod:`lamina.sandbox._runners` as
+``python -I -S _init.py <spec-fd> <status-fd>``: it reads one JSON payload from
+``spec-fd`` (the resolved user, final argv and env, mounts, ...), sets up the
+isolation, runs the command with its stdout/stderr inherited (the parent reads
+them from a pipe), and writes JSON-lines events to ``status-fd``:
+
+* ``{"event": "error", "message": ..., "hint": ...}``: the sandbox could not be
+  set up; the command did not run;
+* ``{"event": "exec-error", "message": ...}``: the command could not be
+  executed (not found, not executable);
+* ``{"event": "exit", "exit_code": n, "signal": s|null}``: the command ended.
+
+Modes:
+
+``namespace``
+    ``unshare(2)`` mount, pid, ipc, uts (and user when rootless, net for
+    ``network=none``) namespaces, then fork: the child is PID 1 of the new pid
+    namespace, mounts the root (overlay or bind), ``/proc``, a minimal ``/dev``,
+    the bind/tmpfs mounts, ``pivot_root``s into it and runs the command as its
+    own child. When the command exits, PID 1 exits and the kernel kills every
+    process left in the namespace.
+``chroot``
+    ``chroot(2)`` into the rootfs; leftover processes are killed through the
+    command's process group and by reaping orphans as a child subreaper.
+``inplace``
+    like ``chroot`` but in ``/`` (kaniko's mode).
+
+This file must import nothing but the standard library: after ``chroot`` or
+``pivot_root`` no further module can be imported. The parent also imports it
+for :func:`resolve_in_root`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_RELATIME = 0x200000
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+#: pivot_root(2) syscall numbers; other machines fall back to MS_MOVE + chroot
+_SYS_PIVOT_ROOT = {
+    "x86_64": 155,
+    "aarch64": 41,
+    "riscv64": 41,
+    "ppc64le": 203,
+    "ppc64": 203,
+    "s390x": 217,
+    "armv7l": 218,
+    "i686": 217,
+}
+
+#: host device nodes bind-mounted into the sandbox's /dev
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: the default PATH Docker gives a RUN when the image sets none
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_MAX_SYMLINKS = 40
+
+
+class SetupError(Exception):
+    """The sandbox could not be set up (reported to the parent, command not run)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+# --------------------------------------------------------------------------
+# path resolution inside a root (also used by the parent process)
+
+
+def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
+    """Resolve the image path ``path`` inside the host directory ``root``.
+
+    Symlinks are followed as the kernel would inside a chroot: absolute
+    targets restart at ``root`` and ``..`` never climbs above it, so the result
+    is always ``root`` or below it. Missing components are kept literally.
+    Returns a host path.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if parts or follow_last:
+            try:
+                st = os.lstat(candidate)
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+        resolved.append(part)
+    return os.path.join(root, *resolved) if resolved else root
+
+
+# --------------------------------------------------------------------------
+# libc
+
+
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc  # noqa: PLW0603 - a process-wide handle, loaded once
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+) -> None:
+    lib = _lib()
+    lib.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
+    _check(
+        lib.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+        f"mount {fstype or 'bind'} {source or ''} on {target}",
+    )
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_lib().umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def unshare(flags: int) -> None:
+    _check(_lib().unshare(ctypes.c_int(flags)), "unshare")
+
+
+def prctl(option: int, arg: int) -> None:
+    lib = _lib()
+    _check(lib.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(errno.ENOSYS, "pivot_root: unknown syscall number on this machine")
+    lib = _lib()
+    _check(
+        lib.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)),
+        "pivot_root",
+    )
+
+
+# --------------------------------------------------------------------------
+# status channel
+
+
+class Status:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, **event: Any) -> None:
+        data = (json.dumps(event) + "\n").encode()
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data)
+
+
+# --------------------------------------------------------------------------
+# the command
+
+
+def _decode_status(status: int) -> tuple[int, int | None]:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    return os.WEXITSTATUS(status), None
+
+
+def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoReturn:
+    """In the forked child: drop privileges, chdir, exec. Never returns."""
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if new_pgid:
+            os.setpgid(0, 0)
+        uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec["groups"]]
+        if spec.get("setgroups", True):
+            os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        try:
+            os.chdir(spec["cwd"])
+        except OSError as exc:
+            message = f"chdir {spec['cwd']}: {exc.strerror or exc}"
+            with contextlib.suppress(OSError):
+                os.write(err_w, json.dumps({"code": 126, "message": message}).encode())
+            os._exit(126)
+        argv = [str(a) for a in spec["argv"]]
+        env = {str(k): str(v) for k, v in spec["env"].items()}
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        code = 127 if exc.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+        reason = exc.strerror or str(exc)
+        message = f"exec {spec['argv'][0]}: {reason}"
+        if exc.errno == errno.ENOENT and "/" not in str(spec["argv"][0]):
+            message = f'exec: "{spec["argv"][0]}": executable file not found in $PATH'
+        with contextlib.suppress(OSError):
+            os.write(err_w, json.dumps({"code": code, "message": message}).encode())
+        os._exit(code)
+    except BaseException as exc:  # pragma: no cover - last resort in a forked child
+        with contextlib.suppress(OSError):
+            os.write(err_w, json.dumps({"code": 126, "message": str(exc)}).encode())
+        os._exit(126)
+
+
+def _start_command(spec: dict[str, Any], *, new_pgid: bool) -> tuple[int, int]:
+    """Fork the command; returns its pid and the read end of its exec-error pipe."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        _exec_command(spec, err_w, new_pgid=new_pgid)
+    os.close(err_w)
+    if new_pgid:
+        # also from the parent side, so there is no window where killpg misses it
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+    return pid, err_r
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _report_exit(status: Status, cmd_status: int, err_r: int) -> None:
+    exit_code, sig = _decode_status(cmd_status)
+    exec_error = _read_all(err_r)
+    if exec_error:
+        try:
+            info = json.loads(exec_error)
+            status.send(event="exec-error", message=str(info["message"]))
+            exit_code = int(info["code"])
+        except (ValueError, KeyError, TypeError):
+            status.send(event="exec-error", message=exec_error.decode(errors="replace"))
+    status.send(event="exit", exit_code=exit_code, signal=sig)
+
+
+def _prepare_cwd(cwd: str) -> None:
+    """Create the working directory (0755, owned by root) if it is missing."""
+    path = "/"
+    for part in [p for p in cwd.split("/") if p]:
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SetupError(
+                f"cannot create the working directory {cwd}: {exc.strerror or exc}"
+            ) from exc
+
+
+# --------------------------------------------------------------------------
+# namespace mode
+
+
+def _write_proc(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def _loopback_up() -> None:
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sh", b"lo", 0)
+        res = fcntl.ioctl(sock.fileno(), siocgifflags, req)
+        flags = struct.unpack("16sh", res[:18])[1]
+        fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+def _ovl(path: str) -> str:
+    """A path escaped for overlayfs mount options (``:`` and ``,`` separate entries)."""
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _mount_overlay(target: str, options: str, *, userns: bool) -> None:
+    """Mount an overlay; in a user namespace with ``userxattr`` when the kernel has it.
+
+    Without it, an overlay mounted in a user namespace cannot store opaque
+    directory markers (``trusted.*`` xattrs), so removing a directory of a
+    lower layer fails with EIO. With it, the marker is ``user.overlay.opaque``.
+    """
+    if userns:
+        try:
+            mount("overlay", target, "overlay", 0, options + ",userxattr")
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: a kernel older than 5.11
+                raise
+    mount("overlay", target, "overlay", 0, options)
+
+
+def _statvfs_locked_flags(path: str) -> int:
+    """Mount flags of ``path`` that a remount in a user namespace must keep."""
+    f = os.statvfs(path).f_flag
+    flags = 0
+    for st_flag, ms_flag in (
+        (os.ST_NOSUID, MS_NOSUID),
+        (os.ST_NODEV, MS_NODEV),
+        (os.ST_NOEXEC, MS_NOEXEC),
+        (os.ST_NOATIME, MS_NOATIME),
+        (os.ST_NODIRATIME, MS_NODIRATIME),
+        (os.ST_RELATIME, MS_RELATIME),
+    ):
+        if f & st_flag:
+            flags |= ms_flag
+    return flags
+
+
+def _ensure_mount_point(path: str) -> None:
+    if os.path.lexists(path):
+        return
+    raise SetupError(f"mount point {path} is missing in the sandbox root")
+
+
+def _setup_dev(root: str, *, rootless: bool) -> None:
+    dev = os.path.join(root, "dev")
+    _ensure_mount_point(dev)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
+        try:
+            mount(f"/dev/{name}", target, None, MS_BIND, None)
+        except OSError:
+            if name == "tty":  # no /dev/tty on the host (no terminal at all): leave it out
+                os.unlink(target)
+                continue
+            raise
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts, 0o755)
+    pts_options = "newinstance,ptmxmode=0666,mode=620" + ("" if rootless else ",gid=5")
+    mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, pts_options)
+    shm = os.path.join(dev, "shm")
+    os.mkdir(shm, 0o1777)
+    mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
+    for name, target in (
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _bind(source: str, target: str, *, readonly: bool, rootless: bool) -> None:
+    mount(source, target, None, MS_BIND | MS_REC, None)
+    if readonly:
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        if rootless:
+            flags |= _statvfs_locked_flags(target)
+        mount(None, target, None, flags, None)
+
+
+def _setup_root(spec: dict[str, Any]) -> str:
+    """Mount everything under the new root; returns it."""
+    root = str(spec["newroot"])
+    rootless = bool(spec["userns"])
+    mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    if spec.get("upper"):
+        lowers = [_ovl(p) for p in [*spec.get("stub_lowers", []), spec["rootfs"]]]
+        options = (
+            f"lowerdir={':'.join(lowers)},upperdir={_ovl(spec['upper'])},"
+            f"workdir={_ovl(spec['work'])}"
+        )
+        try:
+            _mount_overlay(root, options, userns=rootless)
+        except OSError as exc:
+            raise SetupError(
+                f"overlay mount failed ({options}): {exc.strerror or exc}",
+                "the upper and work directories must be on the same filesystem, not on an "
+                "overlay; or use --isolation=chroot",
+            ) from exc
+    else:
+        mount(spec["rootfs"], root, None, MS_BIND | MS_REC, None)
+    proc = os.path.join(root, "proc")
+    _ensure_mount_point(proc)
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    _setup_dev(root, rootless=rootless)
+    for item in spec.get("mounts", []):
+        target = resolve_in_root(root, item["target"])
+        _ensure_mount_point(target)
+        kind = item["type"]
+        if kind == "tmpfs":
+            options = "mode=1777" + (f",size={int(item['size'])}" if item.get("size") else "")
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        elif kind == "overlay":
+            # the throw-away upper lives on a tmpfs private to this mount namespace:
+            # it works wherever the host's temp dir is (even on overlayfs) and vanishes with it
+            scratch = item["scratch"]
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+            upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+            os.mkdir(upper, 0o755)
+            os.mkdir(work, 0o755)
+            mount_info = os.stat(item["source"])
+            with contextlib.suppress(OSError):  # the writable top keeps the source's owner
+                os.chown(upper, mount_info.st_uid, mount_info.st_gid)
+                os.chmod(upper, stat.S_IMODE(mount_info.st_mode))
+            options = f"lowerdir={_ovl(item['source'])},upperdir={_ovl(upper)},workdir={_ovl(work)}"
+            _mount_overlay(target, options, userns=rootless)
+        else:
+            _bind(item["source"], target, readonly=bool(item["readonly"]), rootless=rootless)
+    return root
+
+
+def _enter_root(root: str) -> None:
+    os.chdir(root)
+    try:
+        pivot_root(".", ".")
+        umount2(".", MNT_DETACH)
+    except OSError:
+        # e.g. when lamina itself runs chrooted: move the mount over / instead
+        mount(root, "/", None, MS_MOVE, None)
+        os.chroot(".")
+    os.chdir("/")
+
+
+def _pid1(spec: dict[str, Any], status: Status, alive_r: int) -> NoReturn:
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # the outer init holds the write end: EOF means it died before prctl took effect
+        os.set_blocking(alive_r, False)
+        try:
+            if os.read(alive_r, 1) == b"":
+                os._exit(125)
+        except BlockingIOError:
+            pass
+        os.close(alive_r)
+        root = _setup_root(spec)
+        _enter_root(root)
+        _prepare_cwd(spec["cwd"])
+    except SetupError as exc:
+        status.send(event="error", message=exc.message, hint=exc.hint)
+        os._exit(125)
+    except OSError as exc:
+        status.send(event="error", message=f"sandbox setup failed: {exc}", hint=None)
+        os._exit(125)
+    pid, err_r = _start_command(spec, new_pgid=False)
+    while True:
+        try:
+            got, cmd_status = os.waitpid(-1, 0)
+        except ChildProcessError:  # pragma: no cover - the command is our child
+            os._exit(125)
+        if got == pid:
+            break
+    _report_exit(status, cmd_status, err_r)
+    # exiting PID 1 makes the kernel kill everything left in the namespace
+    os._exit(0)
+
+
+def _write_id_maps(pid: int, idmap: dict[str, Any]) -> str:
+    """Write the uid/gid maps of ``pid`` from outside its user namespace.
+
+    Uses ``newuidmap``/``newgidmap`` (setuid helpers that check
+    ``/etc/subuid``/``/etc/subgid``) when given, else writes the files directly
+    (needs CAP_SETUID/CAP_SETGID, i.e. root). Returns an error message or "".
+    """
+    for kind, tool in (("uid", idmap.get("newuidmap")), ("gid", idmap.get("newgidmap"))):
+        ranges = [[int(v) for v in r] for r in idmap[kind]]
+        if tool:
+            argv = [str(tool), str(pid), *(str(v) for r in ranges for v in r)]
+            proc = subprocess.run(argv, capture_output=True, check=False)
+            if proc.returncode != 0:
+                err = proc.stderr.decode(errors="replace").strip()
+                return f"{os.path.basename(str(tool))} failed: {err or proc.returncode}"
+        else:
+            text = "".join(f"{a} {b} {c}\n" for a, b, c in ranges)
+            try:
+                _write_proc(f"/proc/{pid}/{kind}_map", text)
+            except OSError as exc:
+                return f"cannot write {kind}_map: {exc}"
+    return ""
+
+
+def _unshare_with_id_maps(flags: int, idmap: dict[str, Any]) -> None:
+    """unshare(2), with a helper left outside the new user namespace writing the maps."""
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(go_w)
+        os.close(done_r)
+        message = "parent vanished"
+        try:
+            if os.read(go_r, 1):
+                message = _write_id_maps(os.getppid(), idmap)
+        except BaseException as exc:  # report anything, never return into the caller's code
+            message = str(exc)
+        with contextlib.suppress(OSError):
+            os.write(done_w, message.encode())
+        os._exit(0)
+    os.close(go_r)
+    os.close(done_w)
+    try:
+        unshare(flags)
+        os.write(go_w, b"x")
+    finally:
+        os.close(go_w)
+        message = _read_all(done_r).decode(errors="replace")
+        os.waitpid(helper, 0)
+    if message:
+        raise OSError(errno.EPERM, f"user namespace id mapping: {message}")
+
+
+def _run_namespace(spec: dict[str, Any], status: Status) -> int:
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if spec["userns"]:
+        flags |= CLONE_NEWUSER
+    if spec["network"] == "none":
+        flags |= CLONE_NEWNET
+    idmap = spec.get("idmap")
+    try:
+        if spec["userns"] and idmap:
+            _unshare_with_id_maps(flags, idmap)
+        else:
+            unshare(flags)
+            if spec["userns"]:
+                _write_proc("/proc/self/setgroups", "deny")
+                _write_proc("/proc/self/uid_map", f"0 {int(spec['host_uid'])} 1\n")
+                _write_proc("/proc/self/gid_map", f"0 {int(spec['host_gid'])} 1\n")
+        if spec.get("hostname"):
+            socket.sethostname(str(spec["hostname"]))
+        if spec["network"] == "none":
+            _loopback_up()
+    except OSError as exc:
+        status.send(
+            event="error",
+            message=f"cannot create the namespaces: {exc}",
+            hint="mount and pid namespaces need root or unprivileged user namespaces; "
+            "use --isolation=chroot or --isolation=none",
+        )
+        return 125
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        _pid1(spec, status, alive_r)
+    os.close(alive_r)
+    _, pid1_status = os.waitpid(pid, 0)
+    code, _ = _decode_status(pid1_status)
+    return code
+
+
+# --------------------------------------------------------------------------
+# chroot and in-place modes
+
+
+def _kill_descendants(proc_fd: int | None, cmd_pgid: int) -> None:
+    """Kill the command's process group, then every child and orphan reparented to us."""
+    if cmd_pgid > 0:
+        with contextlib.suppress(OSError):
+            os.killpg(cmd_pgid, signal.SIGKILL)
+    me = os.getpid()
+    for _ in range(1000):
+        children = _children(proc_fd, me)
+        for child in children:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+        try:
+            got, _ = os.waitpid(-1, 0 if children else os.WNOHANG)
+        except ChildProcessError:
+            if not _children(proc_fd, me):
+                return
+            continue
+        if got == 0 and not children:
+            return
+
+
+def _children(proc_fd: int | None, me: int) -> list[int]:
+    if proc_fd is None:
+        return []
+    found = []
+    for name in os.listdir(proc_fd):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"{name}/stat", os.O_RDONLY, dir_fd=proc_fd)
+        except OSError:
+            continue
+        try:
+            data = os.read(fd, 4096).decode(errors="replace")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        fields = data.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(me):
+            found.append(int(name))
+    return found
+
+
+def _run_direct(spec: dict[str, Any], status: Status) -> int:
+    """chroot / in-place: run the command in a new process group and clean up after it."""
+    proc_fd: int | None = None
+    cmd_pgid = 0
+
+    def cleanup_and_exit(signum: int, _frame: object) -> None:
+        _kill_descendants(proc_fd, cmd_pgid)
+        os._exit(128 + signum)
+
+    try:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        try:
+            proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            proc_fd = None
+        if spec["mode"] == "chroot":
+            os.chroot(spec["rootfs"])
+        os.chdir("/")
+        _prepare_cwd(spec["cwd"])
+    except SetupError as exc:
+        status.send(event="error", message=exc.message, hint=exc.hint)
+        return 125
+    except OSError as exc:
+        status.send(
+            event="error",
+            message=f"sandbox setup failed: {exc}",
+            hint="chroot needs root (CAP_SYS_CHROOT); use --isolation=none inside a container",
+        )
+        return 125
+    stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    for sig in stops:
+        signal.signal(sig, cleanup_and_exit)
+    # a stop request between fork() and knowing the command's pid must wait for it
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    pid, err_r = _start_command(spec, new_pgid=True)
+    cmd_pgid = pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+    while True:
+        got, cmd_status = os.waitpid(-1, 0)
+        if got == pid:
+            break
+    _kill_descendants(proc_fd, cmd_pgid)
+    _report_exit(status, cmd_status, err_r)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# probes (used by select_runner)
+
+
+def _probe(kind: str, arg: str, userns: bool) -> int:
+    if kind == "chroot":
+        os.chroot("/")
+        return 0
+    flags = CLONE_NEWNS | CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(flags)
+    if userns:
+        _write_proc("/proc/self/setgroups", "deny")
+        _write_proc("/proc/self/uid_map", f"0 {uid} 1\n")
+        _write_proc("/proc/self/gid_map", f"0 {gid} 1\n")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+            dirs = {n: os.path.join(arg, n) for n in ("lower", "upper", "work", "root")}
+            for d in dirs.values():
+                os.mkdir(d)
+            _mount_overlay(
+                dirs["root"],
+                f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}",
+                userns=userns,
+            )
+            os.mkdir(os.path.join(dirs["root"], "proc"))
+            mount("proc", os.path.join(dirs["root"], "proc"), "proc", 0, None)
+        except OSError as exc:
+            sys.stderr.write(f"{exc}\n")
+            os._exit(1)
+        os._exit(0)
+    _, st = os.waitpid(pid, 0)
+    return 0 if os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0 else 1
+
+
+# --------------------------------------------------------------------------
+
+
+def _read_spec(fd: int) -> dict[str, Any]:
+    data = _read_all(fd)
+    spec = json.loads(data)
+    if not isinstance(spec, dict):
+        raise ValueError("the sandbox spec is not a JSON object")
+    return spec
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[1] == "--probe":
+        try:
+            return _probe(argv[2], argv[3] if len(argv) > 3 else "", argv[4:5] == ["userns"])
+        except OSError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
+    spec_fd, status_fd = int(argv[1]), int(argv[2])
+    os.set_inheritable(status_fd, False)
+    status = Status(status_fd)
+    spec = _read_spec(spec_fd)
+    death_signal = signal.SIGKILL if spec["mode"] == "namespace" else signal.SIGTERM
+    try:
+        prctl(PR_SET_PDEATHSIG, death_signal)
+    except OSError as exc:
+        status.send(event="error", message=f"prctl failed: {exc}", hint=None)
+        return 125
+    if os.getppid() != int(spec["parent_pid"]):  # the parent died before prctl
+        return 125
+    runners: dict[str, Callable[[dict[str, Any], Status], int]] = {
+        "namespace": _run_namespace,
+        "chroot": _run_direct,
+        "inplace": _run_direct,
+    }
+    return runners[spec["mode"]](spec, status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,754 @@
+"""The three runners and the parent side of the init protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from lamina.errors import BuildStepError, FilesystemError, NotSupportedError
+from lamina.fs import safe_join
+from lamina.sandbox import _init
+from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
+from lamina.sandbox._users import ResolvedUser, resolve_user
+
+__all__ = ["ChrootRunner", "IdMap", "InPlaceRunner", "NamespaceRunner", "host_network_files"]
+
+INIT_SCRIPT = Path(_init.__file__)
+_TAIL_LINES = 20
+_TAIL_BYTES = 64 * 1024
+_KILL_GRACE_SECONDS = 5.0
+
+
+def host_network_files(
+    hostname: str | None = None, *, etc: Path = Path("/etc")
+) -> dict[str, bytes]:
+    """The host's ``resolv.conf`` and ``hosts`` for ``RunSpec.extra_files``.
+
+    With ``hostname``, a ``127.0.0.1 <hostname>`` line is appended to the hosts
+    file so the sandbox's own name resolves. Missing host files are skipped.
+    """
+    files: dict[str, bytes] = {}
+    for name in ("resolv.conf", "hosts"):
+        try:
+            files[f"/etc/{name}"] = (etc / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise FilesystemError(f"cannot read {etc / name}: {exc.strerror or exc}") from exc
+    if hostname:
+        hosts = files.get("/etc/hosts", b"127.0.0.1\tlocalhost\n")
+        if not hosts.endswith(b"\n"):
+            hosts += b"\n"
+        files["/etc/hosts"] = hosts + f"127.0.0.1\t{hostname}\n".encode()
+    return files
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a sandbox scratch directory, best effort.
+
+    Overlay leaves a mode-000 ``work/work`` directory behind, which an
+    unprivileged owner can only remove after giving itself access again.
+    """
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full) and not os.access(full, os.R_OK | os.W_OK | os.X_OK):
+                    os.chmod(full, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# the parent side of the init protocol
+
+
+class _Tail:
+    """The last lines of a byte stream, in bounded memory."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > 2 * _TAIL_BYTES:
+            del self._buf[: len(self._buf) - _TAIL_BYTES]
+
+    def lines(self) -> bytes:
+        data = bytes(self._buf[-_TAIL_BYTES:])
+        keep = data.split(b"\n")
+        if keep and keep[-1] == b"":
+            keep.pop()
+            return b"\n".join(keep[-_TAIL_LINES:]) + b"\n"
+        return b"\n".join(keep[-_TAIL_LINES:])
+
+
+def _init_command(*args: str) -> list[str]:
+    return [sys.executable, "-I", "-S", str(INIT_SCRIPT), *args]
+
+
+def _cancel(proc: subprocess.Popen[bytes], *, graceful: bool) -> None:
+    """Stop the init (and so the sandbox) after an interruption in the parent."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+    try:
+        proc.wait(timeout=_KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def _drive(
+    payload: dict[str, Any],
+    on_output: Callable[[bytes], None],
+    *,
+    runner: str,
+    graceful_cancel: bool,
+) -> RunResult:
+    payload = {**payload, "parent_pid": os.getpid()}
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            _init_command(str(spec_r), str(status_w)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(spec_r, status_w),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        for fd in (spec_r, spec_w, status_r, status_w):
+            os.close(fd)
+        raise BuildStepError(
+            f"cannot start the {runner} sandbox ({sys.executable}): {exc.strerror or exc}"
+        ) from exc
+    os.close(spec_r)
+    os.close(status_w)
+    tail = _Tail()
+    try:
+        with os.fdopen(spec_w, "wb") as fh:
+            fh.write(json.dumps(payload).encode())
+        assert proc.stdout is not None
+        out_fd = proc.stdout.fileno()
+        while chunk := os.read(out_fd, 65536):
+            tail.feed(chunk)
+            on_output(chunk)
+        proc.wait()
+        proc.stdout.close()
+        with os.fdopen(status_r, "rb") as fh:
+            status_data = fh.read()
+    except BaseException:
+        _cancel(proc, graceful=graceful_cancel)
+        with contextlib.suppress(OSError):
+            os.close(status_r)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        raise
+    return _interpret(status_data, proc.returncode, tail, on_output, runner=runner)
+
+
+def _interpret(
+    status_data: bytes,
+    returncode: int,
+    tail: _Tail,
+    on_output: Callable[[bytes], None],
+    *,
+    runner: str,
+) -> RunResult:
+    events: list[dict[str, Any]] = []
+    for line in status_data.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    exec_error: str | None = None
+    for event in events:
+        kind = event.get("event")
+        if kind == "error":
+            raise BuildStepError(
+                f"the {runner} sandbox could not be set up: {event.get('message')}",
+                hint=event.get("hint") or _hint_for(runner),
+            )
+        if kind == "exec-error":
+            exec_error = str(event.get("message"))
+            message = f"lamina: {exec_error}\n".encode()
+            tail.feed(message)
+            on_output(message)
+        if kind == "exit":
+            sig = event.get("signal")
+            return RunResult(
+                exit_code=int(event["exit_code"]),
+                signal=int(sig) if sig is not None else None,
+                tail=tail.lines(),
+                exec_error=exec_error,
+            )
+    output = tail.lines().decode(errors="replace").strip()
+    raise BuildStepError(
+        f"the {runner} sandbox ended without reporting the command's status "
+        f"(init exit status {returncode})" + (f": {output}" if output else ""),
+        hint=_hint_for(runner),
+    )
+
+
+def _hint_for(runner: str) -> str:
+    if runner == "namespace":
+        return "use --isolation=chroot (root) or --isolation=none (inside a container)"
+    if runner == "chroot":
+        return "use --isolation=none inside a container"
+    return "check that the command and its working directory exist"
+
+
+def _final_env(spec: RunSpec, user: ResolvedUser) -> dict[str, str]:
+    env = dict(spec.env)
+    env.setdefault("PATH", _init.DEFAULT_PATH)
+    env.setdefault("HOME", user.home)
+    return env
+
+
+def _command_payload(spec: RunSpec, user: ResolvedUser, mode: str) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "argv": list(spec.argv),
+        "env": _final_env(spec, user),
+        "cwd": spec.cwd,
+        "uid": user.uid,
+        "gid": user.gid,
+        "groups": list(user.groups),
+        "rootfs": str(spec.rootfs),
+    }
+
+
+def _abs_target(spec: RunSpec, target: str) -> str:
+    return target if target.startswith("/") else spec.cwd.rstrip("/") + "/" + target
+
+
+# --------------------------------------------------------------------------
+# mount points that must exist in the image
+
+
+def _exists_in_view(rootfs: Path, upper: Path | None, path: str) -> bool:
+    if upper is not None:
+        in_upper = safe_join(upper, path, follow_final=True)
+        with contextlib.suppress(OSError):
+            st = os.lstat(in_upper)
+            return not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+    return os.path.lexists(safe_join(rootfs, path, follow_final=True))
+
+
+@dataclass(slots=True)
+class _Stubs:
+    """Mount points created for targets missing from the image.
+
+    With an overlay they live in an extra lower layer above the rootfs (so
+    nothing ever reaches ``upper``); without one they are created in the
+    rootfs itself and removed afterwards, restoring the parents' times.
+    """
+
+    base: Path
+    created: list[Path] = field(default_factory=list)
+    parent_times: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def _parents(self, rootfs: Path, path: str) -> Path:
+        """Create the missing parents of ``path``; returns the leaf's stub path."""
+        resolved = safe_join(rootfs, path, follow_final=True)
+        rel = resolved.relative_to(rootfs)
+        current = self.base
+        for part in rel.parts[:-1]:
+            current = current / part
+            self._dir(current, rootfs / current.relative_to(self.base))
+        return self.base / rel
+
+    def add(self, rootfs: Path, path: str, *, directory: bool) -> None:
+        """An empty directory or file at ``path`` when nothing is there."""
+        leaf = self._parents(rootfs, path)
+        if leaf.exists() or leaf.is_symlink():
+            return
+        self._remember_parent(leaf.parent)
+        if directory:
+            leaf.mkdir(mode=0o755)
+        else:
+            leaf.touch(mode=0o644)
+        self.created.append(leaf)
+
+    def add_device(self, rootfs: Path, path: str, device: int) -> bool:
+        """A character device node (0666) at ``path`` when nothing is there.
+
+        Returns False when the kernel refuses ``mknod`` (no CAP_MKNOD).
+        """
+        leaf = self._parents(rootfs, path)
+        if leaf.exists() or leaf.is_symlink():
+            return True
+        self._remember_parent(leaf.parent)
+        try:
+            os.mknod(leaf, 0o666 | stat.S_IFCHR, device)
+        except PermissionError:
+            return False
+        os.chmod(leaf, 0o666)
+        self.created.append(leaf)
+        return True
+
+    def _remember_parent(self, parent: Path) -> None:
+        if parent not in self.parent_times:
+            st = parent.stat()
+            self.parent_times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def _dir(self, path: Path, like: Path) -> None:
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            raise FilesystemError(f"cannot create a mount point under {path}: not a directory")
+        self._remember_parent(path.parent)
+        path.mkdir(mode=0o755)
+        self.created.append(path)
+        with contextlib.suppress(OSError):
+            st = like.stat()
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+            os.chown(path, st.st_uid, st.st_gid)
+
+    def restore_times(self) -> None:
+        """Give the stub directories the times of their image counterparts."""
+        for parent, (atime, mtime) in sorted(self.parent_times.items(), reverse=True):
+            with contextlib.suppress(OSError):
+                os.utime(parent, ns=(atime, mtime))
+
+    def remove(self) -> None:
+        for path in reversed(self.created):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        self.restore_times()
+
+
+def _copy_times_from_image(stubs_base: Path, rootfs: Path) -> None:
+    for dirpath, dirnames, _ in os.walk(stubs_base, topdown=False):
+        for name in dirnames:
+            stub = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = (rootfs / stub.relative_to(stubs_base)).stat()
+                os.utime(stub, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --------------------------------------------------------------------------
+# user namespace id maps
+
+IdRange: TypeAlias = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdMap:
+    """uid/gid maps for a user namespace: ``(inside, outside, count)`` ranges.
+
+    ``use_tools``: write them with the setuid ``newuidmap``/``newgidmap``
+    (rootless; they check ``/etc/subuid``/``/etc/subgid``) instead of directly
+    (needs root).
+    """
+
+    uids: tuple[IdRange, ...]
+    gids: tuple[IdRange, ...]
+    use_tools: bool = False
+
+    def maps_uid(self, uid: int) -> bool:
+        return any(inside <= uid < inside + count for inside, _, count in self.uids)
+
+    def maps_gid(self, gid: int) -> bool:
+        return any(inside <= gid < inside + count for inside, _, count in self.gids)
+
+    def to_inside_uid(self, host_uid: int) -> int | None:
+        """The id a file owner on the host (e.g. in ``upper``) has inside the sandbox."""
+        return _to_inside(self.uids, host_uid)
+
+    def to_inside_gid(self, host_gid: int) -> int | None:
+        """Like :meth:`to_inside_uid` for groups."""
+        return _to_inside(self.gids, host_gid)
+
+    @classmethod
+    def for_current_user(cls, *, etc: Path = Path("/etc")) -> IdMap | None:
+        """The widest map available: identity for root, ``/etc/subuid`` ranges otherwise.
+
+        ``None`` when only the caller's own ids can be mapped (no subordinate
+        ids or no ``newuidmap``/``newgidmap``).
+        """
+        uid, gid = os.geteuid(), os.getegid()
+        if uid == 0:
+            full = ((0, 0, 2**32 - 1),)
+            return cls(uids=full, gids=full)
+        tools = shutil.which("newuidmap"), shutil.which("newgidmap")
+        if None in tools:
+            return None
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        sub_uid = _subordinate(etc / "subuid", name, uid)
+        sub_gid = _subordinate(etc / "subgid", name, uid)
+        if sub_uid is None or sub_gid is None:
+            return None
+        return cls(
+            uids=((0, uid, 1), (1, *sub_uid)),
+            gids=((0, gid, 1), (1, *sub_gid)),
+            use_tools=True,
+        )
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "uid": [list(r) for r in self.uids],
+            "gid": [list(r) for r in self.gids],
+            "newuidmap": shutil.which("newuidmap") if self.use_tools else None,
+            "newgidmap": shutil.which("newgidmap") if self.use_tools else None,
+        }
+
+
+def _to_inside(ranges: tuple[IdRange, ...], host: int) -> int | None:
+    for inside, outside, count in ranges:
+        if outside <= host < outside + count:
+            return inside + host - outside
+    return None
+
+
+def _subordinate(path: Path, name: str, uid: int) -> tuple[int, int] | None:
+    """The first ``start, count`` range of ``name`` (or ``uid``) in a subuid/subgid file."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        if (
+            len(fields) == 3
+            and fields[0] in (name, str(uid))
+            and fields[1].isdigit()
+            and fields[2].isdigit()
+            and int(fields[2]) > 0
+        ):
+            return int(fields[1]), int(fields[2])
+    return None
+
+
+# --------------------------------------------------------------------------
+# runners
+
+
+def _check_mapped(raw: str, user: ResolvedUser, id_map: IdMap | None) -> ResolvedUser:
+    """The user as it can run in the user namespace, or a clear error."""
+    if id_map is None:
+        if user.uid == 0 and user.gid == 0:
+            # only the caller's ids are mapped: supplementary groups cannot be set
+            return ResolvedUser(uid=0, gid=0, groups=(), home=user.home, name=user.name)
+        unmapped = f"uid {user.uid}, gid {user.gid}"
+    elif not id_map.maps_uid(user.uid) or not id_map.maps_gid(user.gid):
+        unmapped = f"uid {user.uid}, gid {user.gid}"
+    else:
+        groups = tuple(g for g in user.groups if id_map.maps_gid(g))
+        return ResolvedUser(
+            uid=user.uid, gid=user.gid, groups=groups, home=user.home, name=user.name
+        )
+    hint = (
+        "give this user subordinate ids (e.g. usermod --add-subuids 100000-165535 "
+        "--add-subgids 100000-165535 USER) and install newuidmap/newgidmap (uidmap), "
+        "or run lamina as root"
+    )
+    raise BuildStepError(
+        f"USER {raw or 'root'} ({unmapped}) cannot be used in this rootless sandbox: "
+        "it is not mapped in its user namespace",
+        hint=hint,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespaceRunner:
+    """Mount + pid + ipc + uts namespaces (+ user when not root, + net for ``none``).
+
+    ``user_namespace=None`` uses a user namespace exactly when not root. Its id
+    map is ``id_map`` or :meth:`IdMap.for_current_user`: the caller as root
+    plus its ``/etc/subuid``/``/etc/subgid`` range (written by
+    ``newuidmap``/``newgidmap``); without subordinate ids only root can be
+    used (its supplementary groups are then dropped: they cannot be mapped).
+    Supplementary groups outside the map are dropped too.
+    """
+
+    user_namespace: bool | None = None
+    id_map: IdMap | None = None
+    tmp_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return "namespace"
+
+    @property
+    def captures_upper(self) -> bool:
+        return True
+
+    def effective_id_map(self) -> IdMap | None:
+        """The id map runs use; ``None`` without a user namespace (host ids as they are).
+
+        Owners of files a step creates in ``upper`` are host ids: turn them
+        back into image ids with :meth:`IdMap.to_inside_uid`/``to_inside_gid``.
+        """
+        if not self._userns():
+            return None
+        full = self.id_map or IdMap.for_current_user()
+        if full is not None:
+            return full
+        return IdMap(uids=((0, os.geteuid(), 1),), gids=((0, os.getegid(), 1),))
+
+    def _userns(self) -> bool:
+        return (os.geteuid() != 0) if self.user_namespace is None else self.user_namespace
+
+    def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
+        user = resolve_user(spec.rootfs, spec.user, upper=spec.upper)
+        userns = self._userns()
+        id_map = (self.id_map or IdMap.for_current_user()) if userns else None
+        if userns:
+            user = _check_mapped(spec.user, user, id_map)
+        with self._workspace() as tmp:
+            payload = self._payload(spec, user, tmp, userns=userns, id_map=id_map)
+            stubs: _Stubs | None = payload.pop("_stubs")
+            try:
+                return _drive(payload, on_output, runner="namespace", graceful_cancel=False)
+            finally:
+                if stubs is not None:
+                    stubs.remove()
+
+    @contextlib.contextmanager
+    def _workspace(self) -> Iterator[Path]:
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix="lamina-run-", dir=self.tmp_dir))
+        except OSError as exc:
+            raise FilesystemError(f"cannot create a sandbox directory: {exc}") from exc
+        try:
+            yield tmp
+        finally:
+            remove_tree(tmp)
+
+    def _payload(
+        self, spec: RunSpec, user: ResolvedUser, tmp: Path, *, userns: bool, id_map: IdMap | None
+    ) -> dict[str, Any]:
+        newroot = tmp / "root"
+        newroot.mkdir(mode=0o755)
+        overlay = spec.upper is not None
+        stubs = _Stubs(tmp / "stubs" if overlay else spec.rootfs)
+        if overlay:
+            stubs.base.mkdir(mode=0o755)
+        mounts: list[dict[str, Any]] = []
+        wanted: list[tuple[str, bool]] = [("/proc", True), ("/dev", True)]
+        files_dir = tmp / "files"
+        files_dir.mkdir()
+        for index, (target, content) in enumerate(sorted(spec.extra_files.items())):
+            host = files_dir / f"extra-{index}"
+            host.write_bytes(content)
+            host.chmod(0o644)
+            wanted.append((target, False))
+            mounts.append({"type": "bind", "source": str(host), "target": target, "readonly": True})
+        for index, mount in enumerate(spec.mounts):
+            target = _abs_target(spec, mount.target)
+            if isinstance(mount, TmpfsMount):
+                wanted.append((target, True))
+                mounts.append({"type": "tmpfs", "target": target, "size": mount.size})
+                continue
+            mounts.append(self._bind(mount, target, tmp / f"bind-{index}", wanted))
+        try:
+            for target, directory in wanted:
+                if not _exists_in_view(spec.rootfs, spec.upper, target):
+                    stubs.add(spec.rootfs, target, directory=directory)
+            if overlay:
+                _copy_times_from_image(stubs.base, spec.rootfs)
+            else:
+                stubs.restore_times()
+        except BaseException as exc:
+            if not overlay:
+                stubs.remove()
+            if isinstance(exc, OSError):
+                raise FilesystemError(f"cannot create mount points in the sandbox: {exc}") from exc
+            raise
+        mounts.sort(key=lambda m: len([p for p in str(m["target"]).split("/") if p]))
+        payload = _command_payload(spec, user, "namespace")
+        payload.update(
+            {
+                "newroot": str(newroot),
+                "upper": str(spec.upper) if spec.upper else None,
+                "work": str(spec.work) if spec.work else None,
+                "stub_lowers": [str(stubs.base)] if overlay and stubs.created else [],
+                "userns": userns,
+                "host_uid": os.geteuid(),
+                "host_gid": os.getegid(),
+                "setgroups": not userns or id_map is not None,
+                "idmap": id_map.payload() if id_map is not None else None,
+                "network": spec.network,
+                "hostname": spec.hostname,
+                "mounts": mounts,
+                "_stubs": None if overlay else stubs,
+            }
+        )
+        return payload
+
+    @staticmethod
+    def _bind(
+        mount: BindMount, target: str, scratch: Path, wanted: list[tuple[str, bool]]
+    ) -> dict[str, Any]:
+        source = mount.source.absolute()
+        try:
+            is_dir = source.is_dir()
+            if not source.exists():
+                raise FileNotFoundError(2, "No such file or directory")
+        except OSError as exc:
+            raise BuildStepError(
+                f"bind mount source {source} for {target}: {exc.strerror or exc}"
+            ) from exc
+        wanted.append((target, is_dir))
+        if mount.readonly:
+            return {"type": "bind", "source": str(source), "target": target, "readonly": True}
+        scratch.mkdir()
+        if is_dir:
+            return {
+                "type": "overlay",
+                "source": str(source),
+                "scratch": str(scratch),
+                "target": target,
+            }
+        copy = scratch / "file"
+        try:
+            shutil.copy2(source, copy)
+        except OSError as exc:
+            raise BuildStepError(f"cannot copy bind mount source {source}: {exc}") from exc
+        return {"type": "bind", "source": str(copy), "target": target, "readonly": False}
+
+
+#: /dev nodes ChrootRunner creates for the step when the image lacks them
+_CHROOT_DEVICES = {
+    "null": (1, 3),
+    "zero": (1, 5),
+    "full": (1, 7),
+    "random": (1, 8),
+    "urandom": (1, 9),
+    "tty": (5, 0),
+}
+
+
+@contextlib.contextmanager
+def _swapped_files(rootfs: Path, files: Mapping[str, bytes]) -> Iterator[None]:
+    """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it."""
+    saved: list[tuple[Path, bytes, os.stat_result]] = []
+    stubs = _Stubs(rootfs)
+    try:
+        for name, (major, minor) in _CHROOT_DEVICES.items():
+            stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
+        for target, content in sorted(files.items()):
+            host = safe_join(rootfs, target, follow_final=True)
+            if host.is_file():
+                st = host.stat()
+                saved.append((host, host.read_bytes(), st))
+                host.write_bytes(content)
+            else:
+                stubs.add(rootfs, target, directory=False)
+                host.write_bytes(content)
+        yield
+    except OSError as exc:
+        raise FilesystemError(f"cannot place /etc files into {rootfs}: {exc}") from exc
+    finally:
+        for host, data, st in saved:
+            with contextlib.suppress(OSError):
+                host.write_bytes(data)
+                os.chmod(host, stat.S_IMODE(st.st_mode))
+                os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
+        stubs.remove()
+
+
+def _direct_unsupported(spec: RunSpec, isolation: str) -> None:
+    if spec.mounts:
+        raise NotSupportedError(
+            f"RUN --mount with --isolation={isolation}",
+            hint="bind and tmpfs mounts need --isolation=namespace",
+        )
+    if spec.network == "none":
+        raise NotSupportedError(
+            f"RUN --network=none with --isolation={isolation}",
+            hint="a private network needs --isolation=namespace",
+        )
+    if spec.upper is not None:
+        raise NotSupportedError(
+            f"an overlay upper directory with --isolation={isolation}",
+            hint="changes land in the rootfs itself; snapshot it instead",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChrootRunner:
+    """``chroot(2)`` into the rootfs: for root without mount rights.
+
+    There is no fresh ``/proc``: the image sees what its rootfs holds. The
+    standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
+    image lacks are created with ``mknod`` for the step (skipped where mknod
+    is refused) and removed afterwards, like ``extra_files``, which are written
+    into the rootfs and restored (or removed) afterwards: the parents' times
+    are restored too. Changes land in ``spec.rootfs``.
+    """
+
+    @property
+    def name(self) -> str:
+        return "chroot"
+
+    @property
+    def captures_upper(self) -> bool:
+        return False
+
+    def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
+        _direct_unsupported(spec, "chroot")
+        user = resolve_user(spec.rootfs, spec.user)
+        with _swapped_files(spec.rootfs, spec.extra_files):
+            return _drive(
+                _command_payload(spec, user, "chroot"),
+                on_output,
+                runner="chroot",
+                graceful_cancel=True,
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InPlaceRunner:
+    """kaniko's mode: the command runs directly in ``/`` (the container's own root).
+
+    ``spec.rootfs`` must be ``/``. ``extra_files`` are not applied: the
+    container's own ``/etc/resolv.conf`` and ``/etc/hosts`` are already in
+    place (and, being mount points, on the ignore list). The command gets a
+    new process group; everything it leaves behind is killed after the step.
+    """
+
+    @property
+    def name(self) -> str:
+        return "none"
+
+    @property
+    def captures_upper(self) -> bool:
+        return False
+
+    def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
+        _direct_unsupported(spec, "none")
+        if spec.rootfs.resolve() != Path("/"):
+            raise NotSupportedError(
+                f"--isolation=none with a root filesystem other than / ({spec.rootfs})",
+                hint="use --isolation=namespace or chroot to build in a directory",
+            )
+        user = resolve_user(spec.rootfs, spec.user)
+        return _drive(
+            _command_payload(spec, user, "inplace"),
+            on_output,
+            runner="none",
+            graceful_cancel=True,
+        )

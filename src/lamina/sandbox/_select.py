@@ -1,0 +1,150 @@
+"""``--isolation=auto|namespace|chroot|none``: probing and choosing a runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from lamina.errors import BuildStepError, UsageError
+from lamina.sandbox._runners import (
+    ChrootRunner,
+    InPlaceRunner,
+    NamespaceRunner,
+    _init_command,
+    remove_tree,
+)
+from lamina.sandbox._spec import Runner
+
+__all__ = ["ISOLATIONS", "detect_container", "probe_chroot", "probe_namespace", "select_runner"]
+
+ISOLATIONS = ("auto", "namespace", "chroot", "none")
+_PROBE_TIMEOUT = 20.0
+_CGROUP_MARKERS = ("docker", "kubepods", "containerd", "libpod", "lxc", "crio", "buildkit")
+
+
+def detect_container(
+    environ: Mapping[str, str] | None = None, *, root: Path = Path("/")
+) -> str | None:
+    """Why we believe we run inside a container, or ``None``.
+
+    Looks at ``/.dockerenv``, ``/run/.containerenv``, ``/proc/1/cgroup`` and
+    the ``container`` / ``KUBERNETES_SERVICE_HOST`` variables of ``environ``
+    (the caller passes its environment; the library does not read it).
+    """
+    env = environ or {}
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return "KUBERNETES_SERVICE_HOST is set"
+    if env.get("container"):
+        return f"container={env['container']} is set"
+    for marker in (".dockerenv", "run/.containerenv"):
+        if (root / marker).exists():
+            return f"/{marker} exists"
+    try:
+        cgroup = (root / "proc/1/cgroup").read_text(errors="replace")
+    except OSError:
+        cgroup = ""
+    for marker in _CGROUP_MARKERS:
+        if marker in cgroup:
+            return f"/proc/1/cgroup mentions {marker}"
+    return None
+
+
+def _run_probe(*args: str) -> str | None:
+    """Run an init probe; ``None`` on success, else the reason it failed."""
+    try:
+        proc = subprocess.run(
+            _init_command("--probe", *args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if proc.returncode == 0:
+        return None
+    return proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+
+
+def probe_namespace(*, user_namespace: bool) -> str | None:
+    """Can we make mount+pid namespaces, an overlay and a fresh /proc? ``None`` if so."""
+    tmp = tempfile.mkdtemp(prefix="lamina-probe-")
+    try:
+        return _run_probe("namespace", tmp, "userns" if user_namespace else "root")
+    finally:
+        remove_tree(Path(tmp))
+
+
+def probe_chroot() -> str | None:
+    """Can we chroot? ``None`` if so, else the reason."""
+    return _run_probe("chroot")
+
+
+def _refuse_outside_container(
+    force: bool, environ: Mapping[str, str] | None, *, why: str = "", root: Path = Path("/")
+) -> None:
+    if force or detect_container(environ, root=root) is not None:
+        return
+    raise UsageError(
+        "refusing to run with --isolation=none outside a container: RUN steps would "
+        "change this machine's own filesystem" + why,
+        hint="run lamina inside a container, choose another --isolation, or pass --force",
+    )
+
+
+def select_runner(
+    isolation: str,
+    *,
+    force: bool,
+    log: Callable[[str], None],
+    environ: Mapping[str, str] | None = None,
+) -> Runner:
+    """The runner for ``--isolation``; ``auto`` probes and logs its choice.
+
+    ``auto`` tries namespaces (as root, then through a user namespace), then
+    chroot, then ``none`` (which refuses to run outside a container unless
+    ``force``).
+    """
+    if isolation not in ISOLATIONS:
+        raise UsageError(
+            f"unknown --isolation value {isolation!r}", hint="use one of: " + ", ".join(ISOLATIONS)
+        )
+    root = os.geteuid() == 0
+    failures: list[str] = []
+    if isolation in ("namespace", "auto"):
+        for userns in (False, True) if root else (True,):
+            reason = probe_namespace(user_namespace=userns)
+            if reason is None:
+                via = "a user namespace" if userns else "root"
+                log(f"isolation: namespace (mount+pid+ipc+uts namespaces via {via})")
+                return NamespaceRunner(user_namespace=userns)
+            failures.append(f"namespace ({'user namespace' if userns else 'root'}): {reason}")
+        if isolation == "namespace":
+            raise BuildStepError(
+                "--isolation=namespace is not available here: " + "; ".join(failures),
+                hint="use --isolation=chroot (root) or --isolation=none (inside a container)",
+            )
+    if isolation == "chroot":
+        reason = probe_chroot()
+        if reason is not None:
+            raise BuildStepError(
+                f"--isolation=chroot is not available here: {reason}",
+                hint="chroot needs root (CAP_SYS_CHROOT); use --isolation=none in a container",
+            )
+        return ChrootRunner()
+    if isolation == "none":
+        _refuse_outside_container(force, environ)
+        return InPlaceRunner()
+
+    if root:
+        reason = probe_chroot()
+        if reason is None:
+            log("isolation: chroot (namespaces unavailable: " + "; ".join(failures) + ")")
+            return ChrootRunner()
+        failures.append(f"chroot: {reason}")
+    _refuse_outside_container(force, environ, why=" (" + "; ".join(failures) + ")")
+    log("isolation: none (namespaces and chroot unavailable: " + "; ".join(failures) + ")")
+    return InPlaceRunner()
