@@ -7,12 +7,14 @@ Every instruction is a frozen dataclass holding its *unexpanded* fields, its
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lamina.errors import DockerfileError, SourceLocation
 
 from ._mounts import Mount, parse_mount
 from ._parser import _HEREDOC, DockerfileWarning, Heredoc, Node, ParseResult, _parse_heredoc, parse
+from ._records import fast_init
 from ._text import suggest
 
 __all__ = [
@@ -68,11 +70,14 @@ KEYWORDS = (
 )
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _VAR = re.compile(r"\$.")
+_ONBUILD_PREFIX = re.compile(r"(?i)^\s*ONBUILD\s*")
+_HEREDOC_OPERATOR = re.compile(r"[0-9]*<<-?")
 
 
 # ----------------------------------------------------------------------- records
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShellCommand:
     """Shell form: the raw text handed to ``SHELL + [text]``."""
@@ -80,6 +85,7 @@ class ShellCommand:
     text: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecCommand:
     """Exec (JSON) form: argv as written."""
@@ -90,6 +96,7 @@ class ExecCommand:
 Command = ShellCommand | ExecCommand
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyValue:
     """One ``key=value`` of ENV/LABEL, or ``name[=default]`` of ARG (value None: no default)."""
@@ -98,6 +105,7 @@ class KeyValue:
     value: str | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Base:
     location: SourceLocation
@@ -108,6 +116,7 @@ class _Base:
         return type(self).__name__.removesuffix("Instruction").upper()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FromInstruction(_Base):
     base: str
@@ -115,28 +124,33 @@ class FromInstruction(_Base):
     platform: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArgInstruction(_Base):
     args: tuple[KeyValue, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnvInstruction(_Base):
     pairs: tuple[KeyValue, ...]
     legacy: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabelInstruction(_Base):
     pairs: tuple[KeyValue, ...]
     legacy: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MaintainerInstruction(_Base):
     maintainer: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunInstruction(_Base):
     command: Command
@@ -148,21 +162,25 @@ class RunInstruction(_Base):
     heredocs: tuple[Heredoc, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CmdInstruction(_Base):
     command: Command
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EntrypointInstruction(_Base):
     command: Command
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShellInstruction(_Base):
     shell: tuple[str, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CopyInstruction(_Base):
     sources: tuple[str, ...]
@@ -176,6 +194,7 @@ class CopyInstruction(_Base):
     heredocs: tuple[Heredoc, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddInstruction(_Base):
     sources: tuple[str, ...]
@@ -190,31 +209,37 @@ class AddInstruction(_Base):
     heredocs: tuple[Heredoc, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExposeInstruction(_Base):
     ports: tuple[str, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VolumeInstruction(_Base):
     volumes: tuple[str, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserInstruction(_Base):
     user: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkdirInstruction(_Base):
     path: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StopsignalInstruction(_Base):
     signal: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthcheckInstruction(_Base):
     """``test`` is the config ``Test``: ``["NONE"]``, ``["CMD", ...]`` or ``["CMD-SHELL", text]``.
@@ -230,6 +255,7 @@ class HealthcheckInstruction(_Base):
     retries: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OnbuildInstruction(_Base):
     """``expression`` is the trigger text stored in the image config."""
@@ -260,6 +286,7 @@ Instruction = (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stage:
     """One build stage: ``FROM base [AS name]`` and its instructions."""
@@ -323,6 +350,8 @@ _BOOL, _STRING, _STRINGS = "bool", "string", "strings"
 
 
 class _Flags:
+    __slots__ = ("lists", "values")
+
     def __init__(self, node: Node, spec: dict[str, str]) -> None:
         self.values: dict[str, str] = {}
         self.lists: dict[str, list[str]] = {}
@@ -384,6 +413,42 @@ class _Flags:
 
     def many(self, name: str) -> tuple[str, ...]:
         return tuple(self.lists.get(name, ()))
+
+
+# per-instruction flag specs (built once)
+_NO_SPEC: dict[str, str] = {}
+_FROM_FLAGS = {"platform": _STRING}
+_RUN_FLAGS = {"mount": _STRINGS, "network": _STRING, "security": _STRING, "device": _STRINGS}
+_COPY_FLAGS = {
+    "from": _STRING,
+    "chown": _STRING,
+    "chmod": _STRING,
+    "link": _BOOL,
+    "parents": _BOOL,
+    "exclude": _STRINGS,
+}
+_ADD_FLAGS = {
+    "chown": _STRING,
+    "chmod": _STRING,
+    "link": _BOOL,
+    "exclude": _STRINGS,
+    "keep-git-dir": _BOOL,
+    "checksum": _STRING,
+    "unpack": _BOOL,
+}
+_HEALTHCHECK_FLAGS = {
+    "interval": _STRING,
+    "timeout": _STRING,
+    "start-period": _STRING,
+    "start-interval": _STRING,
+    "retries": _STRING,
+}
+
+
+def _no_flags(node: Node) -> None:
+    """Reject any flag on an instruction that takes none."""
+    if node.flags:
+        _Flags(node, _NO_SPEC)
 
 
 def _error(node: Node, message: str, hint: str) -> DockerfileError:
@@ -467,19 +532,22 @@ def _require(node: Node, ok: bool, message: str, hint: str) -> None:
 
 def _pairs(node: Node) -> tuple[tuple[KeyValue, ...], bool]:
     a = node.args
-    pairs = tuple(KeyValue(key=a[i], value=a[i + 1]) for i in range(0, len(a) - 2, 3))
+    pairs = tuple([KeyValue(key=a[i], value=a[i + 1]) for i in range(0, len(a) - 2, 3)])
     legacy = bool(a) and a[2] == ""
     return pairs, legacy
 
 
 def _sources_dest(node: Node, kw: str) -> tuple[tuple[str, ...], str, tuple[Heredoc, ...]]:
+    if len(node.args) >= 2 and "<<" not in " ".join(node.args):
+        # no heredoc operator anywhere: nothing to merge, no marker
+        return tuple(node.args[:-1]), node.args[-1], ()
     args = list(node.args)
     # "<<  EOF" split into two words: join them back (BuildKit >= 0.22)
     merged: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
-        if not node.json and re.fullmatch(r"[0-9]*<<-?", a) and i + 1 < len(args) - 1:
+        if not node.json and _HEREDOC_OPERATOR.fullmatch(a) and i + 1 < len(args) - 1:
             merged.append(a + args[i + 1])
             i += 2
             continue
@@ -532,266 +600,293 @@ def instruction_from_node(
     node: Node, warnings: list[DockerfileWarning] | None = None
 ) -> Instruction:
     """Convert one low-level node into its typed instruction (validating it)."""
-    kw = node.keyword
-    loc = node.location
+    handler = _HANDLERS.get(node.keyword)
+    if handler is None:
+        return _unknown(node)
+    return handler(node, node.location, warnings if warnings is not None else [])
+
+
+_Handler = Callable[[Node, SourceLocation, list[DockerfileWarning]], Instruction]
+
+
+def _from(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
     args = node.args
-    w = warnings if warnings is not None else []
-    if kw == "from":
-        fl = _Flags(node, {"platform": _STRING})
+    fl = _Flags(node, _FROM_FLAGS)
+    _require(
+        node,
+        len(args) in (1, 3),
+        "FROM requires either one or three arguments",
+        "write FROM <image> [AS <name>]",
+    )
+    name = None
+    if len(args) == 3:
         _require(
             node,
-            len(args) in (1, 3),
-            "FROM requires either one or three arguments",
-            "write FROM <image> [AS <name>]",
+            args[1].lower() == "as",
+            "When using FROM with AS, the second argument must be 'AS'",
+            "write FROM <image> AS <name>",
         )
-        name = None
-        if len(args) == 3:
-            _require(
-                node,
-                args[1].lower() == "as",
-                "When using FROM with AS, the second argument must be 'AS'",
-                "write FROM <image> AS <name>",
-            )
-            name = args[2].lower()
-            _require(
-                node,
-                bool(_STAGE_NAME.match(name)),
-                f"invalid name for build stage: {args[2]!r}, name can't start with a number "
-                "or contain symbols",
-                "stage names match [a-z][a-z0-9-_.]*",
-            )
-            if args[1] != "AS" and args[1] != "as":
-                w.append(
-                    DockerfileWarning(
-                        rule="FromAsCasing",
-                        location=loc,
-                        message="'as' and 'FROM' keywords' casing do not match",
-                    )
-                )
-        return FromInstruction(
-            location=loc,
-            original=node.original,
-            base=args[0],
-            stage_name=name,
-            platform=fl.get("platform"),
-        )
-    if kw == "arg":
-        _Flags(node, {})
-        _require(
-            node, bool(args), "ARG requires at least one argument", "write ARG <name>[=<default>]"
-        )
-        kvs = []
-        for a in args:
-            key, eq, value = a.partition("=")
-            _require(
-                node, key != "", f"ARG names can not be blank: {a!r}", "write ARG <name>=<value>"
-            )
-            kvs.append(KeyValue(key=key, value=value if eq else None))
-        return ArgInstruction(location=loc, original=node.original, args=tuple(kvs))
-    if kw in ("env", "label"):
-        _Flags(node, {})
+        name = args[2].lower()
         _require(
             node,
-            bool(args),
-            f"{kw.upper()} requires at least one argument",
-            f"write {kw.upper()} <key>=<value>",
+            bool(_STAGE_NAME.match(name)),
+            f"invalid name for build stage: {args[2]!r}, name can't start with a number "
+            "or contain symbols",
+            "stage names match [a-z][a-z0-9-_.]*",
         )
-        pairs, legacy = _pairs(node)
-        if legacy:
+        if args[1] != "AS" and args[1] != "as":
             w.append(
                 DockerfileWarning(
-                    rule="LegacyKeyValueFormat",
+                    rule="FromAsCasing",
                     location=loc,
-                    message=f'"{kw.upper()} key=value" should be used instead of legacy '
-                    f'"{kw.upper()} key value" format',
+                    message="'as' and 'FROM' keywords' casing do not match",
                 )
             )
-        cls = EnvInstruction if kw == "env" else LabelInstruction
-        return cls(location=loc, original=node.original, pairs=pairs, legacy=legacy)
-    if kw == "maintainer":
-        _Flags(node, {})
-        _require(
-            node,
-            len(args) == 1,
-            "MAINTAINER requires exactly one argument",
-            "write MAINTAINER <name>, or better LABEL org.opencontainers.image.authors=...",
-        )
+    return FromInstruction(
+        location=loc,
+        original=node.original,
+        base=args[0],
+        stage_name=name,
+        platform=fl.get("platform"),
+    )
+
+
+def _arg(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    _no_flags(node)
+    _require(node, bool(args), "ARG requires at least one argument", "write ARG <name>[=<default>]")
+    kvs = []
+    for a in args:
+        key, eq, value = a.partition("=")
+        _require(node, key != "", f"ARG names can not be blank: {a!r}", "write ARG <name>=<value>")
+        kvs.append(KeyValue(key=key, value=value if eq else None))
+    return ArgInstruction(location=loc, original=node.original, args=tuple(kvs))
+
+
+def _env_label(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    kw = node.keyword
+    _no_flags(node)
+    _require(
+        node,
+        bool(node.args),
+        f"{kw.upper()} requires at least one argument",
+        f"write {kw.upper()} <key>=<value>",
+    )
+    pairs, legacy = _pairs(node)
+    if legacy:
         w.append(
             DockerfileWarning(
-                rule="MaintainerDeprecated",
+                rule="LegacyKeyValueFormat",
                 location=loc,
-                message="The MAINTAINER instruction is deprecated, use a label instead",
+                message=f'"{kw.upper()} key=value" should be used instead of legacy '
+                f'"{kw.upper()} key value" format',
             )
         )
-        return MaintainerInstruction(location=loc, original=node.original, maintainer=args[0])
-    if kw == "run":
-        fl = _Flags(
-            node, {"mount": _STRINGS, "network": _STRING, "security": _STRING, "device": _STRINGS}
-        )
-        _require(
-            node,
-            bool(args) or bool(node.heredocs),
-            "RUN requires at least one argument",
-            'write RUN <command> or RUN ["executable", "arg"]',
-        )
-        network = fl.get("network")
-        if network is not None and network not in ("default", "none", "host"):
-            raise _error(node, f"unsupported network mode {network!r}", "use default, none or host")
-        security = fl.get("security")
-        if security is not None and security not in ("sandbox", "insecure"):
-            raise _error(node, f"unsupported security mode {security!r}", "use sandbox or insecure")
-        specs = fl.many("mount")
-        mounts = tuple(parse_mount(s, location=loc) for s in specs)
-        return RunInstruction(
+    cls = EnvInstruction if kw == "env" else LabelInstruction
+    return cls(location=loc, original=node.original, pairs=pairs, legacy=legacy)
+
+
+def _maintainer(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    _no_flags(node)
+    _require(
+        node,
+        len(args) == 1,
+        "MAINTAINER requires exactly one argument",
+        "write MAINTAINER <name>, or better LABEL org.opencontainers.image.authors=...",
+    )
+    w.append(
+        DockerfileWarning(
+            rule="MaintainerDeprecated",
             location=loc,
-            original=node.original,
-            command=_command(node, args),
-            mounts=mounts,
-            mount_specs=specs,
-            network=network,
-            security=security,
-            devices=fl.many("device"),
-            heredocs=node.heredocs,
+            message="The MAINTAINER instruction is deprecated, use a label instead",
         )
-    if kw in ("cmd", "entrypoint"):
-        _Flags(node, {})
-        cls2 = CmdInstruction if kw == "cmd" else EntrypointInstruction
-        return cls2(location=loc, original=node.original, command=_command(node, args))
-    if kw == "shell":
-        _Flags(node, {})
+    )
+    return MaintainerInstruction(location=loc, original=node.original, maintainer=args[0])
+
+
+def _run(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    fl = _Flags(node, _RUN_FLAGS)
+    _require(
+        node,
+        bool(args) or bool(node.heredocs),
+        "RUN requires at least one argument",
+        'write RUN <command> or RUN ["executable", "arg"]',
+    )
+    network = fl.get("network")
+    if network is not None and network not in ("default", "none", "host"):
+        raise _error(node, f"unsupported network mode {network!r}", "use default, none or host")
+    security = fl.get("security")
+    if security is not None and security not in ("sandbox", "insecure"):
+        raise _error(node, f"unsupported security mode {security!r}", "use sandbox or insecure")
+    specs = fl.many("mount")
+    mounts = tuple([parse_mount(s, location=loc) for s in specs]) if specs else ()
+    return RunInstruction(
+        location=loc,
+        original=node.original,
+        command=_command(node, args),
+        mounts=mounts,
+        mount_specs=specs,
+        network=network,
+        security=security,
+        devices=fl.many("device"),
+        heredocs=node.heredocs,
+    )
+
+
+def _cmd(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    _no_flags(node)
+    return CmdInstruction(location=loc, original=node.original, command=_command(node, node.args))
+
+
+def _entrypoint(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    _no_flags(node)
+    return EntrypointInstruction(
+        location=loc, original=node.original, command=_command(node, node.args)
+    )
+
+
+def _shell(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    _no_flags(node)
+    _require(
+        node,
+        bool(args),
+        "SHELL requires at least one argument",
+        'write SHELL ["/bin/bash", "-c"]',
+    )
+    _require(
+        node,
+        node.json,
+        "SHELL requires the arguments to be in JSON form",
+        'write SHELL ["/bin/bash", "-c"]',
+    )
+    return ShellInstruction(location=loc, original=node.original, shell=args)
+
+
+def _copy(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    fl = _Flags(node, _COPY_FLAGS)
+    sources, dest, docs = _sources_dest(node, "COPY")
+    from_ = fl.get("from")
+    _check_from_var(node, from_, "--from")
+    return CopyInstruction(
+        location=loc,
+        original=node.original,
+        sources=sources,
+        dest=dest,
+        from_=from_,
+        chown=fl.get("chown"),
+        chmod=fl.get("chmod"),
+        link=bool(fl.flag("link")),
+        parents=bool(fl.flag("parents")),
+        excludes=fl.many("exclude"),
+        heredocs=docs,
+    )
+
+
+def _add(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    fl = _Flags(node, _ADD_FLAGS)
+    sources, dest, docs = _sources_dest(node, "ADD")
+    return AddInstruction(
+        location=loc,
+        original=node.original,
+        sources=sources,
+        dest=dest,
+        chown=fl.get("chown"),
+        chmod=fl.get("chmod"),
+        link=bool(fl.flag("link")),
+        excludes=fl.many("exclude"),
+        keep_git_dir=fl.flag("keep-git-dir"),
+        checksum=fl.get("checksum"),
+        unpack=fl.flag("unpack"),
+        heredocs=docs,
+    )
+
+
+def _expose(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    _no_flags(node)
+    _require(
+        node,
+        bool(args),
+        "EXPOSE requires at least one argument",
+        "write EXPOSE <port>[/<proto>]",
+    )
+    return ExposeInstruction(location=loc, original=node.original, ports=args)
+
+
+def _volume(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    args = node.args
+    _no_flags(node)
+    _require(node, bool(args), "VOLUME requires at least one argument", "write VOLUME /path")
+    for v in args:
         _require(
             node,
-            bool(args),
-            "SHELL requires at least one argument",
-            'write SHELL ["/bin/bash", "-c"]',
+            v.strip() != "",
+            "VOLUME specified can not be an empty string",
+            "remove the empty entry",
         )
-        _require(
+    return VolumeInstruction(location=loc, original=node.original, volumes=args)
+
+
+def _one_arg(node: Node) -> str:
+    args = node.args
+    _no_flags(node)
+    if len(args) != 1:
+        kw = node.keyword
+        raise _error(
+            node, f"{kw.upper()} requires exactly one argument", f"write {kw.upper()} <value>"
+        )
+    return args[0]
+
+
+def _user(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    return UserInstruction(location=loc, original=node.original, user=_one_arg(node))
+
+
+def _workdir(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    return WorkdirInstruction(location=loc, original=node.original, path=_one_arg(node))
+
+
+def _stopsignal(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    return StopsignalInstruction(location=loc, original=node.original, signal=_one_arg(node))
+
+
+def _onbuild(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
+    _no_flags(node)
+    inner = node.inner
+    _require(
+        node,
+        inner is not None,
+        "ONBUILD requires at least one argument",
+        "write ONBUILD <INSTRUCTION> ...",
+    )
+    assert inner is not None
+    ik = inner.keyword
+    if ik == "onbuild":
+        raise _error(
             node,
-            node.json,
-            "SHELL requires the arguments to be in JSON form",
-            'write SHELL ["/bin/bash", "-c"]',
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+            "give each trigger its own ONBUILD line",
         )
-        return ShellInstruction(location=loc, original=node.original, shell=args)
-    if kw == "copy":
-        fl = _Flags(
+    if ik in ("from", "maintainer"):
+        raise _error(
             node,
-            {
-                "from": _STRING,
-                "chown": _STRING,
-                "chmod": _STRING,
-                "link": _BOOL,
-                "parents": _BOOL,
-                "exclude": _STRINGS,
-            },
+            f"{ik.upper()} isn't allowed as an ONBUILD trigger",
+            "triggers run after FROM in the downstream build",
         )
-        sources, dest, docs = _sources_dest(node, "COPY")
-        _check_from_var(node, fl.get("from"), "--from")
-        return CopyInstruction(
-            location=loc,
-            original=node.original,
-            sources=sources,
-            dest=dest,
-            from_=fl.get("from"),
-            chown=fl.get("chown"),
-            chmod=fl.get("chmod"),
-            link=bool(fl.flag("link")),
-            parents=bool(fl.flag("parents")),
-            excludes=fl.many("exclude"),
-            heredocs=docs,
-        )
-    if kw == "add":
-        fl = _Flags(
-            node,
-            {
-                "chown": _STRING,
-                "chmod": _STRING,
-                "link": _BOOL,
-                "exclude": _STRINGS,
-                "keep-git-dir": _BOOL,
-                "checksum": _STRING,
-                "unpack": _BOOL,
-            },
-        )
-        sources, dest, docs = _sources_dest(node, "ADD")
-        return AddInstruction(
-            location=loc,
-            original=node.original,
-            sources=sources,
-            dest=dest,
-            chown=fl.get("chown"),
-            chmod=fl.get("chmod"),
-            link=bool(fl.flag("link")),
-            excludes=fl.many("exclude"),
-            keep_git_dir=fl.flag("keep-git-dir"),
-            checksum=fl.get("checksum"),
-            unpack=fl.flag("unpack"),
-            heredocs=docs,
-        )
-    if kw == "expose":
-        _Flags(node, {})
-        _require(
-            node,
-            bool(args),
-            "EXPOSE requires at least one argument",
-            "write EXPOSE <port>[/<proto>]",
-        )
-        return ExposeInstruction(location=loc, original=node.original, ports=args)
-    if kw == "volume":
-        _Flags(node, {})
-        _require(node, bool(args), "VOLUME requires at least one argument", "write VOLUME /path")
-        for v in args:
-            _require(
-                node,
-                v.strip() != "",
-                "VOLUME specified can not be an empty string",
-                "remove the empty entry",
-            )
-        return VolumeInstruction(location=loc, original=node.original, volumes=args)
-    if kw in ("user", "workdir", "stopsignal"):
-        _Flags(node, {})
-        _require(
-            node,
-            len(args) == 1,
-            f"{kw.upper()} requires exactly one argument",
-            f"write {kw.upper()} <value>",
-        )
-        if kw == "user":
-            return UserInstruction(location=loc, original=node.original, user=args[0])
-        if kw == "workdir":
-            return WorkdirInstruction(location=loc, original=node.original, path=args[0])
-        return StopsignalInstruction(location=loc, original=node.original, signal=args[0])
-    if kw == "healthcheck":
-        return _healthcheck(node)
-    if kw == "onbuild":
-        _Flags(node, {})
-        inner = node.inner
-        _require(
-            node,
-            inner is not None,
-            "ONBUILD requires at least one argument",
-            "write ONBUILD <INSTRUCTION> ...",
-        )
-        assert inner is not None
-        ik = inner.keyword
-        if ik == "onbuild":
-            raise _error(
-                node,
-                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-                "give each trigger its own ONBUILD line",
-            )
-        if ik in ("from", "maintainer"):
-            raise _error(
-                node,
-                f"{ik.upper()} isn't allowed as an ONBUILD trigger",
-                "triggers run after FROM in the downstream build",
-            )
-        trigger = instruction_from_node(inner, w)
-        expr = re.sub(r"(?i)^\s*ONBUILD\s*", "", node.original)
-        for h in inner.heredocs:
-            expr += "\n" + h.content + h.name
-        return OnbuildInstruction(
-            location=loc, original=node.original, trigger=trigger, expression=expr
-        )
+    trigger = instruction_from_node(inner, w)
+    expr = _ONBUILD_PREFIX.sub("", node.original)
+    for h in inner.heredocs:
+        expr += "\n" + h.content + h.name
+    return OnbuildInstruction(
+        location=loc, original=node.original, trigger=trigger, expression=expr
+    )
+
+
+def _unknown(node: Node) -> Instruction:
+    kw = node.keyword
     word = node.original.strip().split(None, 1)[0] if node.original.strip() else kw
     near = suggest(word.upper(), KEYWORDS)
     raise _error(
@@ -801,7 +896,7 @@ def instruction_from_node(
     )
 
 
-def _healthcheck(node: Node) -> HealthcheckInstruction:
+def _healthcheck(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
     args = node.args
     _require(
         node,
@@ -811,20 +906,10 @@ def _healthcheck(node: Node) -> HealthcheckInstruction:
     )
     typ = args[0].upper()
     rest = args[1:]
-    loc = node.location
     if typ == "NONE":
         _require(node, not rest, "HEALTHCHECK NONE takes no arguments", "write HEALTHCHECK NONE")
         return HealthcheckInstruction(location=loc, original=node.original, test=("NONE",))
-    fl = _Flags(
-        node,
-        {
-            "interval": _STRING,
-            "timeout": _STRING,
-            "start-period": _STRING,
-            "start-interval": _STRING,
-            "retries": _STRING,
-        },
-    )
+    fl = _Flags(node, _HEALTHCHECK_FLAGS)
     if typ != "CMD":
         raise _error(
             node,
@@ -856,6 +941,28 @@ def _healthcheck(node: Node) -> HealthcheckInstruction:
         start_interval=_interval(node, fl, "start-interval"),
         retries=retries,
     )
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "from": _from,
+    "arg": _arg,
+    "env": _env_label,
+    "label": _env_label,
+    "maintainer": _maintainer,
+    "run": _run,
+    "cmd": _cmd,
+    "entrypoint": _entrypoint,
+    "shell": _shell,
+    "copy": _copy,
+    "add": _add,
+    "expose": _expose,
+    "volume": _volume,
+    "user": _user,
+    "workdir": _workdir,
+    "stopsignal": _stopsignal,
+    "healthcheck": _healthcheck,
+    "onbuild": _onbuild,
+}
 
 
 # ------------------------------------------------------------------ the file

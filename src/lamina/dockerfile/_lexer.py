@@ -466,19 +466,11 @@ class ShellLex:
         return list(self.process(word, env).words)
 
 
+_NON_SPACE_RUN = re.compile("[^" + re.escape("".join(sorted(GO_SPACE))) + "]+")
+
+
 def _split_plain(word: str) -> list[str]:
-    words: list[str] = []
-    cur: list[str] = []
-    for ch in word:
-        if ch in GO_SPACE:
-            if cur:
-                words.append("".join(cur))
-                cur = []
-        else:
-            cur.append(ch)
-    if cur:
-        words.append("".join(cur))
-    return words
+    return _NON_SPACE_RUN.findall(word)
 
 
 _DEFAULT = ShellLex()

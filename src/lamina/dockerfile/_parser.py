@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lamina.errors import DockerfileError, SourceLocation
 
 from ._lexer import ShellLex, ShellSyntaxError
+from ._records import fast_init
 from ._text import GO_SPACE, SPACE_CLASS, go_lstrip, go_quote, go_strip
 
 __all__ = [
@@ -37,6 +39,9 @@ _HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
 _BOM = "\ufeff"
 # a flag word without quotes or escape characters (either escape token)
 _PLAIN_FLAG = re.compile("[^" + re.escape("".join(sorted(GO_SPACE)) + "'\"\\`") + "]*")
+_SPACES = re.compile(SPACE_CLASS + "*")
+_NO_SPACES = re.compile("[^" + re.escape("".join(sorted(GO_SPACE))) + "]*")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _continuation_regex(escape: str) -> re.Pattern[str]:
@@ -47,6 +52,7 @@ def _continuation_regex(escape: str) -> re.Pattern[str]:
 _CONT_REGEXES = {"\\": _continuation_regex("\\"), "`": _continuation_regex("`")}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DockerfileWarning:
     """A non-fatal finding (deprecated syntax, lint-like rule), collected, never printed."""
@@ -60,6 +66,7 @@ class DockerfileWarning:
         return f"{where}{self.message} ({self.rule})"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heredoc:
     """One here-document: ``[fd]<<[-]NAME`` and its body (raw, newline-terminated lines)."""
@@ -78,6 +85,7 @@ class Heredoc:
         return self.content
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
     """One instruction as BuildKit's parser sees it (before any validation).
@@ -148,15 +156,16 @@ def _extract_flags(rest: str, escape: str) -> tuple[str, list[str]]:
     words: list[str] = []
     n = len(rest)
     pos = 0
+    spaces = _SPACES.match
+    plain = _PLAIN_FLAG.match
     while True:
-        while pos < n and rest[pos] in GO_SPACE:
-            pos += 1
+        if pos < n and rest[pos] in GO_SPACE:
+            pos = spaces(rest, pos).end()  # type: ignore[union-attr]
         if pos >= n:
             return "", words
         if not rest.startswith("--", pos):
             return rest[pos:], words
-        m = _PLAIN_FLAG.match(rest, pos)
-        end = m.end() if m is not None else pos
+        end = plain(rest, pos).end()  # type: ignore[union-attr]
         if end >= n or rest[end] in GO_SPACE:
             text = rest[pos:end]
             if text == "--":
@@ -217,29 +226,40 @@ def _reject_constant(name: str) -> object:
 
 def _fix_surrogates(s: str) -> str:
     # Go's decoder replaces invalid UTF-8 (and lone surrogate escapes) with U+FFFD
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+    if _SURROGATE.search(s) is not None:
+        return _SURROGATE.sub("\ufffd", s)
     return s
 
 
+# json.loads(rest, parse_constant=_reject_constant) without its per-call overhead:
+# one decoder, its scanner called directly, then the same "Extra data" check
+_JSON_SCAN: Callable[[str, int], tuple[object, int]] = json.JSONDecoder(
+    parse_constant=_reject_constant
+).scan_once  # type: ignore[attr-defined]
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
 def _parse_json(rest: str) -> list[str] | None:
-    rest = go_lstrip(rest)
     if not rest.startswith("["):
-        return None
+        rest = go_lstrip(rest)
+        if not rest.startswith("["):
+            return None
     try:
-        value = json.loads(rest, parse_constant=_reject_constant)
+        value, end = _JSON_SCAN(rest, 0)
     except RecursionError as exc:
         raise _NotStringArrayError from exc
-    except ValueError:
+    except (ValueError, StopIteration):
         return None
+    if _JSON_WS.match(rest, end).end() != len(rest):  # type: ignore[union-attr]
+        return None  # extra data after the value
     if not isinstance(value, list):
         return None
-    out: list[str] = []
     for item in value:
-        if not isinstance(item, str):
+        if type(item) is not str:
             raise _NotStringArrayError
-        out.append(_fix_surrogates(item))
-    return out
+    if _SURROGATE.search(rest) is None and "\\u" not in rest:
+        return value
+    return [_fix_surrogates(item) for item in value]
 
 
 def _split_ws(rest: str) -> tuple[str, ...]:
@@ -248,10 +268,33 @@ def _split_ws(rest: str) -> tuple[str, ...]:
     return tuple(_WS_SPLIT.split(rest))
 
 
+def _words_regex(escape: str) -> re.Pattern[str]:
+    # one word of parseWords: escaped characters, "..." (escapes inside), '...'
+    # (no escapes inside) and other non-space characters; an unterminated quote
+    # runs to the end. Only valid when ``rest`` does not end with the escape token.
+    e = re.escape(escape)
+    sp = re.escape("".join(sorted(GO_SPACE)))
+    return re.compile(
+        rf"(?:{e}.|\"(?:{e}.|[^\"{e}])*(?:\"|\Z)|'[^']*(?:'|\Z)|[^{sp}'\"{e}])+",
+        re.DOTALL,
+    )
+
+
+_WORDS_REGEXES = {"\\": _words_regex("\\"), "`": _words_regex("`")}
+
+
 def _parse_words(rest: str, escape: str) -> list[str]:
     """BuildKit's ``parseWords``: split on whitespace, quotes and escapes kept."""
     if escape not in rest and "'" not in rest and '"' not in rest:
-        return _GO_SPACE_SPLIT.split(go_strip(rest)) if go_strip(rest) else []
+        rest = go_strip(rest)
+        return _GO_SPACE_SPLIT.split(rest) if rest else []
+    rx = _WORDS_REGEXES.get(escape)
+    if rx is not None and not rest.endswith(escape):
+        return rx.findall(rest)
+    return _parse_words_loop(rest, escape)
+
+
+def _parse_words_loop(rest: str, escape: str) -> list[str]:
     words: list[str] = []
     word: list[str] = []
     blank_ok = False
@@ -366,15 +409,10 @@ def _maybe_json_list(rest: str) -> tuple[tuple[str, ...], bool]:
 
 
 def _health(rest: str) -> tuple[tuple[str, ...], bool]:
-    sep = 0
-    n = len(rest)
-    while sep < n and rest[sep] not in GO_SPACE:
-        sep += 1
+    sep = _NO_SPACES.match(rest).end()  # type: ignore[union-attr]
     if sep == 0:
         return (), False
-    nxt = sep
-    while nxt < n and rest[nxt] in GO_SPACE:
-        nxt += 1
+    nxt = _SPACES.match(rest, sep).end()  # type: ignore[union-attr]
     args, is_json = _maybe_json(rest[nxt:])
     return (rest[:sep], *args), is_json
 
@@ -391,6 +429,30 @@ class _State:
     warnings: list[DockerfileWarning] = field(default_factory=list)
 
 
+# how each keyword's arguments are split (anything else: one empty argument)
+_K_WS, _K_JSON_LIST, _K_JSON, _K_HEALTH, _K_ONE, _K_WORDS, _K_NAME_VAL, _K_ONBUILD = range(1, 9)
+_KINDS = {
+    "from": _K_WS,
+    "expose": _K_WS,
+    "add": _K_JSON_LIST,
+    "copy": _K_JSON_LIST,
+    "volume": _K_JSON_LIST,
+    "run": _K_JSON,
+    "cmd": _K_JSON,
+    "entrypoint": _K_JSON,
+    "shell": _K_JSON,
+    "healthcheck": _K_HEALTH,
+    "maintainer": _K_ONE,
+    "user": _K_ONE,
+    "workdir": _K_ONE,
+    "stopsignal": _K_ONE,
+    "arg": _K_WORDS,
+    "env": _K_NAME_VAL,
+    "label": _K_NAME_VAL,
+    "onbuild": _K_ONBUILD,
+}
+
+
 def _node_from_line(
     line: str, st: _State, start: int, end: int, text: str
 ) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, Node | None]:
@@ -399,31 +461,33 @@ def _node_from_line(
     parts = _WS_SPLIT.split(stripped, maxsplit=1)
     keyword = parts[0]
     rest = ""
-    flags: list[str] = []
+    flags: tuple[str, ...] = ()
     if len(parts) == 2:
         rest = parts[1]
         if rest.startswith("--") or (rest and rest[0] in GO_SPACE):
-            rest, flags = _extract_flags(rest, st.escape)
+            rest, flag_words = _extract_flags(rest, st.escape)
+            flags = tuple(flag_words)
         rest = go_strip(rest)
     key = keyword.lower()
     is_json = False
     inner: Node | None = None
     args: tuple[str, ...]
-    if key in ("from", "expose"):
+    kind = _KINDS.get(key, 0)
+    if kind == _K_WS:
         args = _split_ws(rest)
-    elif key in ("add", "copy", "volume"):
+    elif kind == _K_JSON_LIST:
         args, is_json = _maybe_json_list(rest)
-    elif key in ("run", "cmd", "entrypoint", "shell"):
+    elif kind == _K_JSON:
         args, is_json = _maybe_json(rest)
-    elif key == "healthcheck":
+    elif kind == _K_HEALTH:
         args, is_json = _health(rest)
-    elif key in ("maintainer", "user", "workdir", "stopsignal"):
+    elif kind == _K_ONE:
         args = (rest,) if rest else ()
-    elif key == "arg":
+    elif kind == _K_WORDS:
         args = tuple(_parse_words(rest, st.escape))
-    elif key in ("env", "label"):
+    elif kind == _K_NAME_VAL:
         args = _name_val(rest, key.upper(), st.escape)
-    elif key == "onbuild":
+    elif kind == _K_ONBUILD:
         args = ()
         if rest:
             ikw, iflags, iargs, ijson, _ = _node_from_line(rest, st, start, end, text)
@@ -440,17 +504,28 @@ def _node_from_line(
             )
     else:
         args = ("",)
-    return key, tuple(flags), args, is_json, inner
+    return key, flags, args, is_json, inner
 
 
 _HEREDOC_WORDS = ShellLex(raw_quotes=True, raw_escapes=True)
 _HEREDOC_NAME = ShellLex(skip_unset_env=True)
 _HEREDOC_NAME_RAW = ShellLex(skip_unset_env=True, raw_quotes=True)
+# a heredoc name without ``$``, quotes, escapes or spaces
+_PLAIN_HEREDOC_NAME = re.compile("[^" + re.escape("".join(sorted(GO_SPACE)) + "$'\"\\") + "]+")
 
 
 def _parse_heredoc(fd: str, chomp: str, rest: str) -> Heredoc | None:
     if not rest:
         return None
+    if _PLAIN_HEREDOC_NAME.fullmatch(rest) is not None:
+        # nothing to expand, unquote or split: the name is the word itself
+        return Heredoc(
+            name=rest,
+            content="",
+            expand=True,
+            chomp=chomp == "-",
+            file_descriptor=int(fd) if fd else 0,
+        )
     try:
         words = _HEREDOC_NAME.process_words(rest, {})
         raw = _HEREDOC_NAME_RAW.process_words(rest, {})
@@ -540,50 +615,51 @@ def parse(text: str | bytes, *, filename: str = "Dockerfile") -> ParseResult:
     nodes: list[Node] = []
     n = len(lines)
     i = 0
-    cont = _CONT_REGEXES["\\"]
+    esc = st.escape
+    cont = _CONT_REGEXES[esc]
+    # lines come from split("\n"): only "\r" can trail them, and usually none does
+    has_cr = "\r" in text
     while i < n:
         raw = lines[i]
         i += 1
-        s = raw.rstrip("\r\n")
+        if has_cr:
+            raw = raw.rstrip("\r")
+        s = raw
         if s and s[0] in GO_SPACE:
             s = go_lstrip(s)
         if not st.directives_done:
-            escape_before = st.escape
-            _check_directive(s, st, i, raw.rstrip("\r\n"))
-            if st.escape != escape_before:
-                cont = _CONT_REGEXES[st.escape]
-        if s.startswith("#"):
-            s = ""
+            _check_directive(s, st, i, raw)
+            if st.escape != esc:
+                esc = st.escape
+                cont = _CONT_REGEXES[esc]
+        if not s or s[0] == "#":
+            continue
         start = i
-        esc = st.escape
-        m = cont.search(s) if s.rstrip(" \t").endswith(esc) else None
-        if m is None:
-            if not s:
-                continue
-            line = s
-            eol = True
-        else:
-            line = s[: m.start()] + (m.group(1) or "")
-            eol = False
+        last = s[-1]
+        m = cont.search(s) if last in (esc, " ", "\t") and s.rstrip(" \t").endswith(esc) else None
         empty_cont = False
-        pieces = [line]
-        while not eol and i < n:
-            s2 = lines[i].rstrip("\r\n")
-            i += 1
-            ls = go_lstrip(s2) if s2 and s2[0] in GO_SPACE else s2
-            if ls.startswith("#"):
-                continue
-            if not ls:
-                empty_cont = True
-                continue
-            m = cont.search(s2) if s2.rstrip(" \t").endswith(esc) else None
-            if m is None:
-                pieces.append(s2)
-                eol = True
-            else:
+        if m is None:
+            line = s
+        else:
+            pieces = [s[: m.start()] + (m.group(1) or "")]
+            while i < n:
+                s2 = lines[i]
+                i += 1
+                if has_cr:
+                    s2 = s2.rstrip("\r")
+                ls = go_lstrip(s2) if s2 and s2[0] in GO_SPACE else s2
+                if ls.startswith("#"):
+                    continue
+                if not ls:
+                    empty_cont = True
+                    continue
+                m = cont.search(s2) if s2.rstrip(" \t").endswith(esc) else None
+                if m is None:
+                    pieces.append(s2)
+                    break
                 pieces.append(s2[: m.start()] + (m.group(1) or ""))
-        line = "".join(pieces) if len(pieces) > 1 else pieces[0]
-        text_line = lines[start - 1].rstrip("\r\n")
+            line = "".join(pieces) if len(pieces) > 1 else pieces[0]
+        text_line = raw
         if start == 1 and text_line.startswith(_BOM):
             text_line = text_line[1:]
         try:
@@ -606,7 +682,7 @@ def parse(text: str | bytes, *, filename: str = "Dockerfile") -> ParseResult:
         target_key, target_json = key, is_json
         if inner is not None:
             target_key, target_json = inner.keyword, inner.json
-        if target_key in _HEREDOC_KEYWORDS and not target_json and "<<" in line:
+        if "<<" in line and target_key in _HEREDOC_KEYWORDS and not target_json:
             for doc in heredocs_from_line(line):
                 body: list[str] = []
                 terminated = False
@@ -661,7 +737,7 @@ def parse(text: str | bytes, *, filename: str = "Dockerfile") -> ParseResult:
                 original=line,
                 json=is_json,
                 inner=inner,
-                heredocs=tuple(heredocs),
+                heredocs=tuple(heredocs) if heredocs else (),
                 start_line=start,
                 end_line=i,
                 text=text_line,
