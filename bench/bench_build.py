@@ -1,0 +1,176 @@
+"""Whole builds: lamina vs ``buildah bud --isolation=chroot`` (overlay storage), same run.
+
+    .venv/bin/python bench/bench_build.py              # as root; needs buildah, skopeo
+
+Starts a private plain registry on loopback, pushes the Debian bookworm minbase test
+image (debootstrap, cached in $LAMINA_TEST_CACHE), then builds, each ``--repeat`` times:
+
+* ``apt``: ``FROM debian`` + ``RUN apt-get update && apt-get install -y python3``
+  (the RUN fetches packages from the machine's Debian mirror over the host network);
+* ``small``: ``FROM busybox`` + 10 RUN steps that each write one file.
+
+lamina writes an OCI layout (``--no-push``); buildah builds into a private storage root
+(overlay driver) with ``--layers=false``. Prints wall time per run, the lamina/buildah
+time ratio (target <= 1.0) and lamina's peak RSS (target < 200 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.images import (  # noqa: E402
+    build_busybox_layout,
+    build_debian_layout,
+    push_layout,
+)
+from tests.support.registry import start_registry  # noqa: E402
+
+CASES = {
+    "apt": (
+        "debian",
+        "ARG REGISTRY\nFROM ${REGISTRY}/library/debian:bookworm-slim\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends python3 "
+        "&& rm -rf /var/lib/apt/lists/*\n",
+    ),
+    "small": (
+        "busybox",
+        "ARG REGISTRY\nFROM ${REGISTRY}/library/busybox:latest\n"
+        + "".join(f"RUN echo step {i} > /step-{i}.txt\n" for i in range(10)),
+    ),
+}
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of the command's own process."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[:3]} failed:\n{err.decode(errors='replace')[-3000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--case", choices=sorted(CASES), action="append")
+    args = parser.parse_args()
+    cases = args.case or sorted(CASES)
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (namespaces, buildah chroot isolation)")
+    work = Path(tempfile.mkdtemp(prefix="lamina-bench-build-"))
+    short = Path(tempfile.mkdtemp(prefix="lbb-"))  # buildah's runroot must be short
+    running = start_registry("plain", work / "registry")
+    try:
+        host = running.server.host
+        if "small" in cases:
+            push_layout(build_busybox_layout(work / "bb"), running.server, "library/busybox:latest")
+        if "apt" in cases:
+            push_layout(
+                build_debian_layout(work / "deb"), running.server, "library/debian:bookworm-slim"
+            )
+        for name in cases:
+            _, dockerfile = CASES[name]
+            ctx = work / f"ctx-{name}"
+            ctx.mkdir()
+            (ctx / "Dockerfile").write_text(dockerfile)
+            ratios: list[float] = []
+            peak = 0.0
+            for run in range(args.repeat):
+                out = work / f"out-{name}-{run}"
+                lam_t, lam_rss = timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "lamina",
+                        "build",
+                        f"--context={ctx}",
+                        f"--dockerfile={ctx / 'Dockerfile'}",
+                        "--no-push",
+                        f"--oci-layout-path={out}",
+                        f"--insecure-registry={host}",
+                        f"--build-arg=REGISTRY={host}",
+                        "--destination=bench/x:1",
+                        f"--kaniko-dir={work / 'kaniko'}",
+                    ]
+                )
+                storage = work / f"buildah-{name}-{run}"
+                runroot = short / f"{name}{run}"
+                env = dict(os.environ, BUILDAH_ISOLATION="chroot")
+                bah_t, _ = timed(
+                    [
+                        "buildah",
+                        "--root",
+                        str(storage),
+                        "--runroot",
+                        str(runroot),
+                        "--storage-driver",
+                        "overlay",
+                        "bud",
+                        "--isolation=chroot",
+                        "--layers=false",
+                        "--tls-verify=false",
+                        "--format",
+                        "oci",
+                        "--build-arg",
+                        f"REGISTRY={host}",
+                        "-f",
+                        str(ctx / "Dockerfile"),
+                        "-t",
+                        f"localhost/bench-{name}",
+                        str(ctx),
+                    ],
+                    env=env,
+                )
+                subprocess.run(
+                    [
+                        "buildah",
+                        "--root",
+                        str(storage),
+                        "--runroot",
+                        str(runroot),
+                        "--storage-driver",
+                        "overlay",
+                        "rm",
+                        "--all",
+                    ],
+                    capture_output=True,
+                    check=False,
+                )
+                subprocess.run(["umount", "-R", str(storage)], capture_output=True, check=False)
+                shutil.rmtree(storage, ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)
+                ratios.append(lam_t / bah_t)
+                peak = max(peak, lam_rss)
+                print(
+                    f"{name:6} run {run}: lamina {lam_t:6.2f}s (peak RSS {lam_rss:5.1f} MiB)"
+                    f"  buildah {bah_t:6.2f}s  ratio {lam_t / bah_t:4.2f}",
+                    flush=True,
+                )
+            best = min(ratios)
+            print(
+                f"{name}: lamina/buildah wall time = {best:.2f} (best of {len(ratios)}; "
+                f"target <= 1.0), lamina peak RSS {peak:.0f} MiB (target < 200)",
+                flush=True,
+            )
+    finally:
+        running.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
