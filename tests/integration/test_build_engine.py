@@ -237,12 +237,12 @@ def test_dockerignore_and_missing_source(tmp_path: Path) -> None:
 
 
 def test_unsupported_features_are_refused_with_the_line(tmp_path: Path) -> None:
-    ctx = make_context(tmp_path / "ctx", "FROM scratch\nRUN --mount=type=cache,target=/c true\n")
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nRUN --mount=type=secret,id=x true\n")
     with pytest.raises(NotSupportedError) as info:
         run_build(tmp_path, ctx)
     assert info.value.location is not None
     assert info.value.location.line == 2
-    ctx2 = make_context(tmp_path / "ctx2", "FROM scratch\nADD https://example.com/x /x\n")
+    ctx2 = make_context(tmp_path / "ctx2", "FROM scratch\nADD https://example.com/x.git /x\n")
     with pytest.raises(NotSupportedError, match="URL"):
         run_build(tmp_path / "b2", ctx2)
 

@@ -146,8 +146,6 @@ def build_image(
         raise NotSupportedError(
             "--cache (layer caching)", hint="build without --cache for now; it is coming"
         )
-    if build.single_snapshot:
-        raise NotSupportedError("--single-snapshot")
     if output.compression not in ("gzip", "zstd", "none"):
         raise UsageError(
             f"unknown --compression {output.compression!r}", hint="use gzip, zstd or none"
@@ -190,6 +188,8 @@ def build_image(
         compression_level=output.compression_level if output.compression_level >= 0 else None,
         snapshot_mode=build.snapshot_mode,
         labels=build.labels,
+        cache_mount_dir=build.cache_mount_dir or build.kaniko_dir / "cache-mounts",
+        single_snapshot=build.single_snapshot,
     )
     try:
         for index in plan.order:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import posixpath
 import re
@@ -11,7 +14,11 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, cast
 
+import zstandard
+
+from lamina.builder._fetch import Fetched
 from lamina.context import ContextSource, LocalContext
 from lamina.errors import (
     BuildStepError,
@@ -21,8 +28,7 @@ from lamina.errors import (
     NotSupportedError,
     SourceLocation,
 )
-from lamina.fs import changes_for_tree, extract_layer, safe_join
-from lamina.oci import decompress
+from lamina.fs import changes_for_tree, extract_archive, safe_join
 from lamina.sandbox import resolve_user
 
 __all__ = [
@@ -95,12 +101,46 @@ def resolve_dest(dest: str, workdir: str) -> tuple[str, bool]:
     return clean, is_dir
 
 
+def _decompressing(raw: BinaryIO, magic: bytes) -> BinaryIO | None:
+    """A decompressing reader over ``raw`` chosen by ``magic``; None for plain data."""
+    if magic.startswith(b"\x1f\x8b"):
+        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
+    if magic.startswith(b"BZh"):
+        return cast(BinaryIO, bz2.BZ2File(raw, mode="rb"))
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
+    if magic.startswith(b"\x28\xb5\x2f\xfd"):
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return cast(BinaryIO, reader)
+    return None
+
+
+def _sniff_head(raw: BinaryIO, size: int) -> bytes:
+    """The first ``size`` uncompressed bytes (plain, gzip, bzip2, xz or zstd, by magic)."""
+    magic = raw.read(6)
+    raw.seek(0)
+    inner = _decompressing(raw, magic)
+    if inner is None:
+        return raw.read(size)
+    with inner:
+        head = b""
+        while len(head) < size:
+            more = inner.read(size - len(head))
+            if not more:
+                break
+            head += more
+        return head
+
+
 def is_tar_archive(host: Path) -> bool:
-    """True when ``host`` is a (possibly gzip/zstd-compressed) tar archive (for ADD)."""
+    """True when ``host`` is a tar archive, plain or gzip/bzip2/xz/zstd-compressed (for ADD).
+
+    Recognised by content, not name; an empty or truncated file is not an archive.
+    """
     try:
-        with host.open("rb") as raw, decompress(raw, what=str(host)) as f:
-            head = f.read(512)
-    except (OSError, LaminaError):
+        with host.open("rb") as raw:
+            head = _sniff_head(raw, 512)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError):
         return False
     if len(head) < 512:
         return False
@@ -124,6 +164,10 @@ class CopyRequest:
     owner: tuple[int, int] | None
     chmod: int | None
     extract_archives: bool = False
+    #: downloaded ``ADD <URL>`` files, written after ``sources``
+    remote: tuple[Fetched, ...] = ()
+    #: ``ADD --unpack=true``: extract downloaded archives too
+    unpack_remote: bool = False
 
 
 def _fs_error(action: str, path: str, exc: OSError) -> FilesystemError:
@@ -233,13 +277,15 @@ class _Copier:
                 raise _fs_error("set times of", str(host), exc) from exc
 
 
-def _extract_archive(copier: _Copier, src: ContextSource, dest_dir: str) -> None:
-    target = copier.ensure_dir(dest_dir)
+def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> None:
+    copier.ensure_dir(dest_dir)
     try:
-        with src.host.open("rb") as raw, decompress(raw, what=str(src.host)) as f:
-            extract_layer(target, f, on_warning=copier.warn, layer_name=f"ADD {src.path}")
+        with host.open("rb") as raw:
+            extract_archive(
+                copier.rootfs, dest_dir, raw, on_warning=copier.warn, name=f"ADD {label}"
+            )
     except OSError as exc:
-        raise _fs_error("read archive", src.path, exc) from exc
+        raise _fs_error("read archive", label, exc) from exc
     # the layer holds the whole destination tree (a superset of what the archive wrote)
     copier.written.extend(c.path for c in changes_for_tree(copier.rootfs, dest_dir))
 
@@ -256,7 +302,7 @@ def copy_into(
                 copier.put(entry.host, entry.st, posixpath.join(req.dest, entry.rel))
             continue
         if req.extract_archives and src.kind == "file" and is_tar_archive(src.host):
-            _extract_archive(copier, src, req.dest)
+            _extract_archive(copier, src.host, src.path, req.dest)
             continue
         target = req.dest
         if req.dest_is_dir:
@@ -266,5 +312,15 @@ def copy_into(
         except OSError as exc:
             raise _fs_error("read", src.path, exc) from exc
         copier.put(src.host, st, target)
+    for fetched in req.remote:
+        if req.unpack_remote and is_tar_archive(fetched.host):
+            _extract_archive(copier, fetched.host, fetched.url, req.dest)
+            continue
+        target = posixpath.join(req.dest, fetched.name) if req.dest_is_dir else req.dest
+        try:
+            st = os.lstat(fetched.host)
+        except OSError as exc:
+            raise _fs_error("read the download of", fetched.url, exc) from exc
+        copier.put(fetched.host, st, target)
     copier.finish()
     return copier.written

@@ -12,6 +12,7 @@ from lamina.dockerfile import (
     CopyInstruction,
     Dockerfile,
     MetaScope,
+    RunInstruction,
     Stage,
     expand_word,
     parse_dockerfile,
@@ -28,8 +29,8 @@ class StagePlan:
     ``base`` is the FROM name expanded with the global ARGs; ``base_stage``
     the index of the earlier stage it names (None: an image or ``scratch``);
     ``platform`` the expanded ``FROM --platform`` (None: the build's);
-    ``copy_from_stages`` the earlier stages its ``COPY --from`` read;
-    ``copy_from_images`` the images they name instead.
+    ``copy_from_stages`` the earlier stages its ``COPY --from`` and
+    ``RUN --mount=from=`` read; ``copy_from_images`` the images they name instead.
     """
 
     stage: Stage
@@ -101,13 +102,19 @@ def _copy_froms(df: Dockerfile, stage: Stage) -> tuple[list[int], list[str]]:
     images: list[str] = []
     for instr in stage.instructions:
         # (ONBUILD triggers run in images built FROM this one, not here)
+        froms: list[str] = []
         if isinstance(instr, CopyInstruction) and instr.from_ is not None:
-            ref = df.stage_before(instr.from_, stage.index)
+            froms.append(instr.from_)
+        elif isinstance(instr, RunInstruction):
+            # RUN --mount=from=... (bind and cache) reads that stage's rootfs too
+            froms.extend(m.from_ for m in instr.mounts if m.from_)
+        for from_ in froms:
+            ref = df.stage_before(from_, stage.index)
             if ref is not None:
                 if ref.index not in stages:
                     stages.append(ref.index)
-            elif instr.from_ not in images:
-                images.append(instr.from_)
+            elif from_ not in images:
+                images.append(from_)
     return stages, images
 
 

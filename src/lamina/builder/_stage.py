@@ -11,6 +11,7 @@ import logging
 import os
 import posixpath
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from lamina.builder._copy import CopyRequest, copy_into, parse_chmod, resolve_chown, resolve_dest
+from lamina.builder._fetch import Fetched, check_add_sources, fetch_url
 from lamina.builder._history import (
     BUILDKIT_COMMENT,
     go_list,
@@ -27,6 +29,16 @@ from lamina.builder._history import (
     run_created_by,
 )
 from lamina.builder._layers import make_layer
+from lamina.builder._mounts import (
+    SANDBOX_PIPES_DIR,
+    CacheLease,
+    CacheStore,
+    UpperCache,
+    heredoc_command,
+    mount_target,
+    released,
+    unsupported_mount,
+)
 from lamina.builder._plan import BuildPlan, StagePlan
 from lamina.context import ContextSource, LocalContext, has_glob
 from lamina.dockerfile import (
@@ -44,8 +56,10 @@ from lamina.dockerfile import (
     Instruction,
     LabelInstruction,
     MaintainerInstruction,
+    Mount,
     OnbuildInstruction,
     RunInstruction,
+    ShellCommand,
     ShellInstruction,
     StageScope,
     StopsignalInstruction,
@@ -91,9 +105,12 @@ from lamina.oci import (
     with_config,
 )
 from lamina.sandbox import (
+    BindMount,
+    MountSpec,
     Runner,
     RunResult,
     RunSpec,
+    TmpfsMount,
     failure_error,
     host_network_files,
     resolve_user,
@@ -202,10 +219,14 @@ class BuildEnv:
     compression_level: int | None
     snapshot_mode: str
     labels: tuple[tuple[str, str], ...]
+    #: ``--single-snapshot``: the target stage gets one layer, taken at its end
+    single_snapshot: bool = False
     results: dict[int, StageResult] = field(default_factory=dict)
     pulled: dict[tuple[str, str], Image] = field(default_factory=dict)
     image_trees: dict[str, Path] = field(default_factory=dict)
     counter: int = 0
+    #: RUN --mount=type=cache storage (None: ``cache-mounts`` beside the build dir)
+    cache_mount_dir: Path | None = None
 
     def next_id(self) -> int:
         self.counter += 1
@@ -334,6 +355,8 @@ class StageBuilder:
         self.author: str | None = None
         self.scope: StageScope | None = None
         self.step_no = 0
+        self.single_snapshot = env.single_snapshot and is_target
+        self.snapshot_base: StatIndex | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -417,6 +440,8 @@ class StageBuilder:
     def build(self) -> StageResult:
         self._start()
         assert self.scope is not None
+        if self.single_snapshot:
+            self.snapshot_base = StatIndex.scan(self.ensure_fs())
         instructions: list[Instruction] = []
         if self.runtime.on_build:
             instructions.extend(self._triggers(self.runtime.on_build))
@@ -479,7 +504,44 @@ class StageBuilder:
         )
         self.addenda.append(Addendum(layer=effect.layer, history=history))
 
+    def _squash(self) -> None:
+        """``--single-snapshot``: every change since the base as one layer (kaniko).
+
+        The steps made no layers; the last history entry carries the squashed
+        layer (its ``created_by`` is the last instruction, as in kaniko), the
+        others are empty. Nothing changed: no layer at all.
+        """
+        assert self.snapshot_base is not None
+        mode = self.env.snapshot_mode
+        after = StatIndex.scan(self.rootfs)
+        changes = diff(
+            self.snapshot_base,
+            after,
+            mode=mode if mode in ("full", "redo", "time") else "full",  # type: ignore[arg-type]
+        )
+        self.single_snapshot = False  # _layer writes layers again
+        layer = self._layer(changes, self.rootfs) if changes else None
+        addenda = [
+            Addendum(layer=None, history=replace(a.history, empty_layer=True)) for a in self.addenda
+        ]
+        if layer is not None:
+            if addenda:
+                last = addenda[-1]
+                addenda[-1] = Addendum(
+                    layer=layer, history=replace(last.history, empty_layer=False)
+                )
+            else:
+                history = History(
+                    created=format_time(self.env.created),
+                    created_by="single snapshot",
+                    comment=BUILDKIT_COMMENT,
+                )
+                addenda.append(Addendum(layer=layer, history=history))
+        self.addenda = addenda
+
     def _finish(self) -> StageResult:
+        if self.snapshot_base is not None:
+            self._squash()
         image = append_layers(self.base_image, *self.addenda)
         cfg = image.config()
         cfg = replace(
@@ -681,7 +743,9 @@ class StageBuilder:
 
     # -------------------------------------------------------- filesystem steps
 
-    def _layer(self, changes: Sequence[Change], root: Path) -> Layer:
+    def _layer(self, changes: Sequence[Change], root: Path) -> Layer | None:
+        if self.single_snapshot:
+            return None  # one layer at the end of the stage (_squash)
         compression = self.env.compression
         if compression == "zstd" and mediatypes.is_docker(self.base_image.media_type()):
             compression = "gzip"  # kaniko: a Docker-typed base keeps gzip
@@ -697,10 +761,10 @@ class StageBuilder:
     def do_run(self, instr: RunInstruction) -> StepEffect:
         assert self.scope is not None
         loc = instr.location
-        if instr.mount_specs:
-            raise NotSupportedError("RUN --mount", location=loc)
-        if instr.heredocs:
-            raise NotSupportedError("RUN with a here-document", location=loc)
+        for m in instr.mounts:
+            what = unsupported_mount(m)
+            if what is not None:
+                raise NotSupportedError(what, location=loc)
         if instr.devices:
             raise NotSupportedError("RUN --device", location=loc)
         if instr.security not in (None, "sandbox"):
@@ -712,7 +776,18 @@ class StageBuilder:
                 hint="use default, none or host",
                 location=loc,
             )
-        argv = _argv(instr.command, self.runtime.shell)
+        script: tuple[str, bytes] | None = None
+        if instr.heredocs and not isinstance(instr.command, ShellCommand):
+            raise DockerfileError(
+                "here-documents need the shell form of RUN", hint="write RUN <<EOF", location=loc
+            )
+        if instr.heredocs and isinstance(instr.command, ShellCommand):
+            hd = heredoc_command(
+                instr.command.text, instr.heredocs, self.runtime.shell or DEFAULT_SHELL
+            )
+            argv, script = hd.argv, hd.script
+        else:
+            argv = _argv(instr.command, self.runtime.shell)
         if not argv:
             raise DockerfileError("RUN needs a command", hint="write RUN <command>", location=loc)
         args = [(k, v if v is not None else "") for k, v in self.scope.args]
@@ -726,46 +801,214 @@ class StageBuilder:
                 location=loc,
             )
         cwd = self.runtime.working_dir or "/"
+        run_argv = argv
+        if script is not None:
+            run_argv = (*argv[:-1], posixpath.join(SANDBOX_PIPES_DIR, script[0]))
         command_text = " ".join(argv)
         out = _Output(self.log, f"[stage {self.sp.display} line {loc.line}]")
+        n = self.env.next_id()
+        scratch = self.env.build_dir.work / f"run-{n}"
+        mounts: list[MountSpec] = []
+        caches: list[tuple[Mount, str]] = []
+        leases: list[CacheLease] = []
+        uppers: list[UpperCache] = []
+        try:
+            if script is not None:
+                pipes = scratch / "pipes"
+                pipes.mkdir(parents=True, mode=0o755)
+                os.chmod(pipes, 0o755)
+                (pipes / script[0]).write_bytes(script[1])
+                os.chmod(pipes / script[0], 0o755)
+                mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
+            for m in instr.mounts:
+                target = mount_target(m.target, cwd, loc)
+                if m.type == "tmpfs":
+                    mounts.append(TmpfsMount(target=target, size=m.size))
+                elif m.type == "bind":
+                    source = self._mount_source(m, loc)
+                    mounts.append(BindMount(source=source, target=target, readonly=m.readonly))
+                elif m.type == "cache":
+                    caches.append((m, target))
+        except OSError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise FilesystemError(f"cannot prepare the mounts of RUN: {exc}", location=loc) from exc
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        if caches and not runner.captures_upper:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise NotSupportedError(
+                f"RUN --mount=type=cache with --isolation={runner.name}",
+                hint="cache mounts need --isolation=namespace",
+                location=loc,
+            )
         spec = RunSpec(
             rootfs=rootfs,
-            argv=argv,
+            argv=run_argv,
             env=self.scope.run_env,
             cwd=cwd,
             user=self.runtime.user or "",
             network=network,  # type: ignore[arg-type]
+            mounts=tuple(mounts),
             extra_files=host_network_files("lamina"),
         )
-        if runner.captures_upper:
-            n = self.env.next_id()
-            upper = self.env.build_dir.work / f"upper-{n}"
-            work = self.env.build_dir.work / f"work-{n}"
-            try:
-                upper.mkdir()
-                work.mkdir()
-            except OSError as exc:
-                raise FilesystemError(f"cannot create {upper}: {exc.strerror}") from exc
-            spec = replace(spec, upper=upper, work=work)
-            result = runner.run(spec, on_output=out)
-            out.flush()
-            if not result.ok:
-                raise self._run_failure(result, command_text, loc)
-            changes = changes_from_upper(upper)
-            layer = self._layer(changes, upper)
-            apply_upper(upper, rootfs)
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(upper, ignore_errors=True)
-        else:
-            before = StatIndex.scan(rootfs)
-            result = runner.run(spec, on_output=out)
-            out.flush()
-            if not result.ok:
-                raise self._run_failure(result, command_text, loc)
-            after = StatIndex.scan(rootfs)
-            mode = self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
-            layer = self._layer(diff(before, after, mode=mode), rootfs)  # type: ignore[arg-type]
+        try:
+            if runner.captures_upper:
+                upper = self.env.build_dir.work / f"upper-{n}"
+                work = self.env.build_dir.work / f"work-{n}"
+                try:
+                    upper.mkdir()
+                    work.mkdir()
+                except OSError as exc:
+                    raise FilesystemError(f"cannot create {upper}: {exc.strerror}") from exc
+                spec = replace(spec, upper=upper, work=work)
+                with released(leases, uppers):
+                    for m, target in caches:
+                        seed = self._mount_source(m, loc) if m.from_ else None
+                        lease = self._cache_store().acquire(
+                            m, m.id or target, seed=seed, location=loc
+                        )
+                        leases.append(lease)
+                        if m.readonly:
+                            spec = replace(
+                                spec,
+                                mounts=(
+                                    *spec.mounts,
+                                    BindMount(source=lease.data, target=target, readonly=True),
+                                ),
+                            )
+                            continue
+                        uc = UpperCache(
+                            lease=lease, upper=upper, rootfs=rootfs, target=target, location=loc
+                        )
+                        uppers.append(uc)
+                        uc.place()
+                    result = runner.run(spec, on_output=out)
+                out.flush()
+                if not result.ok:
+                    raise self._run_failure(result, command_text, loc)
+                changes = changes_from_upper(upper)
+                layer = self._layer(changes, upper)
+                apply_upper(upper, rootfs)
+                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(upper, ignore_errors=True)
+            else:
+                before = StatIndex.scan(rootfs)
+                result = runner.run(spec, on_output=out)
+                out.flush()
+                if not result.ok:
+                    raise self._run_failure(result, command_text, loc)
+                after = StatIndex.scan(rootfs)
+                mode = (
+                    self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
+                )
+                layer = self._layer(diff(before, after, mode=mode), rootfs)  # type: ignore[arg-type]
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
+
+    def _copy_heredocs(
+        self,
+        instr: CopyInstruction | AddInstruction,
+        rootfs: Path,
+        *,
+        dest: str,
+        dest_is_dir: bool,
+        owner: tuple[int, int] | None,
+        chmod: int | None,
+    ) -> list[PurePosixPath]:
+        """``COPY <<NAME dest``: a file named NAME (0644 unless ``--chmod``) with the body."""
+        docs = instr.heredocs
+        if not docs:
+            return []
+        loc = instr.location
+        if len(instr.sources) + len(docs) > 1 and not dest_is_dir:
+            raise DockerfileError(
+                f"when using {instr.keyword} with more than one source file, "
+                "the destination must be a directory and end with a /",
+                hint=f"write the destination as {instr.dest}/",
+                location=loc,
+            )
+        tmp = self.env.build_dir.work / f"heredoc-{self.env.next_id()}"
+        try:
+            try:
+                tmp.mkdir()
+                for h in docs:
+                    host = safe_join(tmp, h.name)
+                    host.parent.mkdir(parents=True, exist_ok=True)
+                    host.write_bytes(h.body.encode("utf-8", "surrogateescape"))
+                    os.chmod(host, 0o644)
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot write the here-document of {instr.keyword}: {exc}", location=loc
+                ) from exc
+            tree = LocalContext(tmp, None, name="here-documents")
+            sources = [s for h in docs for s in tree.resolve(h.name, location=loc)]
+            req = CopyRequest(
+                tree=tree,
+                sources=tuple(sources),
+                dest=dest,
+                dest_is_dir=dest_is_dir,
+                owner=owner or (0, 0),
+                chmod=chmod,
+            )
+            return copy_into(rootfs, req, warn=self.log.warning)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _cache_store(self) -> CacheStore:
+        root = self.env.cache_mount_dir or (self.env.build_dir.path.parent / "cache-mounts")
+        return CacheStore(root)
+
+    def _mount_source(self, m: Mount, loc: SourceLocation) -> Path:
+        """The host path a bind mount (or a cache seed) reads: ``source`` inside ``from``."""
+        if m.from_ is not None:
+            root = self._source_tree(m.from_, loc).root
+        else:
+            root = self._filtered_context()
+        source = m.source or "/"
+        try:
+            host = safe_join(root, source, follow_final=True)
+        except LaminaError as exc:
+            raise BuildStepError(
+                f"--mount source {source}: {exc.message}", hint=exc.hint, location=loc
+            ) from exc
+        if not host.exists():
+            where = f"stage or image {m.from_}" if m.from_ else "the build context"
+            raise BuildStepError(
+                f"--mount source {source} not found in {where}",
+                hint="source= is a path inside from= (default: the build context)",
+                location=loc,
+            )
+        return host
+
+    def _filtered_context(self) -> Path:
+        """The build context as a mount sees it: with ``.dockerignore`` applied."""
+        ctx = self.env.context
+        if ctx.ignore is None:
+            return ctx.root
+        key = "context://filtered"
+        root = self.env.image_trees.get(key)
+        if root is not None:
+            return root
+        root = self.env.build_dir.path / f"context-{self.env.next_id()}"
+        root.mkdir(mode=0o755)
+        for src in ctx.resolve("."):
+            for entry in ctx.walk(src):
+                dest = root / entry.rel
+                try:
+                    if stat.S_ISDIR(entry.st.st_mode):
+                        dest.mkdir(parents=True, exist_ok=True)
+                        shutil.copystat(entry.host, dest)
+                    else:
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(entry.host, dest, follow_symlinks=False)
+                except OSError as exc:
+                    raise FilesystemError(
+                        f"cannot copy the build context for a bind mount: {exc}"
+                    ) from exc
+        self.env.image_trees[key] = root
+        return root
 
     def _run_failure(self, result: RunResult, command: str, loc: SourceLocation) -> BuildStepError:
         return failure_error(result, command=command, stage=self.sp.display, location=loc)
@@ -792,11 +1035,25 @@ class StageBuilder:
             self.env.image_trees[from_] = root
         return LocalContext(root, None, name=f"image {from_}")
 
+    def _fetch_all(self, urls: Sequence[str], instr: AddInstruction, into: Path) -> list[Fetched]:
+        """Download the ``ADD`` URL sources into ``into`` (deleted by the caller)."""
+        try:
+            into.mkdir(parents=True)
+        except OSError as exc:
+            raise FilesystemError(f"cannot create {into}: {exc.strerror}") from exc
+        out: list[Fetched] = []
+        try:
+            for url in urls:
+                self.log.info("downloading %s", url)
+                out.append(fetch_url(url, into, checksum=instr.checksum, location=instr.location))
+        except BaseException:
+            shutil.rmtree(into, ignore_errors=True)
+            raise
+        return out
+
     def do_copy(self, instr: CopyInstruction | AddInstruction) -> StepEffect:
         loc = instr.location
         kw = instr.keyword
-        if instr.heredocs:
-            raise NotSupportedError(f"{kw} with a here-document", location=loc)
         if instr.link:
             raise NotSupportedError(f"{kw} --link", location=loc)
         if instr.excludes:
@@ -806,26 +1063,24 @@ class StageBuilder:
             if instr.parents:
                 raise NotSupportedError("COPY --parents", location=loc)
             from_ = instr.from_
-        else:
-            if instr.checksum is not None:
-                raise NotSupportedError("ADD --checksum", location=loc)
-            if instr.keep_git_dir is not None:
-                raise NotSupportedError("ADD --keep-git-dir", location=loc)
-            if instr.unpack is not None:
-                raise NotSupportedError("ADD --unpack", location=loc)
-            for src in instr.sources:
-                if "://" in src or src.startswith("git@"):
-                    raise NotSupportedError(f"ADD of a URL ({src})", location=loc)
+        urls: list[str] = []
+        if isinstance(instr, AddInstruction):
+            urls = check_add_sources(instr)
         rootfs = self.ensure_fs()
         tree = self._source_tree(from_, loc)
         sources: list[ContextSource] = []
         for src in instr.sources:
-            sources.extend(tree.resolve(src, location=loc))
+            if src not in urls:
+                sources.extend(tree.resolve(src, location=loc))
+        fetch_dir = self.env.build_dir.work / f"add-{self.env.next_id()}"
+        fetched: list[Fetched] = []
+        if urls and isinstance(instr, AddInstruction):
+            fetched = self._fetch_all(urls, instr, fetch_dir)
         dest, dest_is_dir = resolve_dest(instr.dest, self.runtime.working_dir or "/")
         if not dest_is_dir and safe_join(rootfs, dest, follow_final=True).is_dir():
             dest_is_dir = True
         several = len(instr.sources) > 1 or any(has_glob(s) for s in instr.sources)
-        if several and len(sources) > 1 and not dest_is_dir:
+        if several and len(sources) + len(fetched) > 1 and not dest_is_dir:
             raise DockerfileError(
                 f"when using {kw} with more than one source file, "
                 "the destination must be a directory and end with a /",
@@ -843,16 +1098,25 @@ class StageBuilder:
             dest_is_dir=dest_is_dir,
             owner=owner,
             chmod=chmod,
-            extract_archives=isinstance(instr, AddInstruction),
+            extract_archives=isinstance(instr, AddInstruction) and instr.unpack is not False,
+            remote=tuple(fetched),
+            unpack_remote=isinstance(instr, AddInstruction) and instr.unpack is True,
         )
-        written = copy_into(rootfs, req, warn=self.log.warning)
+        try:
+            written = copy_into(rootfs, req, warn=self.log.warning)
+        finally:
+            shutil.rmtree(fetch_dir, ignore_errors=True)
+        written += self._copy_heredocs(
+            instr, rootfs, dest=dest, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod
+        )
         layer = self._layer([Change.add(p) for p in written], rootfs)
         flags = ""
         if instr.chown:
             flags += f"--chown={instr.chown} "
         if instr.chmod:
             flags += f"--chmod={instr.chmod} "
-        created_by = f"{kw} {flags}{' '.join(instr.sources)} {instr.dest} # buildkit"
+        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
+        created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
         return StepEffect(created_by=created_by, layer=layer)
 
 

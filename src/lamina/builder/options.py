@@ -42,6 +42,9 @@ class BuildOptions:
     isolation: str = "auto"
     force: bool = False
     kaniko_dir: Path = Path("/kaniko")
+    #: where ``RUN --mount=type=cache`` contents persist between builds
+    #: (None: ``<kaniko_dir>/cache-mounts``); never part of a layer
+    cache_mount_dir: Path | None = None
     ignore_var_run: bool = True
     ignore_paths: tuple[str, ...] = ()
     skip_unused_stages: bool = True

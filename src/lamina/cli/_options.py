@@ -293,6 +293,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         image_fs_extract_retry=v["image_fs_extract_retry"],
         cleanup=v["cleanup"],
         git=_git(v["git"]),
+        cache_mount_dir=Path(v["cache_mount_dir"]) if v["cache_mount_dir"] else None,
     )
     cache = CacheOptions(
         enabled=v["cache"],

@@ -156,6 +156,13 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
     _f("cache-repo", S, "Repository for cached layers (oci:DIR for a local layout)", ""),
     _f("cache-dir", S, "Local directory of cached base images (see 'lamina warm')", "/cache"),
     _f("cache-ttl", D, "Lifetime of cached layers and base images", DEFAULT_CACHE_TTL),
+    _f(
+        "cache-mount-dir",
+        S,
+        "Where RUN --mount=type=cache contents persist between builds "
+        "(default: <kaniko-dir>/cache-mounts) (lamina)",
+        "",
+    ),
     _f("cache-copy-layers", B, "Cache COPY layers", False),
     _f("cache-run-layers", B, "Cache RUN layers", True),
     _f(
