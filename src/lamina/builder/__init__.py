@@ -22,7 +22,14 @@ from lamina.builder._build import (
 )
 from lamina.builder._plan import BuildPlan, StagePlan, make_plan
 from lamina.builder._stage import ImageSource, StageResult, StepEffect
-from lamina.builder.options import BuildOptions, CacheOptions, GitOptions, OutputOptions
+from lamina.builder.options import (
+    BuildOptions,
+    CacheOptions,
+    GitOptions,
+    OutputOptions,
+    SecretSource,
+    SSHSource,
+)
 
 __all__ = [
     "DUMMY_DESTINATION",
@@ -33,6 +40,8 @@ __all__ = [
     "GitOptions",
     "ImageSource",
     "OutputOptions",
+    "SSHSource",
+    "SecretSource",
     "StagePlan",
     "StageResult",
     "StepEffect",

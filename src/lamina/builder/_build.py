@@ -189,6 +189,8 @@ def build_image(
         snapshot_mode=build.snapshot_mode,
         labels=build.labels,
         cache_mount_dir=build.cache_mount_dir or build.kaniko_dir / "cache-mounts",
+        secrets=build.secrets,
+        ssh=build.ssh,
         single_snapshot=build.single_snapshot,
     )
     try:

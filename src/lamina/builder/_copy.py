@@ -11,7 +11,7 @@ import re
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, cast
@@ -19,7 +19,8 @@ from typing import BinaryIO, cast
 import zstandard
 
 from lamina.builder._fetch import Fetched
-from lamina.context import ContextSource, LocalContext
+from lamina.context import ContextSource, IgnoreRules, LocalContext, SourceKind, has_glob
+from lamina.dockerfile import parse_dockerignore
 from lamina.errors import (
     BuildStepError,
     DockerfileError,
@@ -32,19 +33,88 @@ from lamina.fs import changes_for_tree, extract_archive, safe_join
 from lamina.sandbox import resolve_user
 
 __all__ = [
+    "ChmodSpec",
     "CopyRequest",
+    "SymbolicMode",
+    "apply_chmod",
     "copy_into",
     "is_tar_archive",
     "parse_chmod",
     "resolve_chown",
     "resolve_dest",
+    "resolve_sources",
 ]
 
 _OCTAL = re.compile(r"^[0-7]+$")
+_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
+_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
+_CLASS_BITS = {"u": 0o700, "g": 0o070, "o": 0o007}
+_CLASS_SHIFT = {"u": 6, "g": 3, "o": 0}
+_SPECIAL = {"u": 0o4000, "g": 0o2000, "o": 0o1000}
 
 
-def parse_chmod(value: str, location: SourceLocation | None) -> int:
-    """``--chmod``: octal only (symbolic modes are not supported yet)."""
+@dataclass(frozen=True, slots=True)
+class SymbolicMode:
+    """A symbolic ``--chmod`` (``u+x``, ``go-w``, ``a=r,u+w``, ``+x``, ``g=u``), as chmod(1).
+
+    Each comma-separated clause names classes (``ugoa``; none means all, no
+    umask, as BuildKit) and actions ``+``/``-``/``=`` with permissions
+    ``rwxXst`` or a class to copy (``g=u``). ``X`` is execute only for a
+    directory or a file already executable by someone (the mode as it stands
+    when the action applies).
+    """
+
+    text: str
+    clauses: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def apply(self, mode: int, *, is_dir: bool) -> int:
+        """``mode`` (permission and special bits) changed by every clause in order."""
+        mode &= 0o7777
+        for who, actions in self.clauses:
+            classes = who.replace("a", "ugo") or "ugo"
+            mask = sum(_CLASS_BITS[c] for c in set(classes))
+            special = sum(_SPECIAL[c] for c in set(classes))
+            for op, perms in actions:
+                if perms in _CLASS_SHIFT:
+                    bits = (mode >> _CLASS_SHIFT[perms]) & 0o7
+                    value = (bits * 0o111) & mask
+                else:
+                    rwx = 0
+                    if "r" in perms:
+                        rwx |= 0o4
+                    if "w" in perms:
+                        rwx |= 0o2
+                    if "x" in perms or ("X" in perms and (is_dir or mode & 0o111)):
+                        rwx |= 0o1
+                    value = (rwx * 0o111) & mask
+                    if "s" in perms:
+                        value |= special & 0o6000
+                    if "t" in perms:
+                        value |= special & 0o1000
+                if op == "+":
+                    mode |= value
+                elif op == "-":
+                    mode &= ~value
+                else:
+                    mode = (mode & ~(mask | special)) | value
+        return mode
+
+
+#: a parsed ``--chmod``: octal bits, or a symbolic change applied to each entry's mode
+ChmodSpec = int | SymbolicMode
+
+
+def apply_chmod(spec: ChmodSpec | None, mode: int, *, is_dir: bool) -> int:
+    """The permission bits an entry gets: ``mode`` unchanged, replaced, or changed symbolically."""
+    if spec is None:
+        return stat.S_IMODE(mode)
+    if isinstance(spec, SymbolicMode):
+        return spec.apply(mode, is_dir=is_dir)
+    return spec
+
+
+def parse_chmod(value: str, location: SourceLocation | None) -> ChmodSpec:
+    """``--chmod``: octal (at most 07777) or symbolic (:class:`SymbolicMode`)."""
     if _OCTAL.match(value):
         mode = int(value, 8)
         if mode > 0o7777:
@@ -54,15 +124,18 @@ def parse_chmod(value: str, location: SourceLocation | None) -> int:
                 location=location,
             )
         return mode
-    if re.match(r"^[ugoa]*[+=-]", value):
-        raise NotSupportedError(
-            f"symbolic --chmod={value}", hint="use an octal mode such as 0755", location=location
-        )
-    raise DockerfileError(
-        f"invalid chmod parameter {value!r}",
-        hint="give an octal mode such as 0755",
-        location=location,
-    )
+    clauses: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for clause in value.split(","):
+        m = _CLAUSE.match(clause)
+        if m is None:
+            raise DockerfileError(
+                f"invalid chmod parameter {value!r}",
+                hint="give an octal mode such as 0755 or a symbolic one such as u=rwX,go=rX",
+                location=location,
+            )
+        actions = tuple((a.group(1), a.group(2)) for a in _ACTION.finditer(m.group(2)))
+        clauses.append((m.group(1), actions))
+    return SymbolicMode(value, tuple(clauses))
 
 
 def resolve_chown(rootfs: Path, value: str, location: SourceLocation | None) -> tuple[int, int]:
@@ -99,6 +172,81 @@ def resolve_dest(dest: str, workdir: str) -> tuple[str, bool]:
     if clean.startswith("//"):
         clean = "/" + clean.lstrip("/")
     return clean, is_dir
+
+
+def resolve_sources(
+    tree: LocalContext,
+    sources: Sequence[str],
+    *,
+    parents: bool = False,
+    location: SourceLocation | None = None,
+) -> tuple[list[ContextSource], list[str | None]]:
+    """Resolve COPY/ADD sources, each with the base its ``--exclude``/``--parents`` paths are below.
+
+    A wildcard source's base is its literal parent directory (``src/*.go`` →
+    ``src``); a literal source has none. With ``--parents`` the base is the
+    ``/./`` pivot (``./a/./b/c.txt`` → ``a``, keeping ``b/c.txt``), the tree
+    root without one, and ``**`` in the rest matches any number of directories.
+    """
+    out: list[ContextSource] = []
+    bases: list[str | None] = []
+    for src in sources:
+        if not parents:
+            found = tree.resolve(src, location=location)
+            base: str | None = None
+            if has_glob(src):
+                parts = [p for p in src.split("/") if p not in ("", ".")]
+                literal = parts[: next(i for i, p in enumerate(parts) if has_glob(p))]
+                base = posixpath.normpath("/" + "/".join(literal)).lstrip("/")
+            out.extend(found)
+            bases.extend(base for _ in found)
+            continue
+        pivot, sep, rest = src.partition("/./")
+        if not sep:
+            pivot, rest = "", src
+        pivot = posixpath.normpath("/" + pivot).lstrip("/")
+        if has_glob(pivot):
+            raise NotSupportedError(
+                f"COPY --parents with a wildcard before the ./ pivot ({src})",
+                hint="put wildcards after the /./ pivot",
+                location=location,
+            )
+        rest = rest.lstrip("/")
+        if "**" in rest:
+            found = _double_star(tree, pivot, rest, location)
+        else:
+            joined = posixpath.join(pivot, rest) if pivot else rest
+            found = tree.resolve(joined, location=location)
+        out.extend(found)
+        bases.extend(pivot for _ in found)
+    return out, bases
+
+
+def _double_star(
+    tree: LocalContext, pivot: str, pattern: str, location: SourceLocation | None
+) -> list[ContextSource]:
+    """``COPY --parents`` sources matching a ``**`` pattern below ``pivot`` (topmost only)."""
+    rules = parse_dockerignore(pattern, filename="COPY --parents").patterns
+    top = tree.resolve(pivot or ".", location=location)[0]
+    if not rules or top.kind != "dir":
+        return []
+    out: list[ContextSource] = []
+    taken: list[str] = []
+    for entry in tree.walk(top):
+        if any(entry.rel.startswith(t + "/") for t in taken) or not rules[0].match(entry.rel):
+            continue
+        taken.append(entry.rel)
+        mode = entry.st.st_mode
+        kind: SourceKind = "other"
+        if stat.S_ISLNK(mode):
+            kind = "symlink"
+        elif stat.S_ISDIR(mode):
+            kind = "dir"
+        elif stat.S_ISREG(mode):
+            kind = "file"
+        path = posixpath.join(top.path, entry.rel) if top.path else entry.rel
+        out.append(ContextSource(path=path, host=entry.host, kind=kind))
+    return out
 
 
 def _decompressing(raw: BinaryIO, magic: bytes) -> BinaryIO | None:
@@ -162,8 +310,17 @@ class CopyRequest:
     dest: str
     dest_is_dir: bool
     owner: tuple[int, int] | None
-    chmod: int | None
+    chmod: ChmodSpec | None
     extract_archives: bool = False
+    #: per source (parallel to ``sources``, or empty): the tree-relative directory that
+    #: ``excludes`` and ``parents`` are relative to; None: the source itself (a literal path)
+    bases: tuple[str | None, ...] = ()
+    #: ``COPY --parents``: keep each source's path below its base under ``dest``
+    parents: bool = False
+    #: ``--exclude`` patterns (.dockerignore syntax), relative to each source
+    excludes: IgnoreRules | None = None
+    #: mtime (seconds) of the directories the copy creates; None: left as created
+    created_dir_mtime: int | None = None
     #: downloaded ``ADD <URL>`` files, written after ``sources``
     remote: tuple[Fetched, ...] = ()
     #: ``ADD --unpack=true``: extract downloaded archives too
@@ -184,6 +341,7 @@ class _Copier:
         self.warn = warn
         self.written: list[PurePosixPath] = []
         self.dir_times: list[tuple[Path, int, int]] = []
+        self.created_dirs: list[Path] = []
 
     def ensure_dir(self, path: str) -> Path:
         """Create ``path`` (and parents) as directories: 0755, the --chown owner or root."""
@@ -213,6 +371,7 @@ class _Copier:
                     os.mkdir(d, 0o755)
                     os.chmod(d, 0o755)
                     os.lchown(d, uid, gid)
+                    self.created_dirs.append(d)
                     self.written.append(self._real(d))
             except OSError as exc:
                 raise _fs_error("create directory", str(current), exc) from exc
@@ -231,9 +390,7 @@ class _Copier:
         self._write(src_host, st, host, dest)
 
     def _write(self, src: Path, st: os.stat_result, host: Path, dest: str) -> None:
-        mode = stat.S_IMODE(st.st_mode)
-        if self.req.chmod is not None:
-            mode = self.req.chmod
+        mode = apply_chmod(self.req.chmod, st.st_mode, is_dir=stat.S_ISDIR(st.st_mode))
         uid, gid = self.req.owner if self.req.owner is not None else (st.st_uid, st.st_gid)
         try:
             try:
@@ -270,6 +427,13 @@ class _Copier:
         self.written.append(self._real(host))
 
     def finish(self) -> None:
+        stamp = self.req.created_dir_mtime
+        for host in self.created_dirs if stamp is not None else ():
+            assert stamp is not None
+            try:
+                os.utime(host, (stamp, stamp), follow_symlinks=False)
+            except OSError as exc:
+                raise _fs_error("set times of", str(host), exc) from exc
         for host, atime, mtime in reversed(self.dir_times):
             try:
                 os.utime(host, ns=(atime, mtime), follow_symlinks=False)
@@ -290,16 +454,69 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
     copier.written.extend(c.path for c in changes_for_tree(copier.rootfs, dest_dir))
 
 
+def _below(path: str, base: str) -> str:
+    """``path`` relative to the tree directory ``base`` (both tree-relative, "" the root)."""
+    if not base:
+        return path
+    return path[len(base) + 1 :] if path.startswith(base + "/") else ""
+
+
+def _excluded(req: CopyRequest, rel: str) -> bool:
+    return req.excludes is not None and bool(rel) and req.excludes.matches(rel)
+
+
+def _copy_with_parents(copier: _Copier, src: ContextSource, kept: str) -> None:
+    """``COPY --parents``: ``src`` at ``dest/kept``, each kept parent with its source metadata."""
+    req = copier.req
+    parts = kept.split("/") if kept else []
+    host_parents = list(reversed(src.host.parents))[-len(parts) :] if parts else []
+    for i, host in enumerate(host_parents[1:], start=1):  # the kept parent directories
+        try:
+            st = os.lstat(host)
+        except OSError as exc:
+            raise _fs_error("read", "/".join(parts[:i]), exc) from exc
+        copier.put(host, st, posixpath.join(req.dest, *parts[:i]))
+    target = posixpath.join(req.dest, kept) if kept else req.dest
+    if src.kind == "dir":
+        if kept:
+            copier.put(src.host, os.lstat(src.host), target)
+        for entry in req.tree.walk(src):
+            if not _excluded(req, posixpath.join(kept, entry.rel) if kept else entry.rel):
+                copier.put(entry.host, entry.st, posixpath.join(target, entry.rel))
+        return
+    try:
+        st = os.lstat(src.host)
+    except OSError as exc:
+        raise _fs_error("read", src.path, exc) from exc
+    copier.put(src.host, st, target)
+
+
 def copy_into(
     rootfs: Path, req: CopyRequest, *, warn: Callable[[str], None]
 ) -> list[PurePosixPath]:
-    """Copy ``req`` into ``rootfs``; return every in-image path written (for the layer)."""
+    """Copy ``req`` into ``rootfs``; return every in-image path written (for the layer).
+
+    ``--exclude`` patterns are matched against paths below each directory
+    source, and against a wildcard match's path below the wildcard's literal
+    parent (``COPY --exclude=*.txt hom* /d/``); with ``--parents``, against
+    paths below the pivot. A literal source itself is never excluded.
+    """
     copier = _Copier(rootfs, req, warn)
-    for src in req.sources:
+    if req.parents:
+        copier.ensure_dir(req.dest)
+    for i, src in enumerate(req.sources):
+        base = req.bases[i] if req.bases else None
+        top = _below(src.path, base) if base is not None else ""
+        if _excluded(req, top):
+            continue
+        if req.parents:
+            _copy_with_parents(copier, src, top)
+            continue
         if src.kind == "dir":
             copier.ensure_dir(req.dest)
             for entry in req.tree.walk(src):
-                copier.put(entry.host, entry.st, posixpath.join(req.dest, entry.rel))
+                if not _excluded(req, entry.rel):
+                    copier.put(entry.host, entry.st, posixpath.join(req.dest, entry.rel))
             continue
         if req.extract_archives and src.kind == "file" and is_tar_archive(src.host):
             _extract_archive(copier, src.host, src.path, req.dest)

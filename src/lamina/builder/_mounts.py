@@ -26,6 +26,16 @@ reaches a layer. Sharing:
 * ``private``: when another process holds the cache, the step gets a fresh
   empty cache directory that is thrown away afterwards (BuildKit creates a
   new cache instance in that case too).
+
+Secrets (``type=secret``) come from ``--secret`` (:class:`SecretSource`): a
+file secret is written, with its ``mode``/``uid``/``gid``, to a private 0700
+directory in the step's scratch directory, bound read-only at the target and
+deleted with the scratch directory after the step; ``env=NAME`` hands the
+value to that step's environment only. Ssh mounts bind the ``--ssh`` agent
+socket at the target (``/run/buildkit/ssh_agent.<n>`` by default) and set
+``SSH_AUTH_SOCK``. The sandbox makes missing mount points outside the
+overlay's upper directory, so none of this reaches a layer; the history shows
+the command only, as BuildKit's does.
 """
 
 from __future__ import annotations
@@ -39,24 +49,30 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina.builder.options import SecretSource, SSHSource
 from lamina.dockerfile import Heredoc, Mount
 from lamina.errors import BuildStepError, DockerfileError, FilesystemError, SourceLocation
 from lamina.fs import safe_join
+from lamina.sandbox import BindMount
 
 __all__ = [
     "PIPES_DIR",
     "SANDBOX_PIPES_DIR",
+    "SSH_AGENT_TARGET",
     "CacheLease",
     "CacheStore",
     "HeredocCommand",
+    "StepSecrets",
     "UpperCache",
+    "check_secret_mounts",
     "heredoc_command",
     "mount_target",
     "released",
+    "secret_mounts",
     "unsupported_mount",
 ]
 
@@ -329,6 +345,150 @@ def released(leases: list[CacheLease], uppers: list[UpperCache]) -> Iterator[Non
 
 def unsupported_mount(mount: Mount) -> str | None:
     """What is not supported about ``mount`` (None: supported)."""
-    if mount.type in ("secret", "ssh"):
+    if mount.type not in ("bind", "cache", "tmpfs", "secret", "ssh"):
         return f"RUN --mount=type={mount.type}"
     return None
+
+
+# ---------------------------------------------------------------------------- secrets, ssh
+
+#: BuildKit's default target of the n-th ssh mount of a RUN (``llb`` ``AddSSHSocket``)
+SSH_AGENT_TARGET = "/run/buildkit/ssh_agent.{n}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSecrets:
+    """What the secret and ssh mounts of one RUN add to its sandbox.
+
+    ``env`` holds secret values: it goes into that step's ``RunSpec.env`` only,
+    never into the image config, a log line or an error message.
+    """
+
+    mounts: tuple[BindMount, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def _missing(kind: str, mount_id: str, location: SourceLocation) -> BuildStepError:
+    flag = "--secret id=" if kind == "secret" else "--ssh "
+    return BuildStepError(
+        f"{kind} {mount_id!r} is required but was not given to the build",
+        hint=f"pass {flag}{mount_id}{',src=FILE' if kind == 'secret' else '=SOCKET'}"
+        " (or drop required=true)",
+        location=location,
+    )
+
+
+def _secret_value(source: SecretSource, location: SourceLocation) -> bytes | None:
+    if source.path is None:
+        return source.value
+    try:
+        return source.path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FilesystemError(
+            f"cannot read the secret {source.id!r} from {source.path}: {exc.strerror or exc}",
+            hint="check the src= path of --secret",
+            location=location,
+        ) from exc
+
+
+def check_secret_mounts(
+    mounts: Sequence[Mount],
+    secrets: Sequence[SecretSource],
+    agents: Sequence[SSHSource],
+    location: SourceLocation,
+) -> None:
+    """Refuse a RUN whose required secrets or ssh agents were not given (before it runs)."""
+    have_secrets = {s.id for s in secrets}
+    have_agents = {a.id for a in agents}
+    for m in mounts:
+        if not m.required:
+            continue
+        if m.type == "secret" and (m.id or "") not in have_secrets:
+            raise _missing("secret", m.id or "", location)
+        if m.type == "ssh" and (m.id or "default") not in have_agents:
+            raise _missing("ssh agent", m.id or "default", location)
+
+
+def secret_mounts(
+    mounts: Sequence[Mount],
+    *,
+    secrets: Sequence[SecretSource],
+    agents: Sequence[SSHSource],
+    workdir: str,
+    run_env: Mapping[str, str],
+    scratch: Path,
+    location: SourceLocation,
+) -> StepSecrets:
+    """The bind mounts and env of the ``secret``/``ssh`` mounts of one RUN (BuildKit rules).
+
+    A file secret is written to a private (0700) directory under ``scratch``
+    with its ``mode``/``uid``/``gid`` and bound read-only at its target; the
+    caller deletes ``scratch`` after the step. The mount point the sandbox
+    makes for a missing target never reaches the layer. A missing secret
+    or agent is skipped unless ``required``. ``SSH_AUTH_SOCK`` is the first ssh
+    mount's target unless the step's environment sets it.
+    """
+    by_id = {s.id: s for s in secrets}
+    agent_by_id = {a.id: a for a in agents}
+    out: list[BindMount] = []
+    env: dict[str, str] = {}
+    private: Path | None = None
+    ssh_index = 0
+    for m in mounts:
+        if m.type == "secret":
+            sid = m.id or ""
+            source = by_id.get(sid)
+            value = _secret_value(source, location) if source is not None else None
+            if value is None:
+                if m.required:
+                    raise _missing("secret", sid, location)
+                continue
+            if m.env:
+                if b"\0" in value:
+                    raise BuildStepError(
+                        f"secret {sid!r} contains a NUL byte and cannot be an environment variable",
+                        hint="mount it as a file instead (drop env=)",
+                        location=location,
+                    )
+                env[m.env] = value.decode("utf-8", "surrogateescape")
+            if m.target is None:
+                continue
+            target = mount_target(m.target, workdir, location)
+            if private is None:
+                scratch.mkdir(parents=True, exist_ok=True)
+                private = Path(tempfile.mkdtemp(prefix="secrets-", dir=scratch))
+            host = private / f"secret-{len(out)}"
+            fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            _own(host, m.mode if m.mode is not None else 0o400, m.uid or 0, m.gid or 0)
+            out.append(BindMount(source=host, target=target, readonly=True))
+        elif m.type == "ssh":
+            n, ssh_index = ssh_index, ssh_index + 1
+            raw = m.target if m.target is not None else SSH_AGENT_TARGET.format(n=n)
+            target = mount_target(raw, workdir, location)
+            if n == 0 and "SSH_AUTH_SOCK" not in run_env:
+                env["SSH_AUTH_SOCK"] = target
+            agent = agent_by_id.get(m.id or "default")
+            if agent is None or not _is_socket(agent.socket):
+                if m.required:
+                    raise _missing("ssh agent", m.id or "default", location)
+                continue
+            out.append(BindMount(source=agent.socket, target=target, readonly=True))
+    return StepSecrets(mounts=tuple(out), env=env)
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _own(path: Path, mode: int, uid: int, gid: int) -> None:
+    """``chown`` (as root; a rootless build keeps its own uid, mapped to 0) and ``chmod``."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+    os.chmod(path, mode)

@@ -19,7 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from lamina.builder._copy import CopyRequest, copy_into, parse_chmod, resolve_chown, resolve_dest
+from lamina.builder._copy import (
+    ChmodSpec,
+    CopyRequest,
+    copy_into,
+    parse_chmod,
+    resolve_chown,
+    resolve_dest,
+    resolve_sources,
+)
 from lamina.builder._fetch import Fetched, check_add_sources, fetch_url
 from lamina.builder._history import (
     BUILDKIT_COMMENT,
@@ -34,13 +42,16 @@ from lamina.builder._mounts import (
     CacheLease,
     CacheStore,
     UpperCache,
+    check_secret_mounts,
     heredoc_command,
     mount_target,
     released,
+    secret_mounts,
     unsupported_mount,
 )
 from lamina.builder._plan import BuildPlan, StagePlan
-from lamina.context import ContextSource, LocalContext, has_glob
+from lamina.builder.options import SecretSource, SSHSource
+from lamina.context import LocalContext, has_glob
 from lamina.dockerfile import (
     AddInstruction,
     ArgInstruction,
@@ -69,6 +80,7 @@ from lamina.dockerfile import (
     expand_instruction,
     instruction_from_node,
     parse,
+    parse_dockerignore,
 )
 from lamina.errors import (
     BuildStepError,
@@ -227,6 +239,9 @@ class BuildEnv:
     counter: int = 0
     #: RUN --mount=type=cache storage (None: ``cache-mounts`` beside the build dir)
     cache_mount_dir: Path | None = None
+    #: ``--secret`` and ``--ssh`` sources for RUN --mount=type=secret|ssh
+    secrets: tuple[SecretSource, ...] = ()
+    ssh: tuple[SSHSource, ...] = ()
 
     def next_id(self) -> int:
         self.counter += 1
@@ -765,6 +780,7 @@ class StageBuilder:
             what = unsupported_mount(m)
             if what is not None:
                 raise NotSupportedError(what, location=loc)
+        check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, loc)
         if instr.devices:
             raise NotSupportedError("RUN --device", location=loc)
         if instr.security not in (None, "sandbox"):
@@ -812,6 +828,7 @@ class StageBuilder:
         caches: list[tuple[Mount, str]] = []
         leases: list[CacheLease] = []
         uppers: list[UpperCache] = []
+        run_env = self.scope.run_env
         try:
             if script is not None:
                 pipes = scratch / "pipes"
@@ -821,6 +838,8 @@ class StageBuilder:
                 os.chmod(pipes / script[0], 0o755)
                 mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
             for m in instr.mounts:
+                if m.type in ("secret", "ssh"):
+                    continue
                 target = mount_target(m.target, cwd, loc)
                 if m.type == "tmpfs":
                     mounts.append(TmpfsMount(target=target, size=m.size))
@@ -829,6 +848,18 @@ class StageBuilder:
                     mounts.append(BindMount(source=source, target=target, readonly=m.readonly))
                 elif m.type == "cache":
                     caches.append((m, target))
+            step_secrets = secret_mounts(
+                instr.mounts,
+                secrets=self.env.secrets,
+                agents=self.env.ssh,
+                workdir=cwd,
+                run_env=run_env,
+                scratch=scratch,
+                location=loc,
+            )
+            mounts.extend(step_secrets.mounts)
+            if step_secrets.env:
+                run_env = {**run_env, **step_secrets.env}
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise FilesystemError(f"cannot prepare the mounts of RUN: {exc}", location=loc) from exc
@@ -845,7 +876,7 @@ class StageBuilder:
         spec = RunSpec(
             rootfs=rootfs,
             argv=run_argv,
-            env=self.scope.run_env,
+            env=run_env,
             cwd=cwd,
             user=self.runtime.user or "",
             network=network,  # type: ignore[arg-type]
@@ -915,7 +946,8 @@ class StageBuilder:
         dest: str,
         dest_is_dir: bool,
         owner: tuple[int, int] | None,
-        chmod: int | None,
+        chmod: ChmodSpec | None,
+        created_dir_mtime: int | None = None,
     ) -> list[PurePosixPath]:
         """``COPY <<NAME dest``: a file named NAME (0644 unless ``--chmod``) with the body."""
         docs = instr.heredocs
@@ -951,6 +983,7 @@ class StageBuilder:
                 dest_is_dir=dest_is_dir,
                 owner=owner or (0, 0),
                 chmod=chmod,
+                created_dir_mtime=created_dir_mtime,
             )
             return copy_into(rootfs, req, warn=self.log.warning)
         finally:
@@ -1052,26 +1085,43 @@ class StageBuilder:
         return out
 
     def do_copy(self, instr: CopyInstruction | AddInstruction) -> StepEffect:
+        """COPY/ADD, with ``--exclude``, ``COPY --parents``, ``--link`` and symbolic ``--chmod``.
+
+        ``--link``: the sources are copied into an empty directory, the layer is
+        made from that directory alone (so it does not depend on earlier
+        layers: the same sources give the same layer digest whatever came
+        before), then merged into the stage's rootfs like an extracted layer.
+        As in BuildKit, symlinks in the destination's parents are not
+        followed, and the parent directories the copy creates are 0755 root
+        (or the ``--chown`` owner) in the layer, overriding the image's (e.g.
+        ``/tmp`` becomes 0755). Unlike BuildKit, those directories get a fixed
+        mtime (``SOURCE_DATE_EPOCH``, else 0) instead of the copy time, which
+        is what makes the layer reproducible without BuildKit's cache keys.
+        As BuildKit does, ``--link`` together with ``--chmod`` is a plain copy.
+        """
         loc = instr.location
         kw = instr.keyword
-        if instr.link:
-            raise NotSupportedError(f"{kw} --link", location=loc)
-        if instr.excludes:
-            raise NotSupportedError(f"{kw} --exclude", location=loc)
         from_: str | None = None
+        parents = False
         if isinstance(instr, CopyInstruction):
-            if instr.parents:
-                raise NotSupportedError("COPY --parents", location=loc)
             from_ = instr.from_
+            parents = instr.parents
+        link = instr.link and not instr.chmod
+        excludes = None
+        if instr.excludes:
+            try:
+                excludes = parse_dockerignore("\n".join(instr.excludes), filename="--exclude")
+            except DockerfileError as exc:
+                raise DockerfileError(
+                    f"{kw} --exclude: {exc.message}", hint=exc.hint, location=loc
+                ) from exc
         urls: list[str] = []
         if isinstance(instr, AddInstruction):
             urls = check_add_sources(instr)
         rootfs = self.ensure_fs()
         tree = self._source_tree(from_, loc)
-        sources: list[ContextSource] = []
-        for src in instr.sources:
-            if src not in urls:
-                sources.extend(tree.resolve(src, location=loc))
+        local = [src for src in instr.sources if src not in urls]
+        sources, bases = resolve_sources(tree, local, parents=parents, location=loc)
         fetch_dir = self.env.build_dir.work / f"add-{self.env.next_id()}"
         fetched: list[Fetched] = []
         if urls and isinstance(instr, AddInstruction):
@@ -1091,6 +1141,7 @@ class StageBuilder:
         if instr.chown:
             owner = resolve_chown(rootfs, instr.chown, loc)
         chmod = parse_chmod(instr.chmod, loc) if instr.chmod else None
+        stamp = (self.env.clamp_epoch or 0) if link else None
         req = CopyRequest(
             tree=tree,
             sources=tuple(sources),
@@ -1101,16 +1152,38 @@ class StageBuilder:
             extract_archives=isinstance(instr, AddInstruction) and instr.unpack is not False,
             remote=tuple(fetched),
             unpack_remote=isinstance(instr, AddInstruction) and instr.unpack is True,
+            bases=tuple(bases),
+            parents=parents,
+            excludes=excludes,
+            created_dir_mtime=stamp,
         )
+        target = rootfs
+        if link:
+            target = self.env.build_dir.work / f"link-{self.env.next_id()}"
         try:
-            written = copy_into(rootfs, req, warn=self.log.warning)
+            if link:
+                try:
+                    target.mkdir(mode=0o755)
+                except OSError as exc:
+                    raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
+            written = copy_into(target, req, warn=self.log.warning)
+            written += self._copy_heredocs(
+                instr,
+                target,
+                dest=dest,
+                dest_is_dir=dest_is_dir,
+                owner=owner,
+                chmod=chmod,
+                created_dir_mtime=stamp,
+            )
+            layer = self._layer([Change.add(p) for p in written], target)
+            if link:
+                apply_upper(target, rootfs)
         finally:
             shutil.rmtree(fetch_dir, ignore_errors=True)
-        written += self._copy_heredocs(
-            instr, rootfs, dest=dest, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod
-        )
-        layer = self._layer([Change.add(p) for p in written], rootfs)
-        flags = ""
+            if link:
+                shutil.rmtree(target, ignore_errors=True)
+        flags = "--parents " if parents else ""
         if instr.chown:
             flags += f"--chown={instr.chown} "
         if instr.chmod:

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["BuildOptions", "CacheOptions", "GitOptions", "OutputOptions"]
+__all__ = [
+    "BuildOptions",
+    "CacheOptions",
+    "GitOptions",
+    "OutputOptions",
+    "SSHSource",
+    "SecretSource",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,6 +28,30 @@ class GitOptions:
     single_branch: bool = False
     recurse_submodules: bool = False
     insecure_skip_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSource:
+    """One ``--secret``: where the value of the build secret ``id`` comes from.
+
+    Either a host file read when a RUN step mounts it (``path``), or a value the
+    CLI took from an environment variable (``value``, named by ``env``; None
+    when that variable is unset, so the secret counts as missing). The value
+    is never part of ``repr``.
+    """
+
+    id: str
+    path: Path | None = None
+    env: str | None = None
+    value: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SSHSource:
+    """One ``--ssh``: the SSH agent socket forwarded to ``RUN --mount=type=ssh,id=<id>``."""
+
+    id: str
+    socket: Path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +83,10 @@ class BuildOptions:
     image_fs_extract_retry: int = 0
     cleanup: bool = False
     git: GitOptions = field(default_factory=GitOptions)
+    #: ``--secret``: build secrets by id, for ``RUN --mount=type=secret`` (never in a layer)
+    secrets: tuple[SecretSource, ...] = ()
+    #: ``--ssh``: SSH agent sockets by id, for ``RUN --mount=type=ssh``
+    ssh: tuple[SSHSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

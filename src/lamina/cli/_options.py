@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lamina.builder.options import BuildOptions, CacheOptions, GitOptions, OutputOptions
+from lamina.builder.options import (
+    BuildOptions,
+    CacheOptions,
+    GitOptions,
+    OutputOptions,
+    SecretSource,
+    SSHSource,
+)
 from lamina.cli._flags import ParsedFlags, parse_bool
 from lamina.errors import NotSupportedError, UsageError
 from lamina.registry import RegistryOptions
@@ -19,6 +28,8 @@ __all__ = [
     "LogOptions",
     "WarmConfig",
     "executor_config",
+    "parse_secrets",
+    "parse_ssh",
     "registry_options",
     "resolve_build_args",
     "warm_config",
@@ -88,6 +99,125 @@ def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
             )
         out.append((key, value))
     return tuple(out)
+
+
+_SECRET_HINT = "write --secret id=NAME,src=FILE or --secret id=NAME,env=VARIABLE"
+
+
+def _secret(item: str, env: Mapping[str, str]) -> SecretSource:
+    """One ``--secret`` (docker buildx / osscontainertools kaniko syntax)."""
+
+    def bad(why: str, hint: str = _SECRET_HINT) -> UsageError:
+        return UsageError(f'invalid argument "{item}" for --secret: {why}', hint=hint)
+
+    try:
+        fields = next(csv.reader([item]), [])
+    except csv.Error as exc:
+        raise bad(f"invalid CSV: {exc}") from None
+    kind = ""
+    sid = ""
+    src: str | None = None
+    var: str | None = None
+    for fld in fields:
+        key, sep, value = fld.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise bad(f"field {fld!r} must be a key=value pair")
+        if key == "type":
+            if value not in ("file", "env"):
+                raise bad(f"unsupported secret type {value!r}", "type is file or env")
+            kind = value
+        elif key == "id":
+            sid = value
+        elif key in ("src", "source"):
+            src = value
+        elif key == "env":
+            var = value
+        else:
+            raise bad(f"unexpected key {key!r}", "keys: id, src (or source), env, type")
+    if not sid:
+        raise bad("the secret id is missing")
+    if src is not None and var is not None:
+        raise bad("give either src= or env=, not both")
+    if kind == "env" or (not kind and var is not None):
+        name = var or src or sid
+        raw = env.get(name)
+        return SecretSource(
+            id=sid,
+            env=name,
+            value=None if raw is None else raw.encode("utf-8", "surrogateescape"),
+        )
+    if var is not None:
+        raise bad("env= needs type=env (or no type)")
+    if not kind and src is None and sid in env:
+        # buildx: without src/env/type, an environment variable named like the id wins
+        return SecretSource(id=sid, env=sid, value=env[sid].encode("utf-8", "surrogateescape"))
+    path = Path(src or sid)
+    if not path.is_file():
+        raise bad(
+            f"the secret file {path} does not exist or is not a file",
+            "src= names a file on this machine (relative to the current directory)",
+        )
+    return SecretSource(id=sid, path=path.absolute())
+
+
+def parse_secrets(raw: list[str], env: Mapping[str, str]) -> tuple[SecretSource, ...]:
+    """The ``--secret`` flags; a later flag with the same id replaces an earlier one."""
+    out: dict[str, SecretSource] = {}
+    for item in raw:
+        src = _secret(item, env)
+        out.pop(src.id, None)
+        out[src.id] = src
+    return tuple(out.values())
+
+
+def _ssh(item: str, env: Mapping[str, str]) -> SSHSource:
+    sid, sep, paths = item.partition("=")
+    if not sid:
+        raise UsageError(
+            f'invalid argument "{item}" for --ssh: the id is missing',
+            hint="write --ssh default (uses $SSH_AUTH_SOCK) or --ssh ID=/path/to/agent.sock",
+        )
+    if not sep:
+        sock = env.get("SSH_AUTH_SOCK", "")
+        if not sock:
+            raise UsageError(
+                f'invalid argument "{item}" for --ssh: SSH_AUTH_SOCK is not set',
+                hint=f"start ssh-agent, or give the socket: --ssh {sid}=/path/to/agent.sock",
+            )
+        parts = [sock]
+    else:
+        parts = [p for p in paths.split(",") if p]
+    if len(parts) != 1:
+        raise NotSupportedError(
+            f"--ssh {item}: several agent sockets or keys for one id",
+            hint="give one ssh-agent socket per id",
+        )
+    path = Path(parts[0])
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise UsageError(
+            f'invalid argument "{item}" for --ssh: {path}: {exc.strerror or exc}',
+            hint="give the path of a running ssh-agent's socket",
+        ) from None
+    if not stat.S_ISSOCK(mode):
+        raise NotSupportedError(
+            f"--ssh {sid}={path}: SSH key files (only ssh-agent sockets are supported)",
+            hint=f"load the key into an agent (eval $(ssh-agent); ssh-add {path}) "
+            f"and pass --ssh {sid}=$SSH_AUTH_SOCK",
+        )
+    return SSHSource(id=sid, socket=path.absolute())
+
+
+def parse_ssh(raw: list[str], env: Mapping[str, str]) -> tuple[SSHSource, ...]:
+    """The ``--ssh`` flags; a later flag with the same id replaces an earlier one."""
+    out: dict[str, SSHSource] = {}
+    for item in raw:
+        src = _ssh(item, env)
+        out.pop(src.id, None)
+        out[src.id] = src
+    return tuple(out.values())
 
 
 def _git(raw: Mapping[str, str]) -> GitOptions:
@@ -294,6 +424,8 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         cleanup=v["cleanup"],
         git=_git(v["git"]),
         cache_mount_dir=Path(v["cache_mount_dir"]) if v["cache_mount_dir"] else None,
+        secrets=parse_secrets(v["secret"], env),
+        ssh=parse_ssh(v["ssh"], env),
     )
     cache = CacheOptions(
         enabled=v["cache"],

@@ -133,6 +133,18 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
     ),
     _f("custom-platform", S, "Target platform os/arch[/variant] (default: this host)", ""),
     _f("build-arg", M, "Build argument KEY=VALUE; a bare KEY takes the environment's (repeatable)"),
+    _f(
+        "secret",
+        M,
+        "Build secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR][,type=file|env] "
+        "(repeatable)",
+    ),
+    _f(
+        "ssh",
+        M,
+        "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET] "
+        "(default: $SSH_AUTH_SOCK) (repeatable)",
+    ),
     _f("insecure", B, "Push over plain HTTP", False),
     _f("skip-tls-verify", B, "Do not verify registries' TLS certificates (push and pull)", False),
     *_REGISTRY_PULL,

@@ -16,7 +16,7 @@ from lamina.builder._copy import (
     resolve_dest,
 )
 from lamina.context import LocalContext
-from lamina.errors import BuildStepError, DockerfileError, NotSupportedError
+from lamina.errors import BuildStepError, DockerfileError
 
 
 @pytest.mark.parametrize(
@@ -43,8 +43,8 @@ def test_parse_chmod() -> None:
         parse_chmod("17777", None)
     with pytest.raises(DockerfileError):
         parse_chmod("abc", None)
-    with pytest.raises(NotSupportedError):
-        parse_chmod("u+x", None)
+    with pytest.raises(DockerfileError):
+        parse_chmod("u+q", None)
 
 
 def _rootfs(tmp_path: Path) -> Path:
