@@ -118,6 +118,20 @@ _REGISTRY_PULL: tuple[FlagSpec, ...] = (
     ),
 )
 
+#: the transport flags of commands that push as well as pull
+_REGISTRY_PUSH_PULL: tuple[FlagSpec, ...] = (
+    _f("insecure", B, "Push over plain HTTP", False),
+    _f("skip-tls-verify", B, "Do not verify registries' TLS certificates (push and pull)", False),
+    *_REGISTRY_PULL,
+    _f("push-retry", N, "Retries of a failed push, with exponential backoff", 0),
+    _f(
+        "push-ignore-immutable-tag-errors",
+        B,
+        "Treat a registry's 'tag is immutable' refusal as success",
+        False,
+    ),
+)
+
 BUILD_FLAGS: tuple[FlagSpec, ...] = (
     _f("dockerfile", S, "Path or http(s) URL of the Dockerfile", "Dockerfile", short="f"),
     _f("context", S, "Build context: a directory or a scheme URL", "/workspace/", short="c"),
@@ -145,16 +159,7 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
         "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET] "
         "(default: $SSH_AUTH_SOCK) (repeatable)",
     ),
-    _f("insecure", B, "Push over plain HTTP", False),
-    _f("skip-tls-verify", B, "Do not verify registries' TLS certificates (push and pull)", False),
-    *_REGISTRY_PULL,
-    _f("push-retry", N, "Retries of a failed push, with exponential backoff", 0),
-    _f(
-        "push-ignore-immutable-tag-errors",
-        B,
-        "Treat a registry's 'tag is immutable' refusal as success",
-        False,
-    ),
+    *_REGISTRY_PUSH_PULL,
     _f("image-fs-extract-retry", N, "Retries of a failed base-image extraction", 0),
     _f("image-download-retry", N, "Retries of a failed image download, with backoff", 0),
     _f("kaniko-dir", S, "Working directory of the build (env KANIKO_DIR)", "/kaniko"),
@@ -279,16 +284,7 @@ WARM_FLAGS: tuple[FlagSpec, ...] = (
 
 #: ``lamina copy`` / ``lamina inspect``: the registry transport flags and logging
 IMAGE_FLAGS: tuple[FlagSpec, ...] = (
-    _f("insecure", B, "Push over plain HTTP", False),
-    _f("skip-tls-verify", B, "Do not verify registries' TLS certificates (push and pull)", False),
-    *_REGISTRY_PULL,
-    _f("push-retry", N, "Retries of a failed push, with exponential backoff", 0),
-    _f(
-        "push-ignore-immutable-tag-errors",
-        B,
-        "Treat a registry's 'tag is immutable' refusal as success",
-        False,
-    ),
+    *_REGISTRY_PUSH_PULL,
     _f("image-download-retry", N, "Retries of a failed image download, with backoff", 0),
     _f(
         "custom-platform",
