@@ -37,7 +37,8 @@ class ContextSource:
 
     ``path`` is relative to the tree's root (``""`` for the root itself),
     ``host`` the path on this machine (never outside the root), ``kind`` what
-    it is (a symlink is not followed: it is copied as a link).
+    it is. A symlink source is followed when its target lies inside the root
+    (``host`` is then the target); one pointing outside stays a link.
     """
 
     path: str
@@ -159,10 +160,9 @@ class LocalContext:
             resolved.append(part)
         return Path(self.root, *resolved)
 
-    def _source(self, rel_parts: list[str], parent: Path) -> ContextSource | None:
-        host = parent / rel_parts[-1] if rel_parts else parent
+    def _lstat(self, host: Path) -> os.stat_result | None:
         try:
-            st = os.lstat(host)
+            return os.lstat(host)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -170,6 +170,48 @@ class LocalContext:
                 f"cannot read {host} in the {self.name}: {exc.strerror}",
                 hint="check the permissions of the build context",
             ) from exc
+
+    def _follow(self, link: Path) -> tuple[Path, os.stat_result] | None:
+        """Where the symlink ``link`` leads inside the root (as if the root were ``/``).
+
+        ``None`` when it dangles there: its target is outside the root or missing.
+        """
+        host = link
+        for _ in range(_MAX_SYMLINKS):
+            target = os.readlink(host)
+            base = [] if target.startswith("/") else list(host.parent.relative_to(self.root).parts)
+            parts = [*base, *target.split("/")]
+            name = next((p for p in reversed(parts) if p not in ("", ".")), None)
+            if name is None or name == "..":
+                parent = self._resolve_dir(parts, target)
+                return None if parent is None else (parent, os.lstat(parent))
+            while parts and parts[-1] in ("", "."):
+                parts.pop()
+            parent = self._resolve_dir(parts[:-1], target)
+            if parent is None:
+                return None
+            host = parent / parts[-1]
+            st = self._lstat(host)
+            if st is None:
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                return host, st
+        raise ContextError(
+            f"too many levels of symbolic links resolving {link}",
+            hint="a symlink loop in the build context",
+        )
+
+    def _source(self, rel_parts: list[str], parent: Path) -> ContextSource | None:
+        """The named source; a symlink is followed as BuildKit does when its target
+        lies inside the root, and otherwise copied as a link (never followed out)."""
+        host = parent / rel_parts[-1] if rel_parts else parent
+        st = self._lstat(host)
+        if st is None:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            followed = self._follow(host)
+            if followed is not None:
+                host, st = followed
         return ContextSource(path="/".join(rel_parts), host=host, kind=_kind(st))
 
     def is_ignored(self, path: str) -> bool:

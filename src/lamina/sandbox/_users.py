@@ -2,8 +2,8 @@
 
 Follows Docker/runc: ``name``, ``name:group``, ``uid``, ``uid:gid``. A name
 that is not in the passwd file is an error; a numeric uid without an entry
-runs with gid 0 and ``HOME=/``. Supplementary groups come from the group
-file's member lists when no group is given explicitly.
+runs with gid 0 and ``HOME=/``. Supplementary groups, when no group is given
+explicitly, are the primary gid followed by the group file's member lists.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def resolve_user(rootfs: Path, user: str, *, upper: Path | None = None) -> Resol
                 hint="create the group in an earlier RUN (groupadd/addgroup) or use a numeric gid",
             )
     elif name is not None:
-        found_ids = []
+        # like runc under Docker/BuildKit: the primary group comes first in the
+        # supplementary list (`id` in busybox as root: groups=0(root),10(wheel))
+        found_ids = [gid]
         for g in groups_file:
             members = [m.strip() for m in g[3].split(",")] if len(g) > 3 else []
             gid_value = _parse_id(g[2])

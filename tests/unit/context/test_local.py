@@ -62,13 +62,16 @@ def test_outside_the_context_is_refused(ctx_dir: Path) -> None:
         ctx.resolve("../outside.txt", location=LOC)
 
 
-def test_symlink_source_is_a_link_and_never_followed_out(ctx_dir: Path) -> None:
+def test_symlink_source_is_followed_inside_and_never_out(ctx_dir: Path) -> None:
     ctx = LocalContext(ctx_dir)
+    # as BuildKit: a source that is a symlink is followed when it leads into the context
     [link] = ctx.resolve("link.py", location=LOC)
-    assert link.kind == "symlink"
-    assert link.host == ctx_dir / "link.py"
+    assert (link.kind, link.path) == ("file", "link.py")
+    assert link.host == ctx_dir / "src" / "a.py"
+    # /etc/passwd resolves to <context>/etc/passwd, which does not exist: copied as a link
     [abs_link] = ctx.resolve("abs-link", location=LOC)
     assert abs_link.kind == "symlink"
+    assert abs_link.host == ctx_dir / "abs-link"
     # a symlinked directory along the path resolves inside the context root
     [via] = ctx.resolve("srcdir/a.py", location=LOC)
     assert via.host == ctx_dir / "src" / "a.py"

@@ -38,7 +38,7 @@ def rootfs(tmp_path: Path) -> Path:
 
 def test_empty_user_is_root(rootfs: Path) -> None:
     assert resolve_user(rootfs, "") == ResolvedUser(
-        uid=0, gid=0, groups=(10,), home="/root", name="root"
+        uid=0, gid=0, groups=(0, 10), home="/root", name="root"
     )
 
 
@@ -47,7 +47,7 @@ def test_name_with_supplementary_groups(rootfs: Path) -> None:
     assert (user.uid, user.gid, user.groups, user.home) == (
         1000,
         1000,
-        (10, 50, 2000),
+        (1000, 10, 50, 2000),
         "/home/alice",
     )
 
