@@ -82,10 +82,15 @@ def _compile(pattern: str) -> tuple[str, re.Pattern[str] | None]:
                 if first:
                     mtype = _SUFFIX
             else:
-                out.append("[^/]*")
+                # moby emits "[^/]*" even inside an open class, where Go's regexp reads
+                # its "[" as a literal; escaping it keeps that meaning without Python's
+                # nested-set FutureWarning. Its "]" closes the class, as in Go.
+                out.append("\\[^/]*" if in_class else "[^/]*")
+                in_class = False
                 mtype = _REGEXP
         elif ch == "?":
-            out.append("[^/]")
+            out.append("\\[^/]" if in_class else "[^/]")
+            in_class = False
             mtype = _REGEXP
         elif ch in _SHOULD_ESCAPE:
             out.append("\\" + ch)

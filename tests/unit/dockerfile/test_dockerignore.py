@@ -80,3 +80,17 @@ def test_candidates() -> None:
     ]
     assert "Dockerfile" in files_read_despite_ignore("Dockerfile")
     assert ".dockerignore" in files_read_despite_ignore("./Dockerfile")
+
+
+def test_wildcard_inside_a_class_reads_as_moby_does() -> None:
+    # moby turns "[*]" into the Go regexp "^[[^/]*]$": a class of '[', '^', '/'
+    # repeated, then a literal ']' -- odd, but that is what docker build matches
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rules = parse_dockerignore("[*]\n", filename=".dockerignore")
+        assert rules.matches("]")
+        assert rules.matches("[]")
+        assert rules.matches("^/]")
+        assert not rules.matches("*")
