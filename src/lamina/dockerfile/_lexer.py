@@ -265,16 +265,21 @@ class _Scanner:
             return self._replace(name)
         raise ShellSyntaxError(f"unsupported modifier ({chs}) in substitution")
 
+    def _word_until(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        """The word up to ``stop``; running into the end of input is ``missing``."""
+        try:
+            word, _ = self.process_stop_on(stop, raw_escapes)
+        except ShellSyntaxError:
+            if self.peek() == _EOF:
+                raise ShellSyntaxError(missing) from None
+            raise
+        return word
+
     def _modifier(self, name: str, ch: str, chs: str, null_is_unset: bool) -> str:
         raw = ch in ("#", "%")
         if null_is_unset and raw:
             raise ShellSyntaxError(f"unsupported modifier ({chs}) in substitution")
-        try:
-            word, _ = self.process_stop_on("}", raw)
-        except ShellSyntaxError:
-            if self.peek() == _EOF:
-                raise ShellSyntaxError("syntax error: missing '}'") from None
-            raise
+        word = self._word_until("}", raw, "syntax error: missing '}'")
         value, found = self.get_env(name)
         if self.skip_unset and not found:
             return "${" + name + chs + word + "}"
@@ -306,18 +311,8 @@ class _Scanner:
         replace_all = self.peek() == "/"
         if replace_all:
             self.pos += 1
-        try:
-            pattern, _ = self.process_stop_on("/", True)
-        except ShellSyntaxError:
-            if self.peek() == _EOF:
-                raise ShellSyntaxError("syntax error: missing '/' in ${}") from None
-            raise
-        try:
-            replacement, _ = self.process_stop_on("}", True)
-        except ShellSyntaxError:
-            if self.peek() == _EOF:
-                raise ShellSyntaxError("syntax error: missing '}'") from None
-            raise
+        pattern = self._word_until("/", True, "syntax error: missing '/' in ${}")
+        replacement = self._word_until("}", True, "syntax error: missing '}'")
         value, found = self.get_env(name)
         if self.skip_unset and not found:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
