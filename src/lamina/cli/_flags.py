@@ -29,6 +29,7 @@ __all__ = [
     "FlagKind",
     "FlagSpec",
     "ParsedFlags",
+    "extend_key_values",
     "format_duration",
     "parse_bool",
     "parse_duration",
@@ -198,11 +199,27 @@ def _store(values: dict[str, Any], spec: FlagSpec, name: str, raw: str) -> None:
         key, value = _split_key_value(raw, name)
         values[dest][key] = value
     else:  # MULTI_KEY_VALUE: "k=v;k2=v2"
-        for part in raw.split(";"):
-            if not part:
-                continue
-            key, value = _split_key_value(part, name)
-            values[dest].setdefault(key, []).append(value)
+        extend_key_values(
+            values[dest],
+            raw,
+            lambda part: UsageError(
+                f'invalid argument "{part}" for --{name}: expected key=value',
+                hint=f"write --{name}=KEY=VALUE, once per pair",
+            ),
+        )
+
+
+def extend_key_values(
+    target: dict[str, list[str]], raw: str, error: Callable[[str], UsageError]
+) -> None:
+    """Add kaniko's ``k=v;k2=v2`` pairs to ``target``; ``error(part)`` for a bad part."""
+    for part in raw.split(";"):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise error(part)
+        target.setdefault(key, []).append(value)
 
 
 def _closest(name: str, candidates: Iterable[str]) -> str | None:

@@ -19,7 +19,7 @@ from lamina.builder.options import (
     SecretSource,
     SSHSource,
 )
-from lamina.cli._flags import ParsedFlags, parse_bool
+from lamina.cli._flags import ParsedFlags, extend_key_values, parse_bool
 from lamina.errors import NotSupportedError, UsageError
 from lamina.registry import RegistryOptions
 
@@ -247,16 +247,14 @@ def registry_options(v: Mapping[str, Any], env: Mapping[str, str]) -> RegistryOp
         mirrors.extend(m for m in env["KANIKO_REGISTRY_MIRROR"].split(",") if m)
     maps: dict[str, list[str]] = {k: list(x) for k, x in v["registry_map"].items()}
     if env.get("KANIKO_REGISTRY_MAP"):
-        for part in env["KANIKO_REGISTRY_MAP"].split(";"):
-            if not part:
-                continue
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise UsageError(
-                    f'invalid KANIKO_REGISTRY_MAP entry "{part}": expected ORIG=MIRROR',
-                    hint="separate entries with ';', e.g. index.docker.io=mirror.local",
-                )
-            maps.setdefault(key, []).append(value)
+        extend_key_values(
+            maps,
+            env["KANIKO_REGISTRY_MAP"],
+            lambda part: UsageError(
+                f'invalid KANIKO_REGISTRY_MAP entry "{part}": expected ORIG=MIRROR',
+                hint="separate entries with ';', e.g. index.docker.io=mirror.local",
+            ),
+        )
     client_certs: dict[str, tuple[Path, Path]] = {}
     for reg, cert in v["registry_client_cert"].items():
         cert_path, sep, key_path = cert.partition(",")

@@ -330,3 +330,11 @@ def test_console_script_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_USAGE
     assert "Traceback" not in proc.stderr
     assert "Dockerfile" in proc.stderr
+
+
+def test_bad_registry_map_entries(ctx: Path) -> None:
+    with pytest.raises(UsageError, match='invalid argument "nomirror" for --registry-map'):
+        parse_flags(["--registry-map=a=b;nomirror"], BUILD_FLAGS, command="executor")
+    parsed = parse_flags([f"-c={ctx}", "--no-push"], BUILD_FLAGS, command="executor")
+    with pytest.raises(UsageError, match='invalid KANIKO_REGISTRY_MAP entry "=x"'):
+        executor_config(parsed, {"KANIKO_REGISTRY_MAP": "a=b;=x"})
