@@ -1,5 +1,15 @@
-"""Layer cache: pure cache-key derivation (and, later, local and registry-backed caches)."""
+"""Layer cache: pure cache-key derivation and the contract of the cache back ends."""
 
 from lamina.cache._keys import KeyInputs, SourceEntry, cache_key, explain_miss, hash_sources
+from lamina.cache._store import CacheHit, CacheLookup, LayerCache
 
-__all__ = ["KeyInputs", "SourceEntry", "cache_key", "explain_miss", "hash_sources"]
+__all__ = [
+    "CacheHit",
+    "CacheLookup",
+    "KeyInputs",
+    "LayerCache",
+    "SourceEntry",
+    "cache_key",
+    "explain_miss",
+    "hash_sources",
+]
