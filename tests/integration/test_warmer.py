@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lamina.cache import BaseImageCache
+from lamina.errors import ImageFormatError
 from lamina.oci import Digest, Platform, Reference
 from lamina.registry import RegistryClient, RegistryOptions
 from tests.conftest import PushImage
@@ -203,7 +204,23 @@ def test_corrupted_warm_entries(
         assert BaseImageCache(cache_dir, TTL).lookup(digest) is None
     assert "unusable" in caplog.text
     manifest.write_bytes(good)
-    (cache_dir / str(digest)).write_bytes(b"not a tarball")
+    # a flipped byte inside a layer blob: the image is returned, reading the layer fails
+    tarball = cache_dir / str(digest)
+    image = BaseImageCache(cache_dir, TTL).lookup(digest)
+    assert image is not None
+    layer = image.layers()[0]
+    with layer.compressed() as f:
+        blob = f.read()
+    data = bytearray(tarball.read_bytes())
+    at = data.find(blob)
+    assert at > 0
+    data[at + len(blob) // 2] ^= 0xFF
+    tarball.write_bytes(bytes(data))
+    image = BaseImageCache(cache_dir, TTL).lookup(digest)
+    assert image is not None
+    with pytest.raises(ImageFormatError, match="digest"), image.layers()[0].compressed() as f:
+        f.read()
+    tarball.write_bytes(b"not a tarball")
     assert BaseImageCache(cache_dir, TTL).lookup(digest) is None
     (cache_dir / str(digest)).unlink()
     assert BaseImageCache(cache_dir, TTL).lookup(digest) is None
