@@ -187,6 +187,10 @@ def test_unreachable_repo_is_a_warned_miss_and_writes_only_warn(
     assert miss.hit is None
     assert miss.reason.startswith("unreachable: ")
     assert cache.failed == 1
+    assert caplog.text.count("no layer cache lookups in this build") == 1
+    later = cache.lookup(cache_key(_inputs("RUN later")))
+    assert later.hit is None
+    assert later.reason.endswith("(not asked again)")
     assert "storing key" in caplog.text
     assert "1 of 1 cache write(s) failed" in caplog.text
 
