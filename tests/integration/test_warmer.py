@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -17,9 +18,10 @@ import pytest
 from lamina.cache import BaseImageCache
 from lamina.errors import ImageFormatError
 from lamina.oci import Digest, Platform, Reference
+from lamina.oci.docker_archive import DockerArchive
 from lamina.registry import RegistryClient, RegistryOptions
 from tests.conftest import PushImage
-from tests.support.registry import RegistryServer
+from tests.support.registry import RegistryServer, skopeo
 
 pytestmark = pytest.mark.registry
 
@@ -70,6 +72,12 @@ def test_warm_image_then_lookup(
     assert tarball.is_file()
     assert (cache_dir / f"{digest}.json").is_file()
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
+    assert DockerArchive(tarball).entries[0].repo_tags == (f"{registry_plain.host}/warm/app:1",)
+    # a docker-save tarball other tools read
+    plain_name = tmp_path / "warmed.tar"  # skopeo reads ':' in a path as a tag separator
+    plain_name.symlink_to(tarball)
+    info = json.loads(skopeo("inspect", f"docker-archive:{plain_name}"))
+    assert len(info["Layers"]) == 2
 
     cache = BaseImageCache(cache_dir, TTL)
     image = cache.lookup(digest)

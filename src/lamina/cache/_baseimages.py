@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lamina.cache._common import atomic_write
-from lamina.errors import ImageFormatError, LaminaError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.oci import BlobImage, Descriptor, Digest, Image, Manifest, Platform, Reference
 from lamina.oci.docker_archive import DockerArchive, write_docker_archive
 from lamina.registry import RegistryClient
@@ -85,12 +85,22 @@ class BaseImageCache:
             return None
         return image
 
-    def store(self, image: Image) -> Digest:
-        """Write ``image`` (streaming its layers) as an entry; returns its digest."""
+    def store(self, image: Image, ref: Reference | None = None) -> Digest:
+        """Write ``image`` (streaming its layers) as an entry; returns its digest.
+
+        ``ref`` (when it has a tag) names the image inside the tarball, for ``docker load``.
+        """
         digest = image.digest()
         raw = image.raw_manifest()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        write_docker_archive(self.tarball_path(digest), image, [])
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot create the cache directory {self.cache_dir}: {exc.strerror or exc}",
+                hint="check --cache-dir and its permissions",
+            ) from exc
+        tags = [ref.repository_ref.with_tag(ref.tag)] if ref is not None and ref.tag else []
+        write_docker_archive(self.tarball_path(digest), image, tags)
         with atomic_write(self.manifest_path(digest)) as f:
             f.write(raw)
         return digest
@@ -173,7 +183,7 @@ def warm_base_images(
                 log.info("base image %s (%s) is already cached", ref, digest)
                 results.append(WarmResult(ref=ref, digest=digest, outcome="fresh"))
                 continue
-            cache.store(image)
+            cache.store(image, ref)
             log.info("cached base image %s as %s", ref, cache.tarball_path(digest))
             results.append(WarmResult(ref=ref, digest=digest, outcome="cached"))
         except LaminaError as exc:
