@@ -249,3 +249,38 @@ def test_entry_image_shape_and_bounded_inputs(tmp_path: Path) -> None:
     truncated = read_entry(big)
     assert truncated.layer is None
     assert truncated.inputs is None  # a truncated list would mis-explain misses
+
+
+def test_prune_removes_expired_entries_and_unused_old_blobs(tmp_path: Path) -> None:
+    import os
+    import time
+
+    (tmp_path / "src").mkdir()
+    kept_layer = make_layer(tmp_path / "src", {"keep": b"k"})
+    old_layer = make_layer(tmp_path / "src", {"old": b"o"})
+    clock = Clock()
+    cache = _cache(tmp_path, clock)
+    old, kept = _inputs("RUN old"), _inputs("RUN kept")
+    cache.store(cache_key(old), old_layer, old, slot="a")
+    clock.now += timedelta(hours=300)
+    cache.store(cache_key(kept), kept_layer, kept, slot="b")
+    clock.now += timedelta(hours=100)  # old is past the TTL, kept is not
+    stray = cache.base / "blobs/sha256" / ("f" * 64)
+    stray.write_bytes(b"young and unreferenced")
+    long_ago = time.time() - 2 * 3600
+    for blob in (cache.blob_path(old_layer.digest()), cache.blob_path(kept_layer.digest())):
+        os.utime(blob, (long_ago, long_ago))
+    assert cache.prune() == (1, 1)
+    assert not cache.entry_path(cache_key(old)).exists()
+    assert not cache.blob_path(old_layer.digest()).exists()
+    assert cache.blob_path(kept_layer.digest()).exists()
+    assert stray.exists()  # too young: a concurrent build may be about to use it
+    assert cache.lookup(cache_key(kept)).hit is not None
+    # close() prunes at most once a day
+    os.utime(stray, (long_ago, long_ago))
+    cache.close()
+    assert not stray.exists()
+    stray.write_bytes(b"x")
+    os.utime(stray, (long_ago, long_ago))
+    cache.close()
+    assert stray.exists()
