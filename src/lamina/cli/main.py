@@ -15,7 +15,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from lamina import __version__
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
@@ -36,7 +36,9 @@ from lamina.errors import (
     RegistryError,
     UsageError,
 )
-from lamina.oci import Platform, Reference
+
+if TYPE_CHECKING:
+    from lamina.oci import Platform, Reference
 
 __all__ = ["executor_main", "main", "run", "warmer_main"]
 
@@ -204,6 +206,7 @@ def _warm_targets(config: WarmConfig) -> list[tuple[Reference, Platform]]:
     """``--image`` values, then the FROM images of ``--dockerfile`` (stages and scratch
     skipped, ``--build-arg`` expanded), each with the platform to cache, without repeats."""
     from lamina.builder import make_plan
+    from lamina.oci import Platform, Reference
 
     default = Platform.parse(config.platform) if config.platform else Platform.host()
     named: list[tuple[str, Platform]] = [(image, default) for image in config.images]
