@@ -66,7 +66,9 @@ class ServedRepo:
     tag_object: str
 
 
-def make_repo(root: Path, name: str = "repo.git", *, submodule_url: str | None = None) -> ServedRepo:
+def make_repo(
+    root: Path, name: str = "repo.git", *, submodule_url: str | None = None
+) -> ServedRepo:
     """``root/<name>``, a bare repository: main (2 commits), feature, tags v1 (annotated), v2.
 
     First commit: ``README``, ``src/app.sh`` (0755), ``src/lib/util.txt``,
@@ -113,7 +115,7 @@ def make_repo(root: Path, name: str = "repo.git", *, submodule_url: str | None =
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -129,7 +131,7 @@ class _State:
 class _CgiHandler(BaseHTTPRequestHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _body(self) -> bytes:
@@ -198,15 +200,18 @@ class _CgiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = _serve
-    do_POST = _serve
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, state: _State) -> None:
-        super().__init__(("127.0.0.1", _free_port()), _CgiHandler)
+        super().__init__(("127.0.0.1", free_port()), _CgiHandler)
         self.state = state
 
 
@@ -247,7 +252,7 @@ class GitDaemon:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -265,8 +270,9 @@ class GitDaemon:
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
             ):
                 return self
             time.sleep(0.05)

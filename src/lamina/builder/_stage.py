@@ -250,6 +250,8 @@ class BuildEnv:
     #: ``--secret`` and ``--ssh`` sources for RUN --mount=type=secret|ssh
     secrets: tuple[SecretSource, ...] = ()
     ssh: tuple[SSHSource, ...] = ()
+    #: ``ADD <git>``: files get the commit time (BuildKit does when SOURCE_DATE_EPOCH is set)
+    git_commit_mtime: bool = False
 
     def next_id(self) -> int:
         self.counter += 1
@@ -1112,7 +1114,7 @@ class StageBuilder:
                     fetch_git(
                         source,
                         into / f"git-{self.env.next_id()}",
-                        commit_mtime=self.env.clamp_epoch is not None,
+                        commit_mtime=self.env.git_commit_mtime,
                         auth_header=header,
                         location=loc,
                     )
