@@ -124,6 +124,15 @@ def test_add_git_commit_mtimes_with_source_date_epoch(tmp_path: Path, served: Se
     assert int(built.layer_files(1)["c/README"].mtime) > FIRST_COMMIT_TIME  # mtime=checkout
 
 
+def test_add_git_commit_sha_from_a_protocol_v0_server(tmp_path: Path, served: Served) -> None:
+    # protocol v0 refuses a want of a commit that is no branch tip: lamina fetches everything
+    with GitHttpServer(served.repo.bare.parent, protocol_v2=False) as http:
+        text = f"FROM scratch\nADD {http.base}/{served.repo.name}#{served.repo.first} /r\n"
+        built = run_build(tmp_path, make_context(tmp_path / "ctx", text))
+    assert built.read_file(0, "r/README") == b"first\n"
+    assert "r/NEWS" not in built.layer_files(0)
+
+
 def test_add_git_checksum(tmp_path: Path, served: Served) -> None:
     repo = served.repo
     ok = f"FROM scratch\nADD --checksum={repo.second[:10]} {served.url}#main /m\n"

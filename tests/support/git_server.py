@@ -125,6 +125,7 @@ def free_port() -> int:
 class _State:
     root: Path
     required_auth: str | None
+    protocol_v2: bool = True
     seen_auth: list[str] = field(default_factory=list)
 
 
@@ -177,7 +178,7 @@ class _CgiHandler(BaseHTTPRequestHandler):
         }
         if self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
-        if self.headers.get("Git-Protocol"):
+        if self.headers.get("Git-Protocol") and state.protocol_v2:
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         done = subprocess.run(
             ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
@@ -218,8 +219,11 @@ class _Server(ThreadingHTTPServer):
 class GitHttpServer:
     """``git http-backend`` behind a loopback HTTP server; ``with`` starts and stops it."""
 
-    def __init__(self, root: Path, *, required_auth: str | None = None) -> None:
-        self.state = _State(root=root, required_auth=required_auth)
+    def __init__(
+        self, root: Path, *, required_auth: str | None = None, protocol_v2: bool = True
+    ) -> None:
+        """``protocol_v2=False``: speak protocol v0 only (no fetching a commit by SHA)."""
+        self.state = _State(root=root, required_auth=required_auth, protocol_v2=protocol_v2)
         self._server = _Server(self.state)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

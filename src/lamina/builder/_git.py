@@ -421,37 +421,18 @@ def fetch_git(
     target = _resolve(git, source)
     git(["init", "-q", str(work)], what="git init")
     fetch = ["-C", str(work), "fetch", "-q", "--no-tags", "--no-write-fetch-head"]
-    if target is None:
-        # a commit SHA prefix: every branch and tag, whole history, then look it up
-        git(
-            [
-                *fetch,
-                source.remote,
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-            what="fetching the repository",
-        )
-        checkout = f"{source.ref}^{{commit}}"
+    checkout = ""
+    if target is not None:
+        refspec = f"+{target.fetch}:{target.local_ref or 'refs/lamina/fetched'}"
         try:
-            commit = git(["-C", str(work), "rev-parse", "--verify", "-q", checkout], what="")
+            git([*fetch, "--depth=1", source.remote, refspec], what=f"fetching {target.fetch!r}")
+            checkout = target.local_ref or "refs/lamina/fetched"
         except BuildStepError:
-            commit = ""
-        if not commit.strip():
-            raise BuildStepError(
-                f"ADD {source.display}: the repository has no branch, tag or commit {source.ref!r}",
-                hint="check the ref after the # (a branch, a tag or a commit SHA)",
-                location=location,
-            )
-        checkout = commit.strip()
-    else:
-        refspec = target.fetch
-        if target.local_ref is not None:
-            refspec = f"+{target.fetch}:{target.local_ref}"
-        else:
-            refspec = f"+{target.fetch}:refs/lamina/fetched"
-        git([*fetch, "--depth=1", source.remote, refspec], what=f"fetching {target.fetch!r}")
-        checkout = target.local_ref or "refs/lamina/fetched"
+            if not _FULL_SHA.match(target.fetch):
+                raise
+            # a server that refuses to send a commit by SHA: fetch everything, look it up
+    if not checkout:
+        checkout = _fetch_history(git, source, work, fetch)
     if target is not None and target.branch is not None and source.keep_git_dir:
         git(["-C", str(work), "checkout", "-q", "-B", target.branch, checkout], what="checkout")
     else:
@@ -488,6 +469,26 @@ def fetch_git(
     if use_commit:
         _set_times(root, when)
     return GitCheckout(work_tree=work, root=root, commit=commit, commit_time=when)
+
+
+def _fetch_history(git: _Git, source: GitSource, work: Path, fetch: Sequence[str]) -> str:
+    """Fetch every branch and tag with their history; the commit ``source.ref`` names."""
+    refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
+    git([*fetch, source.remote, *refspecs], what="fetching the repository")
+    try:
+        commit = git(
+            ["-C", str(work), "rev-parse", "--verify", "-q", f"{source.ref}^{{commit}}"],
+            what="looking up the commit",
+        ).strip()
+    except BuildStepError:
+        commit = ""
+    if not commit:
+        raise BuildStepError(
+            f"ADD {source.display}: the repository has no branch, tag or commit {source.ref!r}",
+            hint="check the ref after the # (a branch, a tag or a commit SHA)",
+            location=git.location,
+        )
+    return commit
 
 
 def _check_commit(
