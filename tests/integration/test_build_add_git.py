@@ -241,3 +241,21 @@ def test_add_git_refusals(tmp_path: Path, source: str, error: type[Exception], m
     text = f"FROM scratch\nADD {source} /x\n"
     with pytest.raises(error, match=match):
         run_build(tmp_path, make_context(tmp_path / "ctx", text))
+
+
+def test_add_git_token_goes_to_the_repository_host_only(tmp_path: Path) -> None:
+    token_header = "basic " + base64.b64encode(b"x-access-token:tok").decode()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        GitHttpServer(tmp_path / "b") as other,
+        GitHttpServer(tmp_path / "a", required_auth=token_header) as private,
+    ):
+        make_repo(tmp_path / "b", "sub.git")
+        repo = make_repo(tmp_path / "a", "top.git", submodule_url=f"{other.base}/sub.git")
+        text = f"FROM scratch\nADD {private.base}/{repo.name} /top\n"
+        secret = SecretSource(id="GIT_AUTH_TOKEN", value=b"tok")
+        built = run_build(tmp_path, make_context(tmp_path / "ctx", text), secrets=(secret,))
+        assert built.read_file(0, "top/vendor/sub/README") == b"second\n"
+        assert token_header in private.seen_auth
+        assert other.seen_auth == []  # the submodule's server never saw the token

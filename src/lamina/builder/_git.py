@@ -299,8 +299,10 @@ class _Git:
             ("core.autocrlf", "false"),
             ("core.symlinks", "true"),
         ]
-        if auth_header is not None:
-            config.append(("http.extraHeader", f"Authorization: {auth_header}"))
+        if auth_header is not None:  # for this host only (not a submodule's other host)
+            parts = urlsplit(source.remote)
+            scope = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"
+            config.append((f"http.{scope}.extraHeader", f"Authorization: {auth_header}"))
         self.env["GIT_CONFIG_COUNT"] = str(len(config))
         for i, (key, value) in enumerate(config):
             self.env[f"GIT_CONFIG_KEY_{i}"] = key
