@@ -173,6 +173,8 @@ def parse_git_source(
     opts, q_ref, q_checksum = _query(parts.query, location)
     f_ref, _, f_subdir = parts.fragment.partition(":")
     ref = _merge("ref", f_ref or None, q_ref, location)
+    if ref == "HEAD":
+        ref = None  # the remote's default branch
     subdir = _merge("subdir", f_subdir or None, opts.get("subdir") or None, location) or ""
     if ref is not None and (ref.startswith("-") or not ref.strip() or ".." in ref):
         raise DockerfileError(

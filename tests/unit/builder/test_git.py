@@ -29,6 +29,7 @@ def _parse(src: str, keep: bool | None = None, checksum: str | None = None) -> G
     [
         ("https://h/o/r.git", "https://h/o/r.git", None, ""),
         ("https://h/o/r.git#v1", "https://h/o/r.git", "v1", ""),
+        ("https://h/o/r.git#HEAD:x", "https://h/o/r.git", None, "x"),
         ("https://h/o/r.git#main:docs/x", "https://h/o/r.git", "main", "docs/x"),
         ("https://h/o/r.git#:docs/", "https://h/o/r.git", None, "docs"),
         ("git://h/r.git#refs/pull/1/head", "git://h/r.git", "refs/pull/1/head", ""),
