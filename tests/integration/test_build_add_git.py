@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -259,3 +260,16 @@ def test_add_git_token_goes_to_the_repository_host_only(tmp_path: Path) -> None:
         assert built.read_file(0, "top/vendor/sub/README") == b"second\n"
         assert token_header in private.seen_auth
         assert other.seen_auth == []  # the submodule's server never saw the token
+
+
+def test_add_git_url_credentials_stay_out_of_the_log(
+    tmp_path: Path, served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = served.http.base.removeprefix("http://")
+    text = f"FROM scratch\nADD http://someone:hunter2@{host}/{served.repo.name}#v1 /r\n"
+    with caplog.at_level(logging.DEBUG):
+        built = run_build(tmp_path, make_context(tmp_path / "ctx", text))
+    assert built.read_file(0, "r/README") == b"first\n"
+    assert "someone:***@" not in caplog.text
+    assert "***@" in caplog.text
+    assert "hunter2" not in caplog.text

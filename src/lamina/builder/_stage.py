@@ -480,7 +480,7 @@ class StageBuilder:
                 self.sp.display,
                 self.step_no,
                 total,
-                instr.original if instr.original else instr.keyword,
+                redact_url(instr.original) if instr.original else instr.keyword,
             )
             effect = self.step(instr)
             self._apply(effect)
