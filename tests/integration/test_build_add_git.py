@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.builder.options import SecretSource
+from lamina.builder.options import SecretSource, SSHSource
 from lamina.errors import BuildStepError, DockerfileError, NotSupportedError
 from tests.integration.test_build_engine import make_context, run_build
 from tests.support.git_server import (
@@ -19,6 +19,7 @@ from tests.support.git_server import (
     SECOND_COMMIT_TIME,
     GitDaemon,
     GitHttpServer,
+    GitSSHServer,
     ServedRepo,
     free_port,
     make_repo,
@@ -230,8 +231,9 @@ def test_add_git_submodules(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "error", "match"),
     [
-        ("git@github.com:o/r.git", NotSupportedError, "over SSH"),
-        ("ssh://git@host/r.git", NotSupportedError, "over SSH"),
+        ("git@github.com:o/r.git", BuildStepError, "over SSH needs an SSH agent"),
+        ("ssh://git@host/r.git", BuildStepError, "over SSH needs an SSH agent"),
+        ("svn+ssh://h/r.git", NotSupportedError, "svn\\+ssh://h/r.git"),
         ("https://h/r.git?depth=1", NotSupportedError, "'depth'"),
         ("https://h/r.git?ref=dev#main", DockerfileError, "conflicting ref"),
         ("https://h/r.git#-x", DockerfileError, "invalid git ref"),
@@ -273,3 +275,19 @@ def test_add_git_url_credentials_stay_out_of_the_log(
     assert "someone:***@" not in caplog.text
     assert "***@" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+@pytest.mark.skipif(not GitSSHServer.SSHD.exists(), reason="needs sshd (openssh-server)")
+def test_add_git_over_ssh_with_the_default_agent(tmp_path: Path, served: Served) -> None:
+    with GitSSHServer(tmp_path / "ssh") as sshd:
+        url = f"{sshd.base()}{served.repo.bare}"
+        text = f"FROM scratch\nADD --keep-git-dir=true {url}#feature:src /s\n"
+        agent = SSHSource(id="default", socket=sshd.agent_socket)
+        built = run_build(tmp_path / "ok", make_context(tmp_path / "c1", text), ssh=(agent,))
+        assert _names(built.layer_files(0), "s") >= {"app.sh", "lib", "lib/util.txt"}
+        other = SSHSource(id="other", socket=sshd.agent_socket)
+        with pytest.raises(BuildStepError, match="needs an SSH agent") as info:
+            run_build(tmp_path / "no", make_context(tmp_path / "c2", text), ssh=(other,))
+        assert "--ssh default" in (info.value.hint or "")
+        assert info.value.location is not None
+        assert info.value.location.line == 2

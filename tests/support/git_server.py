@@ -297,3 +297,91 @@ class GitDaemon:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+
+class GitSSHServer:
+    """``sshd`` on a loopback port letting root in with one key, and an agent holding it.
+
+    Repositories are reached as ``ssh://root@127.0.0.1:<port>/<absolute path>``;
+    ``agent_socket`` is the ``ssh-agent`` socket to pass as ``--ssh default``.
+    Needs ``/usr/sbin/sshd`` (Debian package openssh-server) and root.
+    """
+
+    SSHD = Path("/usr/sbin/sshd")
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.agent_socket = workdir / "agent.sock"
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def base(self, user: str = "root") -> str:
+        return f"ssh://{user}@127.0.0.1:{self.port}"
+
+    def __enter__(self) -> GitSSHServer:
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("host_key", "client_key"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                check=True,
+                capture_output=True,
+            )
+        (d / "authorized_keys").write_bytes((d / "client_key.pub").read_bytes())
+        (d / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
+            f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        )
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+        try:
+            self._procs.append(
+                subprocess.Popen(
+                    [str(self.SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            self._procs.append(
+                subprocess.Popen(
+                    ["ssh-agent", "-D", "-a", str(self.agent_socket)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            deadline = time.monotonic() + 10
+            while not self.agent_socket.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            subprocess.run(
+                ["ssh-add", "-q", str(d / "client_key")],
+                env={"SSH_AUTH_SOCK": str(self.agent_socket), "PATH": "/usr/bin:/bin"},
+                check=True,
+                capture_output=True,
+            )
+            while time.monotonic() < deadline:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1),
+                ):
+                    return self
+                time.sleep(0.05)
+            raise RuntimeError("sshd did not start")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for proc in reversed(self._procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()

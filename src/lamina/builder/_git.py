@@ -1,7 +1,8 @@
 """``ADD <git repository> <dest>``: parse a git source and check it out (BuildKit's rules).
 
-* Git sources: ``http(s)://…/repo.git``, ``git://…`` (and ``git@host:repo``,
-  ``ssh://``, which are refused: lamina forwards no SSH agent to ADD).
+* Git sources: ``http(s)://…/repo.git``, ``git://…``, and over SSH
+  ``git@host:repo`` and ``ssh://`` with the keys of the ``--ssh default`` agent
+  only (no ssh config, host keys not checked: BuildKit's defaults).
 * ``#ref:subdir`` picks a branch, tag or commit SHA and a directory of the
   repository; the query form ``?ref=&branch=&tag=&subdir=&checksum=&commit=
   &keep-git-dir=&submodules=&mtime=`` says the same (conflicts are errors).
@@ -57,8 +58,7 @@ __all__ = [
     "redact_url",
 ]
 
-_SSH_PREFIXES = ("git@", "ssh://", "git+ssh://")
-_SUPPORTED_SCHEMES = ("http", "https", "git")
+_SUPPORTED_SCHEMES = ("http", "https", "git", "ssh", "git+ssh")
 _QUERY_KEYS = frozenset(
     {"ref", "branch", "tag", "subdir", "checksum", "commit", "keep-git-dir", "submodules", "mtime"}
 )
@@ -90,6 +90,8 @@ class GitSource:
     submodules: bool
     #: "commit", "checkout" or None (commit time when SOURCE_DATE_EPOCH is set)
     mtime: str | None
+    #: fetched over SSH (``git@host:path``, ``ssh://``): needs an SSH agent
+    ssh: bool = False
 
     @property
     def display(self) -> str:
@@ -153,25 +155,27 @@ def parse_git_source(
 ) -> GitSource:
     """Split an ``ADD`` git source into remote, ref and subdir and merge the ADD flags.
 
-    SSH remotes (``git@host:repo``, ``ssh://``) are refused with
-    :class:`NotSupportedError`; so are schemes git would need a helper for.
+    ``git@host:path`` (scp-like) and ``ssh://`` remotes are SSH remotes; other
+    schemes than http(s), git and ssh are refused with :class:`NotSupportedError`.
     """
-    if src.lower().startswith(_SSH_PREFIXES):
-        raise NotSupportedError(
-            f"ADD of a git repository over SSH ({redact_url(src)})",
-            hint="use its https:// or git:// URL (with the GIT_AUTH_TOKEN secret if it is "
-            "private), or clone it in a RUN --mount=type=ssh step",
-            location=location,
-        )
-    parts = urlsplit(src)
-    if parts.scheme.lower() not in _SUPPORTED_SCHEMES:
-        raise NotSupportedError(
-            f"ADD of a git repository with the {parts.scheme}:// transport ({redact_url(src)})",
-            hint="use an https://, http:// or git:// URL",
-            location=location,
-        )
-    opts, q_ref, q_checksum = _query(parts.query, location)
-    f_ref, _, f_subdir = parts.fragment.partition(":")
+    if src.lower().startswith("git@"):
+        rest, _, fragment = src.partition("#")
+        remote, _, query = rest.partition("?")
+        ssh = True
+    else:
+        parts = urlsplit(src)
+        scheme = parts.scheme.lower()
+        if scheme not in _SUPPORTED_SCHEMES:
+            raise NotSupportedError(
+                f"ADD of a git repository with the {parts.scheme}:// transport ({redact_url(src)})",
+                hint="use an https://, http://, git:// or ssh:// URL",
+                location=location,
+            )
+        remote = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        query, fragment = parts.query, parts.fragment
+        ssh = scheme in ("ssh", "git+ssh")
+    opts, q_ref, q_checksum = _query(query, location)
+    f_ref, _, f_subdir = fragment.partition(":")
     ref = _merge("ref", f_ref or None, q_ref, location)
     if ref == "HEAD":
         ref = None  # the remote's default branch
@@ -216,7 +220,6 @@ def parse_git_source(
             hint="write mtime=commit or mtime=checkout",
             location=location,
         )
-    remote = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return GitSource(
         remote=remote,
         ref=ref,
@@ -225,6 +228,7 @@ def parse_git_source(
         checksum=expected,
         submodules=_bool("submodules", opts.get("submodules", "true"), location),
         mtime=mtime,
+        ssh=ssh,
     )
 
 
@@ -268,6 +272,7 @@ class _Git:
         *,
         home: Path,
         auth_header: str | None,
+        ssh_socket: Path | None,
         location: SourceLocation | None,
         timeout: float,
     ) -> None:
@@ -293,6 +298,21 @@ class _Git:
             "GIT_SSH_COMMAND": "false",
             "GIT_PROTOCOL_FROM_USER": "0",
         }
+        if source.ssh:
+            if ssh_socket is None:
+                raise BuildStepError(
+                    f"ADD {source.display}: fetching a git repository over SSH needs an SSH agent",
+                    hint="pass --ssh default (the agent of $SSH_AUTH_SOCK) or "
+                    "--ssh default=/path/to/agent.sock, or use the https:// URL",
+                    location=location,
+                )
+            # as BuildKit: the forwarded agent's keys only, no config, no known_hosts
+            self.env["SSH_AUTH_SOCK"] = str(ssh_socket)
+            self.env["GIT_SSH_VARIANT"] = "ssh"
+            self.env["GIT_SSH_COMMAND"] = (
+                "ssh -F /dev/null -o BatchMode=yes -o IdentityFile=none "
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+            )
         config = [
             ("protocol.file.allow", "never"),
             ("protocol.ext.allow", "never"),
@@ -406,6 +426,7 @@ def fetch_git(
     *,
     commit_mtime: bool,
     auth_header: str | None = None,
+    ssh_socket: Path | None = None,
     location: SourceLocation | None = None,
     timeout: float = _TIMEOUT,
 ) -> GitCheckout:
@@ -421,7 +442,14 @@ def fetch_git(
         work.mkdir()
     except OSError as exc:
         raise FilesystemError(f"cannot create {into}: {exc.strerror or exc}") from exc
-    git = _Git(source, home=home, auth_header=auth_header, location=location, timeout=timeout)
+    git = _Git(
+        source,
+        home=home,
+        auth_header=auth_header,
+        ssh_socket=ssh_socket,
+        location=location,
+        timeout=timeout,
+    )
     target = _resolve(git, source)
     git(["init", "-q", str(work)], what="git init")
     fetch = ["-C", str(work), "fetch", "-q", "--no-tags", "--no-write-fetch-head"]
@@ -446,7 +474,10 @@ def fetch_git(
     _check_commit(source, commit, target, location)
     if source.keep_git_dir:
         git(
-            ["-C", str(work), "remote", "add", "origin", _strip_userinfo(source.remote)],
+            [
+                *("-C", str(work), "remote", "add", "origin"),
+                source.remote if source.ssh else _strip_userinfo(source.remote),
+            ],
             what="git remote add",
         )
     if source.submodules and (work / ".gitmodules").is_file():

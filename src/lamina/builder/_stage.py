@@ -1116,6 +1116,9 @@ class StageBuilder:
                         into / f"git-{self.env.next_id()}",
                         commit_mtime=self.env.git_commit_mtime,
                         auth_header=header,
+                        ssh_socket=next(
+                            (s.socket for s in self.env.ssh if s.id == "default"), None
+                        ),
                         location=loc,
                     )
                 )

@@ -65,11 +65,26 @@ def test_parse_flags_and_query_options() -> None:
         _parse("https://h/r.git", checksum="sha256:" + "0" * 64)
 
 
-@pytest.mark.parametrize("src", ["git@h:o/r.git", "ssh://git@h/r.git", "git+ssh://h/r.git"])
-def test_ssh_is_refused(src: str) -> None:
-    with pytest.raises(NotSupportedError, match="over SSH") as info:
-        _parse(src)
+@pytest.mark.parametrize(
+    ("src", "remote", "ref", "subdir"),
+    [
+        ("git@h:o/r.git", "git@h:o/r.git", None, ""),
+        ("git@h:o/r.git#v1:docs", "git@h:o/r.git", "v1", "docs"),
+        ("git@h:o/r.git?branch=dev#:sub", "git@h:o/r.git", "dev", "sub"),
+        ("ssh://git@h:2222/r.git#main", "ssh://git@h:2222/r.git", "main", ""),
+        ("git+ssh://h/r.git", "git+ssh://h/r.git", None, ""),
+    ],
+)
+def test_ssh_forms(src: str, remote: str, ref: str | None, subdir: str) -> None:
+    parsed = _parse(src)
+    assert (parsed.remote, parsed.ref, parsed.subdir, parsed.ssh) == (remote, ref, subdir, True)
+
+
+def test_other_transports_are_refused() -> None:
+    with pytest.raises(NotSupportedError, match="ftp:// transport") as info:
+        _parse("ftp://h/r.git")
     assert info.value.location == LOC
+    assert _parse("https://h/r.git").ssh is False
 
 
 def test_redaction() -> None:
