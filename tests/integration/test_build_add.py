@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.errors import BuildStepError, NotSupportedError
+from lamina.errors import BuildStepError
 from tests.integration.test_build_engine import BUSYBOX, make_context, run_build
 from tests.unit.builder.test_add_url import (
     COMPRESSORS,
@@ -89,9 +89,9 @@ def test_add_url_failures_name_url_and_line(
         assert f"got sha256:{PAYLOAD_SHA}" in info.value.message
 
 
-def test_add_git_sources_stay_refused(tmp_path: Path) -> None:
-    text = "FROM scratch\nADD https://github.com/moby/buildkit.git#v0.12.0 /src\n"
-    with pytest.raises(NotSupportedError, match="git") as info:
+def test_add_git_over_ssh_needs_an_agent(tmp_path: Path) -> None:
+    text = "FROM scratch\nADD git@github.com:moby/buildkit.git#v0.12.0 /src\n"
+    with pytest.raises(BuildStepError, match="over SSH needs an SSH agent") as info:
         run_build(tmp_path, make_context(tmp_path / "ctx", text))
     assert info.value.location is not None
     assert info.value.location.line == 2

@@ -93,7 +93,9 @@ def build_lamina(
     build_args: Mapping[str, str],
     target: str | None,
     work: Path,
+    extra_args: Sequence[str] = (),
 ) -> BuildResult:
+    """``extra_args``: flags both tools take alike (e.g. ``--secret id=x,src=FILE``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -121,6 +123,7 @@ def build_lamina(
         cmd += ["--build-arg", f"{key}={value}"]
     if target is not None:
         cmd += ["--target", target]
+    cmd += extra_args
     _run(cmd)
     return BuildResult(out, tag, read_layout_config(out, tag))
 
@@ -158,6 +161,7 @@ class Buildah:
         *,
         build_args: Mapping[str, str],
         target: str | None,
+        extra_args: Sequence[str] = (),
     ) -> BuildResult:
         name = f"localhost/parity-{tag}"
         cmd = [
@@ -177,6 +181,7 @@ class Buildah:
             cmd += ["--build-arg", f"{key}={value}"]
         if target is not None:
             cmd += ["--target", target]
+        cmd += extra_args
         self.run(*cmd, str(context))
         try:
             self.run("push", "--quiet", "--tls-verify=false", name, f"oci:{out}:{tag}")

@@ -83,20 +83,20 @@ def parse_checksum(value: str, location: SourceLocation | None) -> tuple[str, st
 
 
 def check_add_sources(instr: AddInstruction) -> list[str]:
-    """Check an expanded ``ADD``'s sources and flags; return its http(s) URL sources.
+    """Check an expanded ``ADD``'s sources and flags; return its http(s) file URLs.
 
-    Git sources and ``--keep-git-dir`` are refused (not supported yet), as are
-    other URL schemes; ``--checksum`` needs exactly one http(s) source.
+    Git sources (see :func:`is_git_source`) are not in the result: the caller
+    checks them out (``lamina.builder._git``). Other URL schemes are refused;
+    ``--checksum`` needs exactly one http(s) or git source (for git it is a
+    commit SHA, checked by the git fetch).
     """
     loc = instr.location
-    hint = "clone it in a RUN step (or an earlier stage) and COPY from there"
-    if instr.keep_git_dir is not None:
-        raise NotSupportedError("ADD --keep-git-dir (git sources)", hint=hint, location=loc)
     urls: list[str] = []
+    gits = 0
     for src in instr.sources:
         if is_git_source(src):
-            raise NotSupportedError(f"ADD of a git URL ({src})", hint=hint, location=loc)
-        if is_url_source(src):
+            gits += 1
+        elif is_url_source(src):
             urls.append(src)
         elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", src):
             raise NotSupportedError(
@@ -111,13 +111,14 @@ def check_add_sources(instr: AddInstruction) -> list[str]:
                 hint="write one ADD per URL",
                 location=loc,
             )
-        if not urls:
+        if not urls and not gits:
             raise DockerfileError(
                 "ADD --checksum can't be specified for non-HTTP(S) sources",
                 hint="remove --checksum, or give an http(s) URL",
                 location=loc,
             )
-        parse_checksum(instr.checksum, loc)
+        if urls:
+            parse_checksum(instr.checksum, loc)
     return urls
 
 

@@ -28,7 +28,15 @@ from lamina.builder._copy import (
     resolve_dest,
     resolve_sources,
 )
-from lamina.builder._fetch import Fetched, check_add_sources, fetch_url
+from lamina.builder._fetch import Fetched, check_add_sources, fetch_url, is_git_source
+from lamina.builder._git import (
+    GitCheckout,
+    fetch_git,
+    git_auth_header,
+    git_secrets,
+    parse_git_source,
+    redact_url,
+)
 from lamina.builder._history import (
     BUILDKIT_COMMENT,
     go_list,
@@ -51,7 +59,7 @@ from lamina.builder._mounts import (
 )
 from lamina.builder._plan import BuildPlan, StagePlan
 from lamina.builder.options import SecretSource, SSHSource
-from lamina.context import LocalContext, has_glob
+from lamina.context import ContextSource, LocalContext, has_glob
 from lamina.dockerfile import (
     AddInstruction,
     ArgInstruction,
@@ -242,6 +250,8 @@ class BuildEnv:
     #: ``--secret`` and ``--ssh`` sources for RUN --mount=type=secret|ssh
     secrets: tuple[SecretSource, ...] = ()
     ssh: tuple[SSHSource, ...] = ()
+    #: ``ADD <git>``: files get the commit time (BuildKit does when SOURCE_DATE_EPOCH is set)
+    git_commit_mtime: bool = False
 
     def next_id(self) -> int:
         self.counter += 1
@@ -470,7 +480,7 @@ class StageBuilder:
                 self.sp.display,
                 self.step_no,
                 total,
-                instr.original if instr.original else instr.keyword,
+                redact_url(instr.original) if instr.original else instr.keyword,
             )
             effect = self.step(instr)
             self._apply(effect)
@@ -1084,6 +1094,39 @@ class StageBuilder:
             raise
         return out
 
+    def _checkout_all(
+        self, gits: Sequence[str], instr: AddInstruction, into: Path
+    ) -> list[GitCheckout]:
+        """Check out the ``ADD`` git sources below ``into`` (deleted by the caller)."""
+        loc = instr.location
+        parsed = [
+            parse_git_source(
+                src, keep_git_dir=instr.keep_git_dir, checksum=instr.checksum, location=loc
+            )
+            for src in gits
+        ]
+        out: list[GitCheckout] = []
+        try:
+            for source in parsed:
+                self.log.info("fetching git repository %s", source.display)
+                header = git_auth_header(source.remote, git_secrets(self.env.secrets, loc))
+                out.append(
+                    fetch_git(
+                        source,
+                        into / f"git-{self.env.next_id()}",
+                        commit_mtime=self.env.git_commit_mtime,
+                        auth_header=header,
+                        ssh_socket=next(
+                            (s.socket for s in self.env.ssh if s.id == "default"), None
+                        ),
+                        location=loc,
+                    )
+                )
+        except BaseException:
+            shutil.rmtree(into, ignore_errors=True)
+            raise
+        return out
+
     def do_copy(self, instr: CopyInstruction | AddInstruction) -> StepEffect:
         """COPY/ADD, with ``--exclude``, ``COPY --parents``, ``--link`` and symbolic ``--chmod``.
 
@@ -1116,21 +1159,26 @@ class StageBuilder:
                     f"{kw} --exclude: {exc.message}", hint=exc.hint, location=loc
                 ) from exc
         urls: list[str] = []
+        gits: list[str] = []
         if isinstance(instr, AddInstruction):
             urls = check_add_sources(instr)
+            gits = [src for src in instr.sources if is_git_source(src)]
         rootfs = self.ensure_fs()
         tree = self._source_tree(from_, loc)
-        local = [src for src in instr.sources if src not in urls]
+        local = [src for src in instr.sources if src not in urls and src not in gits]
         sources, bases = resolve_sources(tree, local, parents=parents, location=loc)
         fetch_dir = self.env.build_dir.work / f"add-{self.env.next_id()}"
         fetched: list[Fetched] = []
         if urls and isinstance(instr, AddInstruction):
             fetched = self._fetch_all(urls, instr, fetch_dir)
+        checkouts: list[GitCheckout] = []
+        if gits and isinstance(instr, AddInstruction):
+            checkouts = self._checkout_all(gits, instr, fetch_dir)
         dest, dest_is_dir = resolve_dest(instr.dest, self.runtime.working_dir or "/")
         if not dest_is_dir and safe_join(rootfs, dest, follow_final=True).is_dir():
             dest_is_dir = True
         several = len(instr.sources) > 1 or any(has_glob(s) for s in instr.sources)
-        if several and len(sources) + len(fetched) > 1 and not dest_is_dir:
+        if several and len(sources) + len(fetched) + len(checkouts) > 1 and not dest_is_dir:
             raise DockerfileError(
                 f"when using {kw} with more than one source file, "
                 "the destination must be a directory and end with a /",
@@ -1167,6 +1215,18 @@ class StageBuilder:
                 except OSError as exc:
                     raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
             written = copy_into(target, req, warn=self.log.warning)
+            for checkout in checkouts:  # each git checkout: a directory source of its own
+                git_tree = LocalContext(checkout.root, None, name="git repository")
+                git_req = replace(
+                    req,
+                    tree=git_tree,
+                    sources=(ContextSource(path="", host=checkout.root, kind="dir"),),
+                    bases=(),
+                    parents=False,
+                    extract_archives=False,
+                    remote=(),
+                )
+                written += copy_into(target, git_req, warn=self.log.warning)
             written += self._copy_heredocs(
                 instr,
                 target,
@@ -1188,7 +1248,7 @@ class StageBuilder:
             flags += f"--chown={instr.chown} "
         if instr.chmod:
             flags += f"--chmod={instr.chmod} "
-        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
+        srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
         created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
         return StepEffect(created_by=created_by, layer=layer)
 
