@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lamina.errors import BuildStepError, UsageError
@@ -19,7 +19,14 @@ from lamina.sandbox._runners import (
 )
 from lamina.sandbox._spec import Runner
 
-__all__ = ["ISOLATIONS", "detect_container", "probe_chroot", "probe_namespace", "select_runner"]
+__all__ = [
+    "ISOLATIONS",
+    "auto_in_place",
+    "detect_container",
+    "probe_chroot",
+    "probe_namespace",
+    "select_runner",
+]
 
 ISOLATIONS = ("auto", "namespace", "chroot", "none")
 _PROBE_TIMEOUT = 20.0
@@ -186,6 +193,22 @@ def select_runner(
             log("isolation: chroot (namespaces unavailable: " + "; ".join(failures) + ")")
             return ChrootRunner()
         failures.append(f"chroot: {reason}")
+    return auto_in_place(failures, environ=environ, probe_root=probe_root, ignore=ignore, log=log)
+
+
+def auto_in_place(
+    failures: Sequence[str],
+    *,
+    environ: Mapping[str, str] | None,
+    probe_root: Path,
+    ignore: IgnoreList | None,
+    log: Callable[[str], None],
+) -> InPlaceRunner:
+    """``auto``'s last resort after ``failures``: in place, only in a kaniko-like container.
+
+    Needs a container hint (:func:`detect_container`) and a ``kaniko``
+    directory in ``probe_root``; otherwise raises, whatever ``--force`` says.
+    """
     reasons = "; ".join(failures)
     container = detect_container(environ, root=probe_root)
     if container is None or not (probe_root / "kaniko").is_dir():
