@@ -136,7 +136,8 @@ COPY c.txt /c.txt
     assert not (root / "opt/a.txt").exists()  # stage 0's file, gone with its stage
     assert (root / "opt/keep/file").read_text() == "kept by --ignore-path\n"
     assert (root / "var/run/pid").exists()
-    assert (root / "kaniko").is_dir() and not any((root / "kaniko").iterdir())
+    assert (root / "kaniko").is_dir()
+    assert not any((root / "kaniko").iterdir())
 
 
 def test_in_place_run_needs_the_real_root(
