@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-venv docker-registry skopeo umoci buildah busybox-static debootstrap
-  apache2-utils openssl curl jq zstd uidmap fuse-overlayfs git tar gzip podman openssh-client)
+  apache2-utils openssl curl jq zstd uidmap fuse-overlayfs git tar gzip podman openssh-client
+  patchelf runc)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
