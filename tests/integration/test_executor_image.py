@@ -224,6 +224,9 @@ FROM {busybox_image}
 COPY hello.txt /hello.txt
 RUN echo ran > /ran.txt && rm /etc/group
 COPY --from=build /out/artifact /artifact
+RUN <<EOF
+echo heredoc > /heredoc.txt
+EOF
 """)
     local = executor_image.executor(
         same,
@@ -254,6 +257,7 @@ COPY --from=build /out/artifact /artifact
         )
     ]
     assert in_place.digest() == result.digest
+    assert "heredoc.txt" in _members(in_place)[-1]
 
     # a Debian base in place
     deb = executor_image.executor(

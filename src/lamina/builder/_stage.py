@@ -862,7 +862,10 @@ class StageBuilder:
                 os.chmod(pipes, 0o755)
                 (pipes / script[0]).write_bytes(script[1])
                 os.chmod(pipes / script[0], 0o755)
-                mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
+                if self.env.inplace is not None:  # in place: the build dir is in / (ignored)
+                    run_argv = (*argv[:-1], str(pipes / script[0]))
+                else:
+                    mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
             for m in instr.mounts:
                 if m.type in ("secret", "ssh"):
                     continue
