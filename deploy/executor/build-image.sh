@@ -84,6 +84,17 @@ rm -rf "$LIB/python3.11/site-packages/bin"
 cp -a "$repo/src/lamina" "$LIB/python3.11/site-packages/lamina"
 find "$LIB/python3.11/site-packages/lamina" -name __pycache__ -prune -exec rm -rf {} +
 "$PYTHON" -m compileall -q "$LIB/python3.11/site-packages/lamina" >/dev/null
+# package metadata, so that `executor version` reports the version
+"$PYTHON" - "$repo/pyproject.toml" "$LIB/python3.11/site-packages" <<'EOF'
+import pathlib, sys, tomllib
+project = tomllib.loads(pathlib.Path(sys.argv[1]).read_text())["project"]
+info = pathlib.Path(sys.argv[2]) / f"lamina-{project['version']}.dist-info"
+info.mkdir()
+(info / "METADATA").write_text(
+    f"Metadata-Version: 2.1\nName: lamina\nVersion: {project['version']}\n"
+)
+(info / "INSTALLER").write_text("deploy/executor/build-image.sh\n")
+EOF
 
 # every shared library the interpreter and all extension modules load, and the loader
 mapfile -t elves < <(find "$PY" "$LIB/python3.11" -name '*.so' -o -name '*.so.*' -o -path "$PY")

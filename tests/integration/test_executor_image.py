@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,8 @@ def test_executor_image_layout(executor_image: Podman) -> None:
         "run", "--rm", "--ulimit=nofile=4096:4096", "--ulimit=nproc=4096:4096", TAG, "version"
     )
     assert version.returncode == 0, version.stderr
-    assert version.stdout.startswith("lamina ")
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert version.stdout == f"lamina {pyproject['project']['version']}\n"
 
 
 def test_executor_builds_in_place(  # noqa: PLR0917 - fixtures
