@@ -53,6 +53,14 @@ if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("patchelf
     pytest.skip("needs root, podman and patchelf", allow_module_level=True)
 
 
+_MEASURE = """\
+import resource, subprocess, sys
+code = subprocess.run(["/kaniko/executor", *sys.argv[1:]]).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Podman:
     """podman with private storage, set up for this (nested, cgroup-hybrid) machine."""
@@ -64,7 +72,14 @@ class Podman:
             [*self.base, *args], capture_output=True, text=True, check=False, timeout=timeout
         )
 
-    def executor(self, context: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    def executor(
+        self, context: Path, *flags: str, measure: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run /kaniko/executor; ``measure``: print its peak RSS (KiB) as the last stdout line."""
+        wrap: tuple[str, ...] = ()
+        if measure:
+            wrap = ("--entrypoint", "/kaniko/python/bin/python3.11")
+            flags = ("-I", "-c", _MEASURE, *flags)
         return self(
             "run",
             "--rm",
@@ -74,6 +89,7 @@ class Podman:
             "--ulimit=nproc=4096:4096",
             "-v",
             f"{context}:/workspace",
+            *wrap,
             TAG,
             *flags,
         )
@@ -267,8 +283,12 @@ EOF
         "--dockerfile=/workspace/Dockerfile.debian",
         f"--destination={host}/lamina/in-place-debian:v1",
         *common,
+        measure=True,
     )
     assert deb.returncode == 0, deb.stderr[-6000:]
+    peak_kib = int(deb.stdout.split()[-1])
+    print(f"in-place Debian build: peak RSS {peak_kib // 1024} MiB")
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"  # issue 5's bound, in place
     deb_image = client.pull(
         Reference.parse(f"{host}/lamina/in-place-debian:v1"), platform=Platform.host()
     )
