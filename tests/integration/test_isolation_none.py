@@ -148,3 +148,14 @@ def test_in_place_run_needs_the_real_root(
     root.mkdir()
     with pytest.raises(NotSupportedError, match="other than /"):
         _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
+
+
+def test_cleanup_empties_the_root_after_an_in_place_build(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY a.txt /a.txt\n")
+    root = tmp_path / "root"
+    (root / "kaniko").mkdir(parents=True)
+    built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root), cleanup=True)
+    assert built.names[-1] == ["a.txt"]  # the layers were written before the wipe
+    assert sorted(p.name for p in root.iterdir()) == ["kaniko"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lamina.builder._inplace import prepare_inplace
+from lamina.builder._inplace import prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
@@ -234,6 +234,9 @@ def build_image(
             env.results[index] = result
             _drop_unneeded_rootfs(env, plan, index)
         image = env.results[plan.target].image
+        if build.cleanup and env.inplace is not None:
+            log.info("--cleanup: emptying %s", env.inplace.root)
+            wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
         if build.reproducible:
             image = canonical(image, epoch=epoch or 0)
         digest = image.digest()

@@ -94,11 +94,10 @@ def prepare_inplace(
     need one (a build without RUN keeps private rootfs directories). An
     injected :class:`~lamina.sandbox.InPlaceRunner` builds in its ``root``.
     """
-    mountinfo = read_mountinfo()
     if runner is None and (
         build.isolation == "none" or (build.isolation == "auto" and plan_runs(plan))
     ):
-        preview = ignore_list_for(build, Path("/"), keep, mountinfo=mountinfo)
+        preview = ignore_list_for(build, Path("/"), keep, mountinfo=read_mountinfo())
         runner = select_runner(
             build.isolation, force=build.force, log=log.info, environ=environ, ignore=preview
         )
@@ -109,7 +108,7 @@ def prepare_inplace(
                 "the other modes build in a private rootfs"
             )
         return runner, None
-    ignore = ignore_list_for(build, runner.root, keep, mountinfo=mountinfo)
+    ignore = ignore_list_for(build, runner.root, keep, mountinfo=read_mountinfo())
     log.info(
         "building in place in %s (kept: %s)",
         runner.root,
