@@ -185,8 +185,9 @@ FROM {busybox_image} AS build
 RUN mkdir -p /out && echo artifact > /out/artifact && echo 1 > /tmp/build-only
 FROM {busybox_image}
 COPY hello.txt /hello.txt
-RUN echo ran > /ran.txt && rm /etc/group && mkdir -p /data /var/run \\
- && echo no > /data/ignored && echo no > /var/run/x.pid
+VOLUME /vol
+RUN echo ran > /ran.txt && rm /etc/group && mkdir -p /data /var/run /vol \\
+ && echo no > /data/ignored && echo no > /var/run/x.pid && echo no > /vol/x
 COPY --from=build /out/artifact /artifact
 """)
     (ctx / "Dockerfile.debian").write_text(f"""\
@@ -224,6 +225,7 @@ RUN echo deb > /deb.txt && rm /etc/debian_version
     assert "etc/.wh.group" in run_layer  # the deletion, as a whiteout
     assert "data/ignored" not in run_layer  # --ignore-path
     assert "var/run/x.pid" not in run_layer  # --ignore-var-run (default true)
+    assert not any(n.startswith("vol") for n in run_layer)  # a VOLUME (kaniko)
     assert set(layers[3]) == {"artifact"}
     for layer in layers[1:]:  # the new layers (the busybox base has its own /dev)
         for name in layer:
