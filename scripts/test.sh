@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-venv docker-registry skopeo umoci buildah busybox-static debootstrap
   apache2-utils openssl curl jq zstd uidmap fuse-overlayfs git tar gzip podman openssh-client
-  openssh-server)
+  openssh-server patchelf runc)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

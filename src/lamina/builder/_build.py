@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lamina.builder._inplace import prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
@@ -171,6 +172,18 @@ def build_image(
     platform = Platform.parse(build.platform) if build.platform else Platform.host()
     build_dir = BuildDir.create(build.kaniko_dir)
     compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
+    try:
+        runner, inplace = prepare_inplace(
+            build,
+            plan,
+            runner,
+            keep=[build_dir.path, context_dir, dockerfile],
+            environ=dict(build.container_env),
+            log=log,
+        )
+    except BaseException:
+        build_dir.cleanup()
+        raise
     env = BuildEnv(
         plan=plan,
         context=context,
@@ -193,6 +206,7 @@ def build_image(
         ssh=build.ssh,
         git_commit_mtime=build.source_date_epoch is not None,
         single_snapshot=build.single_snapshot,
+        inplace=inplace,
     )
     try:
         for index in plan.order:
@@ -203,18 +217,27 @@ def build_image(
             if result.rootfs is None and any(
                 index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
             ):
-                builder.ensure_fs()
+                if env.inplace is not None:
+                    # one shared root: COPY --from reads a private copy of the stage
+                    rootfs = build_dir.path / f"stage-{index}"
+                    rootfs.mkdir(mode=0o755)
+                    env.extract(result.image, rootfs)
+                else:
+                    rootfs = builder.ensure_fs()
                 result = StageResult(
                     index=result.index,
                     name=result.name,
                     image=result.image,
-                    rootfs=builder.rootfs,
+                    rootfs=rootfs,
                     scope=result.scope,
                     layers_added=result.layers_added,
                 )
             env.results[index] = result
             _drop_unneeded_rootfs(env, plan, index)
         image = env.results[plan.target].image
+        if build.cleanup and env.inplace is not None:
+            log.info("--cleanup: emptying %s", env.inplace.root)
+            wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
         if build.reproducible:
             image = canonical(image, epoch=epoch or 0)
         digest = image.digest()

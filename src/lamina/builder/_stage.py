@@ -44,6 +44,7 @@ from lamina.builder._history import (
     healthcheck_created_by,
     run_created_by,
 )
+from lamina.builder._inplace import InPlace, wipe_root
 from lamina.builder._layers import make_layer
 from lamina.builder._mounts import (
     SANDBOX_PIPES_DIR,
@@ -102,6 +103,7 @@ from lamina.errors import (
 from lamina.fs import (
     BuildDir,
     Change,
+    IgnoreList,
     StatIndex,
     apply_upper,
     changes_from_upper,
@@ -252,6 +254,8 @@ class BuildEnv:
     ssh: tuple[SSHSource, ...] = ()
     #: ``ADD <git>``: files get the commit time (BuildKit does when SOURCE_DATE_EPOCH is set)
     git_commit_mtime: bool = False
+    #: ``--isolation=none``: every stage builds in this one root (None: private dirs)
+    inplace: InPlace | None = None
 
     def next_id(self) -> int:
         self.counter += 1
@@ -281,12 +285,21 @@ class BuildEnv:
         self.pulled[key] = image
         return image
 
-    def extract(self, image: Image, root: Path) -> None:
-        """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten)."""
+    def extract(self, image: Image, root: Path, *, ignore: IgnoreList | None = None) -> None:
+        """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten).
+
+        Paths on ``ignore`` are neither written nor deleted (in-place builds).
+        """
         for i, layer in enumerate(image.layers()):
             name = f"layer {i} ({layer.digest()})"
             with layer.uncompressed() as stream:
-                fs_extract_layer(root, stream, on_warning=self.log.warning, layer_name=name)
+                fs_extract_layer(
+                    root, stream, ignore=ignore, on_warning=self.log.warning, layer_name=name
+                )
+
+    def scan(self, root: Path) -> StatIndex:
+        """A stat index of ``root``, leaving out the in-place ignore list."""
+        return StatIndex.scan(root, self.inplace.ignore if self.inplace is not None else None)
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -370,7 +383,11 @@ class StageBuilder:
         self.is_target = is_target
         self.log = env.log
         self.escape = env.plan.dockerfile.escape
-        self.rootfs = env.build_dir.path / f"stage-{sp.index}"
+        self.rootfs = (
+            env.inplace.root
+            if env.inplace is not None
+            else env.build_dir.path / f"stage-{sp.index}"
+        )
         self.fs_ready = False
         self.addenda: list[Addendum] = []
         self.cmd_seen = False
@@ -433,6 +450,17 @@ class StageBuilder:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
         if self.fs_ready:
             return self.rootfs
+        if self.env.inplace is not None:
+            self.log.info(
+                "stage %s: emptying %s and extracting %s",
+                self.sp.display,
+                self.rootfs,
+                self.sp.base,
+            )
+            wipe_root(self.env.inplace)
+            self.env.extract(self.base_image, self.rootfs, ignore=self.env.inplace.ignore)
+            self.fs_ready = True
+            return self.rootfs
         try:
             self.rootfs.mkdir(mode=0o755)
         except OSError as exc:
@@ -466,7 +494,7 @@ class StageBuilder:
         self._start()
         assert self.scope is not None
         if self.single_snapshot:
-            self.snapshot_base = StatIndex.scan(self.ensure_fs())
+            self.snapshot_base = self.env.scan(self.ensure_fs())
         instructions: list[Instruction] = []
         if self.runtime.on_build:
             instructions.extend(self._triggers(self.runtime.on_build))
@@ -538,7 +566,7 @@ class StageBuilder:
         """
         assert self.snapshot_base is not None
         mode = self.env.snapshot_mode
-        after = StatIndex.scan(self.rootfs)
+        after = self.env.scan(self.rootfs)
         changes = diff(
             self.snapshot_base,
             after,
@@ -584,7 +612,8 @@ class StageBuilder:
             index=self.sp.index,
             name=self.sp.name,
             image=image,
-            rootfs=self.rootfs if self.fs_ready else None,
+            # in place, the one root is not the stage's to keep (_build saves a copy)
+            rootfs=self.rootfs if self.fs_ready and self.env.inplace is None else None,
             scope=self.scope,
             layers_added=sum(1 for a in self.addenda if a.layer is not None),
         )
@@ -687,6 +716,9 @@ class StageBuilder:
     def do_volume(self, instr: VolumeInstruction) -> StepEffect:
         merged = list(self.runtime.volumes)
         merged.extend(v for v in instr.volumes if v not in merged)
+        if self.env.inplace is not None:  # kaniko: later writes below a VOLUME are not kept
+            inplace = self.env.inplace
+            self.env.inplace = replace(inplace, ignore=inplace.ignore.with_paths(*instr.volumes))
         return StepEffect(
             created_by=f"VOLUME {go_list(instr.volumes)}",
             config=replace(self.runtime, volumes=tuple(merged)),
@@ -820,12 +852,6 @@ class StageBuilder:
         created_by = run_created_by(argv, args)
         rootfs = self.ensure_fs()
         runner = self.env.get_runner()
-        if runner.name == "none":
-            raise NotSupportedError(
-                "RUN with --isolation=none (kaniko's in-place mode)",
-                hint="use --isolation=namespace or --isolation=chroot",
-                location=loc,
-            )
         cwd = self.runtime.working_dir or "/"
         run_argv = argv
         if script is not None:
@@ -846,7 +872,10 @@ class StageBuilder:
                 os.chmod(pipes, 0o755)
                 (pipes / script[0]).write_bytes(script[1])
                 os.chmod(pipes / script[0], 0o755)
-                mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
+                if self.env.inplace is not None:  # in place: the build dir is in / (ignored)
+                    run_argv = (*argv[:-1], str(pipes / script[0]))
+                else:
+                    mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
             for m in instr.mounts:
                 if m.type in ("secret", "ssh"):
                     continue
@@ -934,12 +963,12 @@ class StageBuilder:
                 shutil.rmtree(work, ignore_errors=True)
                 shutil.rmtree(upper, ignore_errors=True)
             else:
-                before = StatIndex.scan(rootfs)
+                before = self.env.scan(rootfs)
                 result = runner.run(spec, on_output=out)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                after = StatIndex.scan(rootfs)
+                after = self.env.scan(rootfs)
                 mode = (
                     self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
                 )

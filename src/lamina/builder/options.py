@@ -76,8 +76,13 @@ class BuildOptions:
     #: where ``RUN --mount=type=cache`` contents persist between builds
     #: (None: ``<kaniko_dir>/cache-mounts``); never part of a layer
     cache_mount_dir: Path | None = None
+    #: ``--ignore-var-run``/``--ignore-path``: left out of extraction, snapshots and
+    #: deletion in ``--isolation=none`` (the other modes build in a private rootfs)
     ignore_var_run: bool = True
     ignore_paths: tuple[str, ...] = ()
+    #: the ``container``/``KUBERNETES_SERVICE_HOST`` environment variables, for
+    #: telling whether we run in a container (``--isolation=none|auto``)
+    container_env: tuple[tuple[str, str], ...] = ()
     skip_unused_stages: bool = True
     force_build_metadata: bool = False
     image_fs_extract_retry: int = 0

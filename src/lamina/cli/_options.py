@@ -416,6 +416,9 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         kaniko_dir=Path(kaniko_dir),
         ignore_var_run=v["ignore_var_run"],
         ignore_paths=tuple(v["ignore_path"]),
+        container_env=tuple(
+            (k, env[k]) for k in ("container", "KUBERNETES_SERVICE_HOST") if env.get(k)
+        ),
         skip_unused_stages=v["skip_unused_stages"],
         force_build_metadata=v["force_build_metadata"],
         image_fs_extract_retry=v["image_fs_extract_retry"],

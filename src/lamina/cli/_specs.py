@@ -214,7 +214,7 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
     _f(
         "ignore-var-run",
         B,
-        "Leave /var/run out of snapshots; false keeps it in the image",
+        "Leave /var/run out of snapshots (matters only with --isolation=none)",
         True,
     ),
     _f(
@@ -225,7 +225,11 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
         deprecated_alias_of="ignore-var-run",
         hidden=True,
     ),
-    _f("ignore-path", M, "Path left out of snapshots and extraction (repeatable)"),
+    _f(
+        "ignore-path",
+        M,
+        "Path left out of snapshots, extraction and deletion (repeatable; --isolation=none only)",
+    ),
     _f("label", M, "Image label KEY=VALUE (repeatable)"),
     _f("skip-unused-stages", B, "Build only the stages the target needs", True),
     _f("use-new-run", B, "kaniko's experimental stat-based RUN detection", False),

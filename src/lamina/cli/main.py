@@ -48,8 +48,6 @@ log = logging.getLogger("lamina")
 UNSUPPORTED_BUILD_FLAGS: dict[str, str] = {
     "git": "git build contexts are not implemented; clone the repository and pass --context=DIR",
     "use-new-run": "lamina's snapshotter replaces it; leave the flag out",
-    "ignore-path": "paths are left out of snapshots only in --isolation=none, "
-    "which is not implemented yet",
     "force-build-metadata": "metadata-only instructions never produce layers yet",
     "image-fs-extract-retry": "base layers are extracted once; a failure ends the build",
 }
@@ -146,12 +144,6 @@ def _check_unsupported(parsed: ParsedFlags) -> None:
     for flag, hint in UNSUPPORTED_BUILD_FLAGS.items():
         if flag in parsed.given:
             raise NotSupportedError(f"--{flag}", hint=hint)
-    if "ignore-var-run" in parsed.given and parsed.values["ignore_var_run"]:
-        raise NotSupportedError(
-            "--ignore-var-run=true",
-            hint="lamina keeps /var/run changes in layers (kaniko's --ignore-var-run=false); "
-            "leave the flag out or set it to false",
-        )
 
 
 def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:

@@ -25,12 +25,16 @@
     ``none``
         kaniko's mode for unprivileged Kubernetes pods: the container's own
         ``/`` is the image; the step runs directly in it (new process group,
-        leftovers killed). Refused outside a container unless ``--force``.
-        Snapshots must then skip kaniko's ignore list
+        leftovers killed). Refused outside a container unless ``--force``
+        (:func:`detect_container` lists the hints used; the error names what
+        would be deleted). ``InPlaceRunner.root`` tells the builder where the
+        one rootfs is; its snapshots skip kaniko's ignore list
         (:func:`lamina.fs.default_ignore_list`).
     ``auto``
         the first that works of: namespace (as root), namespace (through a
-        user namespace), chroot (root only), none; the choice is logged.
+        user namespace), chroot (root only), none -- the last only inside a
+        container with a ``/kaniko`` directory (the executor image), never
+        elsewhere, ``--force`` or not; the choice is logged.
 
 * :class:`NamespaceRunner`, :class:`ChrootRunner`, :class:`InPlaceRunner` are
   the three runners; :class:`IdMap` describes a user namespace's id map (the

@@ -724,11 +724,17 @@ class ChrootRunner:
 class InPlaceRunner:
     """kaniko's mode: the command runs directly in ``/`` (the container's own root).
 
-    ``spec.rootfs`` must be ``/``. ``extra_files`` are not applied: the
+    ``spec.rootfs`` must be ``/``; ``root`` (default ``/``) is where the
+    builder keeps the stage's filesystem, another directory only in tests of
+    the builder's in-place path (a RUN step is then refused). ``extra_files`` are not applied: the
     container's own ``/etc/resolv.conf`` and ``/etc/hosts`` are already in
     place (and, being mount points, on the ignore list). The command gets a
     new process group; everything it leaves behind is killed after the step.
     """
+
+    #: the root filesystem the build changes in place: ``/`` for real builds;
+    #: tests give a directory (RUN is then refused)
+    root: Path = Path("/")
 
     @property
     def name(self) -> str:

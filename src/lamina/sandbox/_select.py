@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lamina.errors import BuildStepError, UsageError
+from lamina.fs import IgnoreList, mount_points_from_mountinfo
 from lamina.sandbox._runners import (
     ChrootRunner,
     InPlaceRunner,
@@ -18,11 +19,19 @@ from lamina.sandbox._runners import (
 )
 from lamina.sandbox._spec import Runner
 
-__all__ = ["ISOLATIONS", "detect_container", "probe_chroot", "probe_namespace", "select_runner"]
+__all__ = [
+    "ISOLATIONS",
+    "auto_in_place",
+    "detect_container",
+    "probe_chroot",
+    "probe_namespace",
+    "select_runner",
+]
 
 ISOLATIONS = ("auto", "namespace", "chroot", "none")
 _PROBE_TIMEOUT = 20.0
 _CGROUP_MARKERS = ("docker", "kubepods", "containerd", "libpod", "lxc", "crio", "buildkit")
+_RUNTIME_MOUNTS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 
 def detect_container(
@@ -30,9 +39,14 @@ def detect_container(
 ) -> str | None:
     """Why we believe we run inside a container, or ``None``.
 
-    Looks at ``/.dockerenv``, ``/run/.containerenv``, ``/proc/1/cgroup`` and
-    the ``container`` / ``KUBERNETES_SERVICE_HOST`` variables of ``environ``
-    (the caller passes its environment; the library does not read it).
+    The hints, in order: the ``KUBERNETES_SERVICE_HOST`` and ``container``
+    variables of ``environ`` (the caller passes its environment; the library
+    does not read it), the files ``/.dockerenv`` (Docker) and
+    ``/run/.containerenv`` (Podman), a container runtime's name in
+    ``/proc/1/cgroup`` (cgroup v1, or v2 without a cgroup namespace), and
+    ``/etc/hostname``, ``/etc/hosts`` or ``/etc/resolv.conf`` being mount
+    points in ``/proc/self/mountinfo`` (every runtime bind-mounts them; a
+    host never does). All paths are read below ``root``.
     """
     env = environ or {}
     if env.get("KUBERNETES_SERVICE_HOST"):
@@ -49,7 +63,28 @@ def detect_container(
     for marker in _CGROUP_MARKERS:
         if marker in cgroup:
             return f"/proc/1/cgroup mentions {marker}"
+    try:
+        mountinfo = (root / "proc/self/mountinfo").read_text(errors="replace")
+    except OSError:
+        mountinfo = ""
+    points = set(mount_points_from_mountinfo(mountinfo))
+    for marker in _RUNTIME_MOUNTS:
+        if marker in points:
+            return f"{marker} is a mount point"
     return None
+
+
+def _would_delete(root: Path, ignore: IgnoreList | None) -> str:
+    """The top-level entries of ``root`` an in-place build would delete, for messages."""
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return "everything in " + str(root)
+    kept = ignore or IgnoreList()
+    doomed = [f"/{n}" for n in names if not kept.matches(n)]
+    if len(doomed) > 12:
+        doomed = [*doomed[:12], f"... ({len(doomed) - 12} more)"]
+    return ", ".join(doomed) or "nothing yet"
 
 
 def _run_probe(*args: str) -> str | None:
@@ -84,14 +119,21 @@ def probe_chroot() -> str | None:
 
 
 def _refuse_outside_container(
-    force: bool, environ: Mapping[str, str] | None, *, why: str = "", root: Path = Path("/")
+    force: bool,
+    environ: Mapping[str, str] | None,
+    *,
+    why: str = "",
+    root: Path = Path("/"),
+    ignore: IgnoreList | None = None,
 ) -> None:
     if force or detect_container(environ, root=root) is not None:
         return
     raise UsageError(
-        "refusing to run with --isolation=none outside a container: RUN steps would "
-        "change this machine's own filesystem" + why,
-        hint="run lamina inside a container, choose another --isolation, or pass --force",
+        "refusing to run with --isolation=none outside a container: every base image is "
+        f"unpacked over {root} after deleting what is there (here: "
+        f"{_would_delete(root, ignore)}; only the ignore list is kept)" + why,
+        hint="run lamina inside a container (the executor image), choose another "
+        "--isolation, or pass --force if this machine is disposable",
     )
 
 
@@ -101,12 +143,18 @@ def select_runner(
     force: bool,
     log: Callable[[str], None],
     environ: Mapping[str, str] | None = None,
+    probe_root: Path = Path("/"),
+    ignore: IgnoreList | None = None,
 ) -> Runner:
     """The runner for ``--isolation``; ``auto`` probes and logs its choice.
 
     ``auto`` tries namespaces (as root, then through a user namespace), then
-    chroot, then ``none`` (which refuses to run outside a container unless
-    ``force``).
+    chroot, then ``none`` -- but only inside a container (see
+    :func:`detect_container`) that has kaniko's layout (a ``/kaniko``
+    directory, as in the executor image); ``--force`` never makes ``auto``
+    pick ``none``. ``--isolation=none`` refuses to run outside a container
+    unless ``force``. ``probe_root`` is where the container hints are looked
+    for and ``ignore`` the paths an in-place build keeps (for the message).
     """
     if isolation not in ISOLATIONS:
         raise UsageError(
@@ -136,7 +184,7 @@ def select_runner(
             )
         return ChrootRunner()
     if isolation == "none":
-        _refuse_outside_container(force, environ)
+        _refuse_outside_container(force, environ, root=probe_root, ignore=ignore)
         return InPlaceRunner()
 
     if root:
@@ -145,6 +193,33 @@ def select_runner(
             log("isolation: chroot (namespaces unavailable: " + "; ".join(failures) + ")")
             return ChrootRunner()
         failures.append(f"chroot: {reason}")
-    _refuse_outside_container(force, environ, why=" (" + "; ".join(failures) + ")")
-    log("isolation: none (namespaces and chroot unavailable: " + "; ".join(failures) + ")")
+    return auto_in_place(failures, environ=environ, probe_root=probe_root, ignore=ignore, log=log)
+
+
+def auto_in_place(
+    failures: Sequence[str],
+    *,
+    environ: Mapping[str, str] | None,
+    probe_root: Path,
+    ignore: IgnoreList | None,
+    log: Callable[[str], None],
+) -> InPlaceRunner:
+    """``auto``'s last resort after ``failures``: in place, only in a kaniko-like container.
+
+    Needs a container hint (:func:`detect_container`) and a ``kaniko``
+    directory in ``probe_root``; otherwise raises, whatever ``--force`` says.
+    """
+    reasons = "; ".join(failures)
+    container = detect_container(environ, root=probe_root)
+    if container is None or not (probe_root / "kaniko").is_dir():
+        raise BuildStepError(
+            "--isolation=auto found no way to isolate RUN steps here ("
+            + reasons
+            + "), and it picks the in-place mode only inside a container with a /kaniko "
+            "directory (the executor image)",
+            hint="give the build the rights for user namespaces, run it as root, or run "
+            "the executor image; --isolation=none --force builds in this machine's own / "
+            f"(it would delete: {_would_delete(probe_root, ignore)})",
+        )
+    log(f"isolation: none (in place; {container}; namespaces and chroot unavailable: {reasons})")
     return InPlaceRunner()

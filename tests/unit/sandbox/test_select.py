@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from lamina.errors import UsageError
+from lamina.errors import BuildStepError, UsageError
+from lamina.fs import IgnoreList
 from lamina.sandbox import InPlaceRunner, detect_container, select_runner
+from lamina.sandbox._select import auto_in_place
 
 
 def test_detect_container(tmp_path: Path) -> None:
@@ -32,3 +35,77 @@ def test_none_with_force_or_in_container() -> None:
     runner = select_runner("none", force=False, log=lambda _: None, environ={"container": "oci"})
     assert runner.name == "none"
     assert not runner.captures_upper
+
+
+def _fake_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    for d in ("bin", "etc", "kaniko", "proc/self", "usr/lib"):
+        (root / d).mkdir(parents=True)
+    return root
+
+
+def test_detect_container_by_runtime_mounts(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    host_mounts = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n23 22 0:5 / /proc rw - proc proc rw\n"
+    (root / "proc/self/mountinfo").write_text(host_mounts)
+    assert detect_container({}, root=root) is None
+    (root / "proc/self/mountinfo").write_text(
+        host_mounts + "30 22 8:1 /containers/abc/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+    )
+    assert detect_container({}, root=root) == "/etc/hostname is a mount point"
+
+
+def test_none_refusal_says_what_would_be_deleted(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    with pytest.raises(UsageError) as err:
+        select_runner(
+            "none",
+            force=False,
+            log=lambda _: None,
+            environ={},
+            probe_root=root,
+            ignore=IgnoreList.of(["/kaniko", "/proc"]),
+        )
+    message = err.value.message
+    assert "outside a container" in message
+    assert "/bin, /etc, /usr" in message
+    assert "/kaniko" not in message
+    assert "/proc" not in message
+    assert "--force" in (err.value.hint or "")
+    forced = select_runner("none", force=True, log=lambda _: None, environ={}, probe_root=root)
+    assert isinstance(forced, InPlaceRunner)
+    assert forced.root == Path("/")
+
+
+def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    logged: list[str] = []
+    with pytest.raises(BuildStepError, match="only inside a container") as err:
+        auto_in_place(
+            ["namespace: EPERM"], environ={}, probe_root=root, ignore=None, log=logged.append
+        )
+    assert "it would delete: /bin, /etc, /kaniko" in (err.value.hint or "")
+    # a container without kaniko's layout is not enough either
+    shutil.rmtree(root / "kaniko")
+    with pytest.raises(BuildStepError):
+        auto_in_place(
+            ["namespace: EPERM"],
+            environ={"container": "podman"},
+            probe_root=root,
+            ignore=None,
+            log=logged.append,
+        )
+    assert not logged
+    (root / "kaniko").mkdir()
+    runner = auto_in_place(
+        ["namespace: EPERM"],
+        environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+        probe_root=root,
+        ignore=None,
+        log=logged.append,
+    )
+    assert isinstance(runner, InPlaceRunner)
+    assert logged == [
+        "isolation: none (in place; KUBERNETES_SERVICE_HOST is set; "
+        "namespaces and chroot unavailable: namespace: EPERM)"
+    ]
