@@ -242,9 +242,11 @@ def test_unsupported_features_are_refused_with_the_line(tmp_path: Path) -> None:
         run_build(tmp_path, ctx)
     assert info.value.location is not None
     assert info.value.location.line == 2
-    ctx2 = make_context(tmp_path / "ctx2", "FROM scratch\nADD https://example.com/x.git /x\n")
-    with pytest.raises(NotSupportedError, match="URL"):
+    ctx2 = make_context(tmp_path / "ctx2", "FROM scratch\n\nRUN --device=/dev/fuse true\n")
+    with pytest.raises(NotSupportedError, match="device") as info:
         run_build(tmp_path / "b2", ctx2)
+    assert info.value.location is not None
+    assert info.value.location.line == 3
 
 
 # ------------------------------------------------------------- from a registry
