@@ -6,6 +6,7 @@ options live in :mod:`lamina.registry` (``RegistryOptions``).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "OutputOptions",
     "SSHSource",
     "SecretSource",
+    "default_kaniko_dir",
 ]
 
 
@@ -54,6 +56,12 @@ class SSHSource:
     socket: Path
 
 
+def default_kaniko_dir() -> Path:
+    """``/kaniko`` in the executor image (where it exists), else the temporary directory."""
+    kaniko = Path("/kaniko")
+    return kaniko if kaniko.is_dir() else Path(tempfile.gettempdir())
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BuildOptions:
     dockerfile: str
@@ -72,7 +80,9 @@ class BuildOptions:
     source_date_epoch: int | None = None
     isolation: str = "auto"
     force: bool = False
-    kaniko_dir: Path = Path("/kaniko")
+    #: the build's scratch root: ``/kaniko`` where it exists (the executor image), else the
+    #: system's temporary directory — a library default never creates ``/kaniko`` on a host
+    kaniko_dir: Path = field(default_factory=default_kaniko_dir)
     #: where ``RUN --mount=type=cache`` contents persist between builds
     #: (None: ``<kaniko_dir>/cache-mounts``); never part of a layer
     cache_mount_dir: Path | None = None

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from lamina import __version__
+from lamina.builder.options import default_kaniko_dir
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
 from lamina.cli._options import (
@@ -149,9 +149,9 @@ def _check_unsupported(parsed: ParsedFlags) -> None:
 def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:
     """``--kaniko-dir`` / ``KANIKO_DIR`` when given, ``/kaniko`` in the executor image,
     else the system's temporary directory (each build makes its own ``lamina-*`` dir there)."""
-    if "kaniko-dir" in config.given or env.get("KANIKO_DIR") or Path("/kaniko").is_dir():
+    if "kaniko-dir" in config.given or env.get("KANIKO_DIR"):
         return config
-    build = dataclasses.replace(config.build, kaniko_dir=Path(tempfile.gettempdir()))
+    build = dataclasses.replace(config.build, kaniko_dir=default_kaniko_dir())
     return dataclasses.replace(config, build=build)
 
 
