@@ -36,6 +36,7 @@ from lamina.builder._history import (
     healthcheck_created_by,
     run_created_by,
 )
+from lamina.builder._ids import Ownership
 from lamina.builder._layers import make_layer
 from lamina.builder._mounts import (
     SANDBOX_PIPES_DIR,
@@ -645,9 +646,11 @@ class StageBuilder:
     def do_cmd(self, instr: CmdInstruction) -> StepEffect:
         argv = _argv(instr.command, self.runtime.shell)
         self.cmd_seen = True
+        # BuildKit's dispatchCmd sets ArgsEscaped on every CMD (any form, any OS);
+        # ENTRYPOINT leaves it alone.
         return StepEffect(
             created_by=f"CMD {go_quoted_list(argv)}",
-            config=replace(self.runtime, cmd=argv or None),
+            config=replace(self.runtime, cmd=argv or None, args_escaped=True),
         )
 
     def do_entrypoint(self, instr: EntrypointInstruction) -> StepEffect:
@@ -716,6 +719,12 @@ class StageBuilder:
         return StepEffect(created_by=None, config=replace(self.runtime, on_build=tuple(triggers)))
 
     def do_workdir(self, instr: WorkdirInstruction) -> StepEffect:
+        """As BuildKit: ``mkdir -p`` owned by USER, and always a layer (but for ``/``).
+
+        BuildKit's ``dispatchWorkdir`` commits a ``Mkdir(wd, 0755, WithParents)``
+        file op with ``withLayer = true`` whenever ``wd != "/"``, so a WORKDIR
+        whose directory already exists still records a (empty) layer.
+        """
         current = self.runtime.working_dir or "/"
         path = posixpath.normpath(posixpath.join(current, instr.path))
         if path.startswith("//"):
@@ -726,8 +735,16 @@ class StageBuilder:
             return StepEffect(created_by=created_by, config=config)
         rootfs = self.ensure_fs()
         host = safe_join(rootfs, path, follow_final=True)
-        if host.is_dir():
-            return StepEffect(created_by=created_by, config=config)
+        created: list[Path] = []
+        if not host.is_dir():
+            created = self._make_workdir(rootfs, host, path, instr.location)
+        changes = [Change.add(PurePosixPath("/", *p.relative_to(rootfs).parts)) for p in created]
+        layer = self._layer(changes, rootfs)
+        return StepEffect(created_by=created_by, config=config, layer=layer)
+
+    def _make_workdir(
+        self, rootfs: Path, host: Path, path: str, location: SourceLocation
+    ) -> list[Path]:
         uid, gid = 0, 0
         if self.runtime.user:
             try:
@@ -740,21 +757,21 @@ class StageBuilder:
         while not probe.exists() and probe != rootfs:
             created.append(probe)
             probe = probe.parent
+        ownership = self._ownership()
         try:
-            for p in reversed(created):
-                if p.is_symlink() or p.exists():
-                    p.unlink()
-                p.mkdir(mode=0o755)
-                os.chmod(p, 0o755)
-                os.lchown(p, uid, gid)
+            with ownership.batch() as batch:
+                for p in reversed(created):
+                    if p.is_symlink() or p.exists():
+                        p.unlink()
+                    p.mkdir(mode=0o755)
+                    os.chmod(p, 0o755)
+                    (batch or os.lchown)(p, uid, gid)
         except OSError as exc:
             raise FilesystemError(
                 f"WORKDIR {path}: cannot create {exc.filename}: {exc.strerror}",
-                location=instr.location,
+                location=location,
             ) from exc
-        changes = [Change.add(PurePosixPath("/", *p.relative_to(rootfs).parts)) for p in created]
-        layer = self._layer(changes, rootfs)
-        return StepEffect(created_by=created_by, config=config, layer=layer)
+        return created
 
     # -------------------------------------------------------- filesystem steps
 
@@ -771,7 +788,18 @@ class StageBuilder:
             compression=compression,
             level=self.env.compression_level,
             epoch=self.env.clamp_epoch,
+            owner=self._ownership().layer_owner,
         )
+
+    def _ownership(self) -> Ownership:
+        """Where owners come from: host ids as root, the user namespace's map rootless."""
+        runner = self.env.runner
+        if runner is None and os.geteuid() != 0:
+            runner = self.env.get_runner()
+        ownership = Ownership.of(runner)
+        if ownership.rootless and ownership.remove not in self.env.build_dir.removers:
+            self.env.build_dir.removers.append(ownership.remove)
+        return ownership
 
     def do_run(self, instr: RunInstruction) -> StepEffect:
         assert self.scope is not None
@@ -920,9 +948,10 @@ class StageBuilder:
                     raise self._run_failure(result, command_text, loc)
                 changes = changes_from_upper(upper)
                 layer = self._layer(changes, upper)
-                apply_upper(upper, rootfs)
-                shutil.rmtree(work, ignore_errors=True)
-                shutil.rmtree(upper, ignore_errors=True)
+                ownership = self._ownership()
+                ownership.apply_upper(upper, rootfs)
+                ownership.remove(work)
+                ownership.remove(upper)
             else:
                 before = StatIndex.scan(rootfs)
                 result = runner.run(spec, on_output=out)
@@ -948,6 +977,7 @@ class StageBuilder:
         owner: tuple[int, int] | None,
         chmod: ChmodSpec | None,
         created_dir_mtime: int | None = None,
+        chown: Callable[[Path, int, int], None] | None = None,
     ) -> list[PurePosixPath]:
         """``COPY <<NAME dest``: a file named NAME (0644 unless ``--chmod``) with the body."""
         docs = instr.heredocs
@@ -984,6 +1014,7 @@ class StageBuilder:
                 owner=owner or (0, 0),
                 chmod=chmod,
                 created_dir_mtime=created_dir_mtime,
+                chown=chown,
             )
             return copy_into(rootfs, req, warn=self.log.warning)
         finally:
@@ -1156,6 +1187,7 @@ class StageBuilder:
             parents=parents,
             excludes=excludes,
             created_dir_mtime=stamp,
+            chown_archives=bool(instr.chown),
         )
         target = rootfs
         if link:
@@ -1166,16 +1198,18 @@ class StageBuilder:
                     target.mkdir(mode=0o755)
                 except OSError as exc:
                     raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
-            written = copy_into(target, req, warn=self.log.warning)
-            written += self._copy_heredocs(
-                instr,
-                target,
-                dest=dest,
-                dest_is_dir=dest_is_dir,
-                owner=owner,
-                chmod=chmod,
-                created_dir_mtime=stamp,
-            )
+            with self._ownership().batch() as batch:
+                written = copy_into(target, replace(req, chown=batch), warn=self.log.warning)
+                written += self._copy_heredocs(
+                    instr,
+                    target,
+                    dest=dest,
+                    dest_is_dir=dest_is_dir,
+                    owner=owner,
+                    chmod=chmod,
+                    created_dir_mtime=stamp,
+                    chown=batch,
+                )
             layer = self._layer([Change.add(p) for p in written], target)
             if link:
                 apply_upper(target, rootfs)

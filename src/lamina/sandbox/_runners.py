@@ -12,13 +12,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from lamina.errors import BuildStepError, FilesystemError, NotSupportedError
-from lamina.fs import safe_join
+from lamina.fs import apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -378,6 +378,23 @@ class IdMap:
         """Like :meth:`to_inside_uid` for groups."""
         return _to_inside(self.gids, host_gid)
 
+    def to_host(self, uid: int, gid: int) -> tuple[int, int] | None:
+        """The host owner an in-sandbox ``uid``/``gid`` has (``None``: not mapped)."""
+        host_uid, host_gid = _to_inside(_flip(self.uids), uid), _to_inside(_flip(self.gids), gid)
+        if host_uid is None or host_gid is None:
+            return None
+        return host_uid, host_gid
+
+    def image_owner(self, host_uid: int, host_gid: int) -> tuple[int, int]:
+        """The owner a layer records for a file owned by ``host_uid:host_gid``.
+
+        Ids outside the map are what the sandbox itself sees for them: the
+        kernel's overflow id 65534 (``nobody``).
+        """
+        uid = self.to_inside_uid(host_uid)
+        gid = self.to_inside_gid(host_gid)
+        return (_OVERFLOW_ID if uid is None else uid, _OVERFLOW_ID if gid is None else gid)
+
     @classmethod
     def for_current_user(cls, *, etc: Path = Path("/etc")) -> IdMap | None:
         """The widest map available: identity for root, ``/etc/subuid`` ranges otherwise.
@@ -415,6 +432,13 @@ class IdMap:
         }
 
 
+_OVERFLOW_ID = 65534
+
+
+def _flip(ranges: tuple[IdRange, ...]) -> tuple[IdRange, ...]:
+    return tuple((outside, inside, count) for inside, outside, count in ranges)
+
+
 def _to_inside(ranges: tuple[IdRange, ...], host: int) -> int | None:
     for inside, outside, count in ranges:
         if outside <= host < outside + count:
@@ -443,6 +467,19 @@ def _subordinate(path: Path, name: str, uid: int) -> tuple[int, int] | None:
 
 # --------------------------------------------------------------------------
 # runners
+
+
+def _lchown_keep_mode(path: Path, uid: int, gid: int) -> None:
+    try:
+        st = os.lstat(path)
+        os.lchown(path, uid, gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+    except OSError as exc:
+        raise FilesystemError(
+            f"cannot give {path} the owner {uid}:{gid}: {exc.strerror or exc}",
+            hint="a rootless build can only set owners its user namespace maps",
+        ) from exc
 
 
 def _check_mapped(raw: str, user: ResolvedUser, id_map: IdMap | None) -> ResolvedUser:
@@ -510,6 +547,82 @@ class NamespaceRunner:
 
     def _userns(self) -> bool:
         return (os.geteuid() != 0) if self.user_namespace is None else self.user_namespace
+
+    def chown(self, items: Sequence[tuple[Path, int, int]]) -> None:
+        """``lchown`` host paths to in-sandbox owners, keeping their modes.
+
+        Without a user namespace the ids are host ids. In a rootless build the
+        file gets the host id the sandbox maps the owner to; owners in the
+        subordinate range can only be set from inside the user namespace, so
+        the sandbox init does it there.
+        """
+        id_map = self.effective_id_map()
+        if id_map is None or not items:
+            for path, uid, gid in items:
+                _lchown_keep_mode(path, uid, gid)
+            return
+        direct: list[tuple[Path, int, int]] = []
+        for path, uid, gid in items:
+            host = id_map.to_host(uid, gid)
+            if host is None:
+                raise BuildStepError(
+                    f"cannot give {path} the owner {uid}:{gid}: that id is not mapped "
+                    "in this rootless build's user namespace",
+                    hint="give the user running lamina subordinate ids in /etc/subuid and "
+                    "/etc/subgid (and install newuidmap/newgidmap), or build as root",
+                )
+            direct.append((path, *host))
+        if not id_map.use_tools:
+            for path, uid, gid in direct:  # only the caller's own ids are mapped
+                _lchown_keep_mode(path, uid, gid)
+            return
+        self._fsops(id_map, chown=[(str(p), u, g) for p, u, g in items])
+
+    def remove(self, path: Path) -> None:
+        """Delete a tree a rootless step may have filled with subordinate-id owners."""
+        remove_tree(path)
+        if not os.path.lexists(path):
+            return
+        id_map = self.effective_id_map()
+        if id_map is None or not id_map.use_tools:
+            raise FilesystemError(f"cannot delete {path}", hint="delete it by hand")
+        self._fsops(id_map, remove=[str(path)])
+
+    def apply_upper(self, upper: Path, rootfs: Path) -> None:
+        """Merge a step's ``upper`` into ``rootfs`` (``lamina.fs.apply_upper``).
+
+        Rootless, directories owned by subordinate ids can only be moved from
+        inside the user namespace: the merge runs there, in a fresh interpreter.
+        """
+        id_map = self.effective_id_map()
+        if id_map is None or not id_map.use_tools:
+            apply_upper(upper, rootfs)
+            return
+        code = (
+            "import sys, pathlib, lamina.fs as f; f.apply_upper(*map(pathlib.Path, sys.argv[1:]))"
+        )
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)}
+        self._fsops(id_map, run=[[sys.executable, "-c", code, str(upper), str(rootfs)]], env=env)
+
+    def _fsops(
+        self,
+        id_map: IdMap,
+        *,
+        chown: Sequence[tuple[str, int, int]] = (),
+        remove: Sequence[str] = (),
+        run: Sequence[Sequence[str]] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        payload = {
+            "mode": "fsops",
+            "idmap": id_map.payload(),
+            "chown": [list(item) for item in chown],
+            "remove": list(remove),
+            "exec": [list(argv) for argv in run],
+            "env": dict(env) if env is not None else None,
+        }
+        output: list[bytes] = []
+        _drive(payload, output.append, runner="namespace", graceful_cancel=False)
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         user = resolve_user(spec.rootfs, spec.user, upper=spec.upper)

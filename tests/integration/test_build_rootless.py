@@ -1,0 +1,131 @@
+"""A whole build as an unprivileged user: RUN in a user namespace, owners mapped back.
+
+The test process is root; the build runs as uid/gid 65534 (``setpriv``) in a
+private mount namespace whose ``/etc/subuid``/``/etc/subgid`` give it the
+range 200000-265535 (see ``test_sandbox_rootless``). Files a RUN creates are
+owned by host ids in the overlay upper directory (65534 for the sandbox's
+root, 200000+N-1 for uid N); the layer must record the in-container ids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lamina.oci.oci_layout import OCILayout
+from tests.integration.test_sandbox_rootless import NOBODY, PYTHON, SETPRIV, SRC, UNSHARE
+from tests.support.registry import RegistryServer
+
+#: the dependencies (zstandard, httpx ...) for the system Python nobody runs
+SITE = next((p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()), str(SRC))
+
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.root,
+    pytest.mark.registry,
+    pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid 65534 with setpriv"),
+    pytest.mark.skipif(SETPRIV is None or UNSHARE is None, reason="needs util-linux"),
+    pytest.mark.skipif(
+        not (shutil.which("newuidmap") and shutil.which("newgidmap")),
+        reason="needs newuidmap/newgidmap (uidmap)",
+    ),
+    pytest.mark.timeout(300),
+]
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    if PYTHON is None:
+        pytest.skip("no Python >= 3.11 that uid 65534 can run")
+    path = Path(tempfile.mkdtemp(prefix="lamina-rootless-build-"))
+    try:
+        (path / "tmp").mkdir()
+        (path / "ctx").mkdir()
+        (path / "subuid").write_text(f"nobody:200000:65536\n{NOBODY}:200000:65536\n")
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_as_nobody(base: Path, registry: RegistryServer, dockerfile: str) -> OCILayout:
+    assert PYTHON is not None
+    (base / "ctx" / "Dockerfile").write_text(dockerfile)
+    (base / "ctx" / "conf.txt").write_text("conf\n")
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, NOBODY, NOBODY)
+    build = [
+        SETPRIV or "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "env",
+        f"PYTHONPATH={SRC}:{SITE}",
+        f"TMPDIR={base / 'tmp'}",
+        f"HOME={base / 'tmp'}",
+        PYTHON,
+        "-m",
+        "lamina",
+        "build",
+        f"--context={base / 'ctx'}",
+        f"--dockerfile={base / 'ctx' / 'Dockerfile'}",
+        "--no-push",
+        "--insecure-pull",
+        "--isolation=namespace",
+        f"--oci-layout-path={base / 'out'}",
+    ]
+    script = (
+        f'mount --bind "{base}/subuid" /etc/subuid && '
+        f'mount --bind "{base}/subuid" /etc/subgid && exec "$@"'
+    )
+    command = [UNSHARE or "unshare", "--mount", "sh", "-c", script, "sh", *build]
+    proc = subprocess.run(command, capture_output=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
+    return OCILayout.open(base / "out")
+
+
+def _owners(layout: OCILayout, index: int) -> dict[str, tuple[int, int]]:
+    image = layout.image()
+    out: dict[str, tuple[int, int]] = {}
+    with image.layers()[index].uncompressed() as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        for m in tar:
+            out[m.name.removeprefix("./").rstrip("/")] = (m.uid, m.gid)
+    return out
+
+
+def test_rootless_build_records_container_owners(
+    base: Path, registry_plain: RegistryServer, busybox_image: str
+) -> None:
+    layout = _build_as_nobody(
+        base,
+        registry_plain,
+        f"FROM {busybox_image}\n"
+        # the busybox-static of the fixture image has no adduser applet: its effect by hand
+        "RUN echo app:x:1234:1234::/home/app:/bin/sh >> /etc/passwd "
+        "&& echo app:x:1234: >> /etc/group && mkdir -p /home/app && chown app:app /home/app "
+        "&& touch /home/app/f && chown app /home/app/f "
+        "&& ln /home/app/f /home/app/hard && ln -s f /home/app/sym\n"
+        "RUN touch /root-owned\n"
+        "COPY --chown=1234:1234 conf.txt /srv/conf.txt\n"
+        "COPY conf.txt /root-conf.txt\n",
+    )
+    base_layers = 1
+    first = _owners(layout, base_layers)
+    assert first["home/app"] == (1234, 1234)
+    assert first["home/app/f"] == (1234, 0)
+    assert first["home/app/hard"] == (1234, 0)
+    assert first["home/app/sym"] == (0, 0)
+    assert first["etc/passwd"] == (0, 0)
+    assert first["home"] == (0, 0)
+    assert _owners(layout, base_layers + 1)["root-owned"] == (0, 0)
+    assert _owners(layout, base_layers + 2)["srv/conf.txt"] == (1234, 1234)
+    assert _owners(layout, base_layers + 3)["root-conf.txt"] == (0, 0)
