@@ -191,6 +191,7 @@ def build_image(
         cache_mount_dir=build.cache_mount_dir or build.kaniko_dir / "cache-mounts",
         secrets=build.secrets,
         ssh=build.ssh,
+        allow=build.allow,
         single_snapshot=build.single_snapshot,
     )
     try:

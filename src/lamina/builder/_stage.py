@@ -243,6 +243,8 @@ class BuildEnv:
     #: ``--secret`` and ``--ssh`` sources for RUN --mount=type=secret|ssh
     secrets: tuple[SecretSource, ...] = ()
     ssh: tuple[SSHSource, ...] = ()
+    #: ``--allow`` entitlements (``security.insecure`` lets RUN --security=insecure run)
+    allow: tuple[str, ...] = ()
 
     def next_id(self) -> int:
         self.counter += 1
@@ -811,8 +813,20 @@ class StageBuilder:
         check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, loc)
         if instr.devices:
             raise NotSupportedError("RUN --device", location=loc)
-        if instr.security not in (None, "sandbox"):
-            raise NotSupportedError(f"RUN --security={instr.security}", location=loc)
+        security = instr.security or "sandbox"
+        if security not in ("sandbox", "insecure"):
+            raise DockerfileError(
+                f"unknown RUN --security value {security!r}",
+                hint="use sandbox (the default) or insecure",
+                location=loc,
+            )
+        if security == "insecure" and "security.insecure" not in self.env.allow:
+            raise UsageError(
+                "RUN --security=insecure needs the security.insecure entitlement",
+                hint="pass --allow=security.insecure to let this step run with every "
+                "capability, the host's /dev and a writable /sys",
+                location=loc,
+            )
         network = instr.network or "default"
         if network not in ("default", "none", "host"):
             raise DockerfileError(
@@ -910,6 +924,7 @@ class StageBuilder:
             network=network,  # type: ignore[arg-type]
             mounts=tuple(mounts),
             extra_files=host_network_files("lamina"),
+            security=security,  # type: ignore[arg-type]
         )
         try:
             if runner.captures_upper:

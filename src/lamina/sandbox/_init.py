@@ -77,6 +77,11 @@ MS_RELATIME = 0x200000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+#: BuildKit's default capability set for RUN (containerd's default OCI spec):
+#: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+#: NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+SANDBOX_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31))
 PR_SET_CHILD_SUBREAPER = 36
 
 #: pivot_root(2) syscall numbers; other machines fall back to MS_MOVE + chroot
@@ -246,6 +251,8 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if new_pgid:
             os.setpgid(0, 0)
+        if spec.get("security") == "sandbox":
+            _drop_capabilities()
         uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec["groups"]]
         if spec.get("setgroups", True):
             os.setgroups(groups)
@@ -274,6 +281,25 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
         with contextlib.suppress(OSError):
             os.write(err_w, json.dumps({"code": 126, "message": str(exc)}).encode())
         os._exit(126)
+
+
+def _drop_capabilities() -> None:
+    """Take every capability outside :data:`SANDBOX_CAPS` out of the bounding set.
+
+    The command (even as root) can then never hold them: exec gives uid 0 the
+    bounding set, not the full set.
+    """
+    try:  # bytes only: after pivot_root no codec module can be imported
+        fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY)
+        try:
+            last = int(os.read(fd, 32).strip())
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if cap not in SANDBOX_CAPS:
+            prctl(PR_CAPBSET_DROP, cap)
 
 
 def _start_command(spec: dict[str, Any], *, new_pgid: bool) -> tuple[int, int]:
@@ -437,6 +463,26 @@ def _bind(source: str, target: str, *, readonly: bool, rootless: bool) -> None:
         mount(None, target, None, flags, None)
 
 
+def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
+    """``/sys``: a fresh sysfs where the kernel allows it, else the host's, bound.
+
+    Read-only unless ``writable`` (``--security=insecure``). A user namespace
+    that does not own the network namespace may not mount sysfs: the host's
+    ``/sys`` is bound then (read-only); when neither works the step has none.
+    """
+    target = os.path.join(root, "sys")
+    if not os.path.isdir(target):
+        return
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
+    try:
+        mount("sysfs", target, "sysfs", flags, None)
+        return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        _bind("/sys", target, readonly=not writable, rootless=rootless)
+
+
 def _setup_root(spec: dict[str, Any]) -> str:
     """Mount everything under the new root; returns it."""
     root = str(spec["newroot"])
@@ -461,7 +507,14 @@ def _setup_root(spec: dict[str, Any]) -> str:
     proc = os.path.join(root, "proc")
     _ensure_mount_point(proc)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    _setup_dev(root, rootless=rootless)
+    insecure = spec.get("security") == "insecure"
+    _setup_sys(root, writable=insecure, rootless=rootless)
+    if insecure:
+        dev = os.path.join(root, "dev")
+        _ensure_mount_point(dev)
+        mount("/dev", dev, None, MS_BIND | MS_REC, None)
+    else:
+        _setup_dev(root, rootless=rootless)
     for item in spec.get("mounts", []):
         target = resolve_in_root(root, item["target"])
         _ensure_mount_point(target)

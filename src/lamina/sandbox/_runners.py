@@ -660,7 +660,7 @@ class NamespaceRunner:
         if overlay:
             stubs.base.mkdir(mode=0o755)
         mounts: list[dict[str, Any]] = []
-        wanted: list[tuple[str, bool]] = [("/proc", True), ("/dev", True)]
+        wanted: list[tuple[str, bool]] = [("/proc", True), ("/dev", True), ("/sys", True)]
         files_dir = tmp / "files"
         files_dir.mkdir()
         for index, (target, content) in enumerate(sorted(spec.extra_files.items())):
@@ -705,6 +705,7 @@ class NamespaceRunner:
                 "idmap": id_map.payload() if id_map is not None else None,
                 "network": spec.network,
                 "hostname": spec.hostname,
+                "security": spec.security,
                 "mounts": mounts,
                 "_stubs": None if overlay else stubs,
             }
@@ -826,7 +827,7 @@ class ChrootRunner:
         user = resolve_user(spec.rootfs, spec.user)
         with _swapped_files(spec.rootfs, spec.extra_files):
             return _drive(
-                _command_payload(spec, user, "chroot"),
+                {**_command_payload(spec, user, "chroot"), "security": spec.security},
                 on_output,
                 runner="chroot",
                 graceful_cancel=True,
