@@ -34,9 +34,15 @@ def _host_capbnd() -> int:
     return int(match.group(1), 16)
 
 
-def _probe(tmp_path: Path, client: RegistryClient, busybox_image: str, flag: str, **kw: object):  # type: ignore[no-untyped-def]
+def _probe(
+    tmp_path: Path,
+    client: RegistryClient,
+    busybox_image: str,
+    flag: str,
+    allow: tuple[str, ...] = (),
+) -> dict[str, str]:
     ctx = make_context(tmp_path / "ctx", f"FROM {busybox_image}\n" + PROBE.format(flag=flag))
-    built = run_build(tmp_path, ctx, registry=client, isolation="namespace", **kw)
+    built = run_build(tmp_path, ctx, registry=client, isolation="namespace", allow=allow)
     layer = len(built.image.layers()) - 1
     names = built.layer_files(layer)
     assert not any(n == "sys" or n.startswith("sys/") for n in names), sorted(names)
@@ -77,6 +83,7 @@ def test_insecure_without_allow_names_line_and_flag(
     with pytest.raises(UsageError) as info:
         run_build(tmp_path, ctx, registry=client, isolation="namespace")
     text = str(info.value)
-    assert info.value.location is not None and info.value.location.line == 3
+    assert info.value.location is not None
+    assert info.value.location.line == 3
     assert "security.insecure" in text
     assert "--allow=security.insecure" in (info.value.hint or "")

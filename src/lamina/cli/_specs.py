@@ -15,8 +15,8 @@ from lamina.errors import UsageError
 __all__ = [
     "BUILD_FLAGS",
     "COMPRESSIONS",
-    "IMAGE_FLAGS",
     "ENTITLEMENTS",
+    "IMAGE_FLAGS",
     "ISOLATIONS",
     "LOG_FLAGS",
     "LOG_FORMATS",
