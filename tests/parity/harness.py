@@ -465,6 +465,7 @@ CONFIG_FIELDS = (
     "Healthcheck",
     "OnBuild",
     "Shell",
+    "ArgsEscaped",
 )
 TOP_FIELDS = ("os", "architecture", "variant", "author")
 
