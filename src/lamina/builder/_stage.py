@@ -957,7 +957,7 @@ class StageBuilder:
                         )
                         uppers.append(uc)
                         uc.place()
-                    result = runner.run(spec, on_output=out)
+                    result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
@@ -969,7 +969,7 @@ class StageBuilder:
                 ownership.remove(upper)
             else:
                 before = StatIndex.scan(rootfs)
-                result = runner.run(spec, on_output=out)
+                result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
@@ -981,6 +981,16 @@ class StageBuilder:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
+
+    @staticmethod
+    def _run_in(runner: Runner, spec: RunSpec, out: _Output, loc: SourceLocation) -> RunResult:
+        """``runner.run``; a sandbox set-up error gets the RUN's Dockerfile line."""
+        try:
+            return runner.run(spec, on_output=out)
+        except BuildStepError as exc:
+            if exc.location is not None:
+                raise
+            raise BuildStepError(exc.message, hint=exc.hint, location=loc) from exc
 
     def _copy_heredocs(
         self,

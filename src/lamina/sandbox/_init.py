@@ -727,6 +727,52 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
     return found
 
 
+def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
+    """The chroot's read-only bind mounts, in a private mount namespace.
+
+    Where no mount namespace can be made (no CAP_SYS_ADMIN), regular files
+    (secrets) are copied over their mount points instead (the parent made
+    them and removes them after the step); directories and sockets cannot be.
+    """
+    try:
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    except OSError as exc:
+        for item in binds:
+            _copy_bind(rootfs, item, exc)
+        return
+    for item in binds:
+        _bind(
+            str(item["source"]),
+            resolve_in_root(rootfs, str(item["target"])),
+            readonly=True,
+            rootless=False,
+        )
+
+
+def _copy_bind(rootfs: str, item: dict[str, Any], why: OSError) -> None:
+    target = str(item["target"])
+    if item["kind"] != "file":
+        raise SetupError(
+            f"cannot mount {target}: no private mount namespace here ({why.strerror or why})",
+            "with --isolation=chroot, RUN --mount of a directory or socket (type=ssh, a bind "
+            "of a directory, a here-document script) needs mount rights (CAP_SYS_ADMIN); "
+            "secrets work without; or use --isolation=namespace",
+        )
+    host = resolve_in_root(rootfs, target)
+    source = str(item["source"])
+    st = os.stat(source)
+    fd = os.open(host, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(65536):
+                os.write(fd, chunk)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
+
+
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
     """chroot / in-place: run the command in a new process group and clean up after it."""
     proc_fd: int | None = None
@@ -743,6 +789,8 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
         except OSError:
             proc_fd = None
         if spec["mode"] == "chroot":
+            if spec.get("binds"):
+                _chroot_binds(str(spec["rootfs"]), spec["binds"])
             os.chroot(spec["rootfs"])
         os.chdir("/")
         _prepare_cwd(spec["cwd"])

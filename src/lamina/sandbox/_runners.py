@@ -756,8 +756,15 @@ _CHROOT_DEVICES = {
 
 
 @contextlib.contextmanager
-def _swapped_files(rootfs: Path, files: Mapping[str, bytes]) -> Iterator[None]:
-    """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it."""
+def _swapped_files(
+    rootfs: Path, files: Mapping[str, bytes], binds: Mapping[str, bool] | None = None
+) -> Iterator[None]:
+    """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it.
+
+    ``binds`` (in-image target -> is a directory) are mount points for the
+    step's read-only bind mounts: made when missing, and an image file there
+    is saved and restored (the init may copy a secret over it).
+    """
     saved: list[tuple[Path, bytes, os.stat_result]] = []
     stubs = _Stubs(rootfs)
     try:
@@ -772,23 +779,35 @@ def _swapped_files(rootfs: Path, files: Mapping[str, bytes]) -> Iterator[None]:
             else:
                 stubs.add(rootfs, target, directory=False)
                 host.write_bytes(content)
+        for target, directory in sorted((binds or {}).items()):
+            host = safe_join(rootfs, target, follow_final=True)
+            if not directory and host.is_file():
+                saved.append((host, host.read_bytes(), host.stat()))
+            elif not os.path.lexists(host):
+                stubs.add(rootfs, target, directory=directory)
+        stubs.restore_times()
         yield
     except OSError as exc:
-        raise FilesystemError(f"cannot place /etc files into {rootfs}: {exc}") from exc
+        raise FilesystemError(f"cannot prepare the chroot's files in {rootfs}: {exc}") from exc
     finally:
         for host, data, st in saved:
             with contextlib.suppress(OSError):
                 host.write_bytes(data)
+                os.chown(host, st.st_uid, st.st_gid)
                 os.chmod(host, stat.S_IMODE(st.st_mode))
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
         stubs.remove()
 
 
-def _direct_unsupported(spec: RunSpec, isolation: str) -> None:
-    if spec.mounts:
+def _direct_unsupported(spec: RunSpec, isolation: str, *, read_only_binds: bool = False) -> None:
+    refused = [
+        m for m in spec.mounts if not (read_only_binds and isinstance(m, BindMount) and m.readonly)
+    ]
+    if refused:
+        what = "a writable bind or tmpfs" if read_only_binds else "bind and tmpfs"
         raise NotSupportedError(
             f"RUN --mount with --isolation={isolation}",
-            hint="bind and tmpfs mounts need --isolation=namespace",
+            hint=f"{what} mounts need --isolation=namespace",
         )
     if spec.network == "none":
         raise NotSupportedError(
@@ -805,6 +824,13 @@ def _direct_unsupported(spec: RunSpec, isolation: str) -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChrootRunner:
     """``chroot(2)`` into the rootfs: for root without mount rights.
+
+    Read-only bind mounts (secrets, the ssh agent socket, bind mounts,
+    heredoc scripts) are mounted in a private mount namespace when the kernel
+    allows one (root with CAP_SYS_ADMIN); without it, file mounts (secrets)
+    are copied to their target with the source's owner and mode for the step
+    and removed (or the image's file restored) before the snapshot, while
+    directory and socket mounts are refused with a clear error.
 
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
@@ -823,11 +849,36 @@ class ChrootRunner:
         return False
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
-        _direct_unsupported(spec, "chroot")
+        _direct_unsupported(spec, "chroot", read_only_binds=True)
         user = resolve_user(spec.rootfs, spec.user)
-        with _swapped_files(spec.rootfs, spec.extra_files):
+        binds: list[dict[str, str]] = []
+        targets: dict[str, bool] = {}
+        for mount in spec.mounts:
+            assert isinstance(mount, BindMount)
+            target = _abs_target(spec, mount.target)
+            source = mount.source.absolute()
+            try:
+                st = os.stat(source)
+            except OSError as exc:
+                raise BuildStepError(
+                    f"bind mount source {source} for {target}: {exc.strerror or exc}"
+                ) from exc
+            kind = (
+                "dir"
+                if stat.S_ISDIR(st.st_mode)
+                else "file"
+                if stat.S_ISREG(st.st_mode)
+                else "other"
+            )
+            binds.append({"source": str(source), "target": target, "kind": kind})
+            targets[target] = kind == "dir"
+        with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
-                {**_command_payload(spec, user, "chroot"), "security": spec.security},
+                {
+                    **_command_payload(spec, user, "chroot"),
+                    "security": spec.security,
+                    "binds": binds,
+                },
                 on_output,
                 runner="chroot",
                 graceful_cancel=True,
