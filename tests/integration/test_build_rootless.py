@@ -56,7 +56,9 @@ def base() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _build_as_nobody(base: Path, registry: RegistryServer, dockerfile: str) -> OCILayout:
+def _build_as_nobody(
+    base: Path, registry: RegistryServer, dockerfile: str, *, subids: bool = True
+) -> OCILayout:
     assert PYTHON is not None
     (base / "ctx" / "Dockerfile").write_text(dockerfile)
     (base / "ctx" / "conf.txt").write_text("conf\n")
@@ -83,6 +85,8 @@ def _build_as_nobody(base: Path, registry: RegistryServer, dockerfile: str) -> O
         "--isolation=namespace",
         f"--oci-layout-path={base / 'out'}",
     ]
+    if not subids:
+        (base / "subuid").write_text("")
     script = (
         f'mount --bind "{base}/subuid" /etc/subuid && '
         f'mount --bind "{base}/subuid" /etc/subgid && exec "$@"'
@@ -115,8 +119,13 @@ def test_rootless_build_records_container_owners(
         "&& touch /home/app/f && chown app /home/app/f "
         "&& ln /home/app/f /home/app/hard && ln -s f /home/app/sym\n"
         "RUN touch /root-owned\n"
-        "COPY --chown=1234:1234 conf.txt /srv/conf.txt\n"
-        "COPY conf.txt /root-conf.txt\n",
+        "COPY --chown=1234:1234 conf.txt /home/app/conf.txt\n"
+        "COPY conf.txt /root-conf.txt\n"
+        "USER app\n"
+        "WORKDIR /home/app/work\n"
+        "RUN touch mine && test -O /home/app/conf.txt\n"
+        # unreadable to the builder outside the user namespace
+        "RUN mkdir -m 700 private && echo s > private/key && chmod 600 private/key\n",
     )
     base_layers = 1
     first = _owners(layout, base_layers)
@@ -127,5 +136,28 @@ def test_rootless_build_records_container_owners(
     assert first["etc/passwd"] == (0, 0)
     assert first["home"] == (0, 0)
     assert _owners(layout, base_layers + 1)["root-owned"] == (0, 0)
-    assert _owners(layout, base_layers + 2)["srv/conf.txt"] == (1234, 1234)
+    copied = _owners(layout, base_layers + 2)
+    assert copied["home/app/conf.txt"] == (1234, 1234)
+    assert copied["home/app"] == (1234, 1234)  # the parent as it is in the image
     assert _owners(layout, base_layers + 3)["root-conf.txt"] == (0, 0)
+    assert _owners(layout, base_layers + 4)["home/app/work"] == (1234, 1234)
+    assert _owners(layout, base_layers + 5)["home/app/work/mine"] == (1234, 1234)
+    private = _owners(layout, base_layers + 6)
+    assert private["home/app/work/private"] == (1234, 1234)
+    assert private["home/app/work/private/key"] == (1234, 1234)
+
+
+def test_rootless_build_without_subordinate_ids(
+    base: Path, registry_plain: RegistryServer, busybox_image: str
+) -> None:
+    """Only the caller's own ids are mapped: the layer writer maps them back to 0."""
+    layout = _build_as_nobody(
+        base,
+        registry_plain,
+        f"FROM {busybox_image}\nRUN mkdir /made && touch /made/f\nCOPY conf.txt /conf.txt\n",
+        subids=False,
+    )
+    made = _owners(layout, 1)
+    assert made["made"] == (0, 0)
+    assert made["made/f"] == (0, 0)
+    assert _owners(layout, 2)["conf.txt"] == (0, 0)

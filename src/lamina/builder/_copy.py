@@ -327,9 +327,6 @@ class CopyRequest:
     unpack_remote: bool = False
     #: ``--chown`` was given: extracted archive entries get ``owner`` too (BuildKit >= 0.23)
     chown_archives: bool = False
-    #: sets an owner (in-image ids) on a written host path; None: ``os.lchown``. A
-    #: rootless build collects them and applies them in its user namespace.
-    chown: Callable[[Path, int, int], None] | None = None
 
 
 def _fs_error(action: str, path: str, exc: OSError) -> FilesystemError:
@@ -345,7 +342,6 @@ class _Copier:
         self.req = req
         self.warn = warn
         self.written: list[PurePosixPath] = []
-        self.chown = req.chown or os.lchown
         self.dir_times: list[tuple[Path, int, int]] = []
         self.created_dirs: list[Path] = []
 
@@ -376,7 +372,7 @@ class _Copier:
                 for d in reversed(missing):
                     os.mkdir(d, 0o755)
                     os.chmod(d, 0o755)
-                    self.chown(d, uid, gid)
+                    os.lchown(d, uid, gid)
                     self.created_dirs.append(d)
                     self.written.append(self._real(d))
             except OSError as exc:
@@ -413,16 +409,16 @@ class _Copier:
                 if cur is None or not stat.S_ISDIR(cur.st_mode):
                     os.mkdir(host, 0o700)
                 os.chmod(host, mode)
-                self.chown(host, uid, gid)
+                os.lchown(host, uid, gid)
                 self.dir_times.append((host, st.st_atime_ns, st.st_mtime_ns))
             elif stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(src), host)
-                self.chown(host, uid, gid)
+                os.lchown(host, uid, gid)
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             elif stat.S_ISREG(st.st_mode):
                 with src.open("rb") as fin, open(host, "xb") as fout:
                     shutil.copyfileobj(fin, fout, 1024 * 1024)
-                self.chown(host, uid, gid)
+                os.lchown(host, uid, gid)
                 os.chmod(host, mode)
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
             else:

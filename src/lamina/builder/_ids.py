@@ -3,36 +3,30 @@
 As root, a file's owner on disk is its owner in the image. Rootless, RUN
 steps go through a user namespace: what the sandbox creates as uid N is owned
 on the host by the id the namespace maps N to (the invoking user for 0, its
-subordinate range for the others), and the builder itself can only create
-files owned by the invoking user. :class:`Ownership` is the one place that
-knows the map: the layer writer turns host owners back into image owners with
-:attr:`Ownership.layer_owner`, and the owners COPY/ADD/WORKDIR set are applied
-through :meth:`Ownership.batch` (inside the user namespace when needed).
+subordinate range for the others), and the builder itself can neither create
+files with such owners nor move, read or delete them. :class:`Ownership` is
+the one way the builder touches the rootfs and a RUN's upper directory
+(COPY/ADD, WORKDIR, reading a RUN's changes, writing layers, merging, clean-up):
+:meth:`Ownership.run` runs that work as root of a user namespace with the
+sandbox's id map, where a file's owner *is* its in-image owner, so layers
+record in-image ids (0 for the invoking user, N for subordinate id N-1) with
+no translation, and files only their owner may read are readable.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from lamina.fs import OwnerMap, apply_upper
+from lamina.fs import apply_upper
 from lamina.sandbox import IdMap, NamespaceRunner, Runner
 
-__all__ = ["ChownBatch", "Ownership"]
+__all__ = ["Ownership"]
 
-
-@dataclass(slots=True)
-class ChownBatch:
-    """Owners to set, collected while files are written and applied at once."""
-
-    items: list[tuple[Path, int, int]] = field(default_factory=list)
-
-    def __call__(self, path: Path, uid: int, gid: int) -> None:
-        self.items.append((path, uid, gid))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,35 +48,14 @@ class Ownership:
     def rootless(self) -> bool:
         return self.id_map is not None
 
-    @property
-    def layer_owner(self) -> OwnerMap | None:
-        """Host owner -> image owner for the layer writer (None: the same)."""
-        return self.id_map.image_owner if self.id_map is not None else None
-
-    @contextmanager
-    def batch(self) -> Iterator[ChownBatch | None]:
-        """A chown hook for the copier: None (``os.lchown``) as root, else a batch
-        applied through the sandbox when the block ends without an error."""
-        if self.runner is None:
-            yield None
-            return
-        batch = ChownBatch()
-        yield batch
-        self.runner.chown(batch.items)
-
-    def chown(self, path: Path, uid: int, gid: int) -> None:
-        """Give ``path`` the in-image owner ``uid:gid``."""
-        if self.runner is None:
-            os.lchown(path, uid, gid)
-        else:
-            self.runner.chown([(path, uid, gid)])
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` where in-image owners are real: here as root, else in the user
+        namespace (``fn`` must not log; see ``NamespaceRunner.as_root``)."""
+        return fn() if self.runner is None else self.runner.as_root(fn)
 
     def apply_upper(self, upper: Path, rootfs: Path) -> None:
         """Merge a RUN's overlay upper directory into the rootfs, owners kept."""
-        if self.runner is None:
-            apply_upper(upper, rootfs)
-        else:
-            self.runner.apply_upper(upper, rootfs)
+        self.run(lambda: apply_upper(upper, rootfs))
 
     def remove(self, path: Path) -> None:
         """Delete a scratch tree, even one holding files of subordinate owners."""

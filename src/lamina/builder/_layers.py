@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lamina.errors import FilesystemError, LaminaError
-from lamina.fs import Change, OwnerMap, write_layer
+from lamina.fs import Change, write_layer
 from lamina.oci import FileLayer, compress_layer, mediatypes
 
 __all__ = ["make_layer"]
@@ -23,14 +23,12 @@ def make_layer(
     compression: mediatypes.Compression,
     level: int | None,
     epoch: int | None,
-    owner: OwnerMap | None = None,
 ) -> FileLayer:
     """Write the layer for ``changes`` (read from ``root``) as a blob file under ``blobs``.
 
     The tar writer runs in a thread feeding a pipe; the compressor reads the
     other end and computes digest and diff_id on the way, so no layer is ever
-    held in memory or written twice. ``epoch`` clamps mtimes (``--reproducible``);
-    ``owner`` maps host owners to image owners (rootless builds).
+    held in memory or written twice. ``epoch`` clamps mtimes (``--reproducible``).
     """
     change_list = list(changes)
     try:
@@ -43,7 +41,7 @@ def make_layer(
 
     def produce() -> None:
         try:
-            write_layer(change_list, root, writer, epoch=epoch, owner=owner)
+            write_layer(change_list, root, writer, epoch=epoch)
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
         finally:

@@ -106,6 +106,7 @@ from lamina.oci import (
     Addendum,
     ContainerConfig,
     Digest,
+    FileLayer,
     History,
     Image,
     Layer,
@@ -759,15 +760,17 @@ class StageBuilder:
         while not probe.exists() and probe != rootfs:
             created.append(probe)
             probe = probe.parent
-        ownership = self._ownership()
+
+        def make() -> None:
+            for p in reversed(created):
+                if p.is_symlink() or p.exists():
+                    p.unlink()
+                p.mkdir(mode=0o755)
+                os.chmod(p, 0o755)
+                os.lchown(p, uid, gid)
+
         try:
-            with ownership.batch() as batch:
-                for p in reversed(created):
-                    if p.is_symlink() or p.exists():
-                        p.unlink()
-                    p.mkdir(mode=0o755)
-                    os.chmod(p, 0o755)
-                    (batch or os.lchown)(p, uid, gid)
+            self._ownership().run(make)
         except OSError as exc:
             raise FilesystemError(
                 f"WORKDIR {path}: cannot create {exc.filename}: {exc.strerror}",
@@ -783,15 +786,24 @@ class StageBuilder:
         compression = self.env.compression
         if compression == "zstd" and mediatypes.is_docker(self.base_image.media_type()):
             compression = "gzip"  # kaniko: a Docker-typed base keeps gzip
-        return make_layer(
-            changes,
-            root,
-            self.env.build_dir.layers,
-            compression=compression,
-            level=self.env.compression_level,
-            epoch=self.env.clamp_epoch,
-            owner=self._ownership().layer_owner,
-        )
+        ownership = self._ownership()
+        change_list = list(changes)
+
+        def write() -> tuple[Path, str, Digest, int, Digest]:
+            layer = make_layer(
+                change_list,
+                root,
+                self.env.build_dir.layers,
+                compression=compression,
+                level=self.env.compression_level,
+                epoch=self.env.clamp_epoch,
+            )
+            return layer.path, layer.media_type(), layer.digest(), layer.size(), layer.diff_id()
+
+        # rootless, files of subordinate owners may be unreadable to the builder itself:
+        # the layer is read as root of the user namespace, where owners are image owners
+        path, media_type, digest, size, diff_id = ownership.run(write)
+        return FileLayer(path, media_type=media_type, digest=digest, size=size, diff_id=diff_id)
 
     def _ownership(self) -> Ownership:
         """Where owners come from: host ids as root, the user namespace's map rootless."""
@@ -961,7 +973,7 @@ class StageBuilder:
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                changes = changes_from_upper(upper)
+                changes = self._ownership().run(lambda: changes_from_upper(upper))
                 layer = self._layer(changes, upper)
                 ownership = self._ownership()
                 ownership.apply_upper(upper, rootfs)
@@ -1002,7 +1014,7 @@ class StageBuilder:
         owner: tuple[int, int] | None,
         chmod: ChmodSpec | None,
         created_dir_mtime: int | None = None,
-        chown: Callable[[Path, int, int], None] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> list[PurePosixPath]:
         """``COPY <<NAME dest``: a file named NAME (0644 unless ``--chmod``) with the body."""
         docs = instr.heredocs
@@ -1039,9 +1051,8 @@ class StageBuilder:
                 owner=owner or (0, 0),
                 chmod=chmod,
                 created_dir_mtime=created_dir_mtime,
-                chown=chown,
             )
-            return copy_into(rootfs, req, warn=self.log.warning)
+            return copy_into(rootfs, req, warn=warn or self.log.warning)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1223,9 +1234,10 @@ class StageBuilder:
                     target.mkdir(mode=0o755)
                 except OSError as exc:
                     raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
-            with self._ownership().batch() as batch:
-                written = copy_into(target, replace(req, chown=batch), warn=self.log.warning)
-                written += self._copy_heredocs(
+            warnings: list[str] = []
+
+            def copy() -> list[PurePosixPath]:
+                return copy_into(target, req, warn=warnings.append) + self._copy_heredocs(
                     instr,
                     target,
                     dest=dest,
@@ -1233,8 +1245,14 @@ class StageBuilder:
                     owner=owner,
                     chmod=chmod,
                     created_dir_mtime=stamp,
-                    chown=batch,
+                    warn=warnings.append,
                 )
+
+            try:
+                written = self._ownership().run(copy)
+            finally:
+                for text in warnings:
+                    self.log.warning("%s", text)
             layer = self._layer([Change.add(p) for p in written], target)
             if link:
                 apply_upper(target, rootfs)

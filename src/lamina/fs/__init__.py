@@ -30,7 +30,7 @@ from lamina.fs._ignore import (
 from lamina.fs._overlay import apply_upper, changes_from_upper
 from lamina.fs._paths import safe_join
 from lamina.fs._statindex import SnapshotMode, StatIndex, diff
-from lamina.fs._tarwriter import LayerWriteStats, OwnerMap, changes_for_tree, write_layer
+from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
 
 __all__ = [
     "BuildDir",
@@ -39,7 +39,6 @@ __all__ = [
     "ExtractStats",
     "IgnoreList",
     "LayerWriteStats",
-    "OwnerMap",
     "SnapshotMode",
     "StatIndex",
     "apply_upper",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -16,10 +16,7 @@ from lamina.fs._extract import OPAQUE_MARKER, WHITEOUT_PREFIX
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._paths import safe_join
 
-__all__ = ["LayerWriteStats", "OwnerMap", "changes_for_tree", "read_xattrs", "write_layer"]
-
-#: host ``(uid, gid)`` of a file -> the ``(uid, gid)`` the layer records
-OwnerMap = Callable[[int, int], tuple[int, int]]
+__all__ = ["LayerWriteStats", "changes_for_tree", "read_xattrs", "write_layer"]
 
 _BLOCK = 512
 _CHUNK = 1 << 20
@@ -89,11 +86,8 @@ def changes_for_tree(
 
 
 class _Writer:
-    def __init__(
-        self, root: Path, out: BinaryIO, epoch: int | None, owner: OwnerMap | None
-    ) -> None:
+    def __init__(self, root: Path, out: BinaryIO, epoch: int | None) -> None:
         self.root = root
-        self.owner = owner
         self.out = out
         self.epoch = epoch
         self.size = 0
@@ -126,9 +120,8 @@ class _Writer:
         name = path.relative_to("/").as_posix()
         info = tarfile.TarInfo(name)
         info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = (
-            (st.st_uid, st.st_gid) if self.owner is None else self.owner(st.st_uid, st.st_gid)
-        )
+        info.uid = st.st_uid
+        info.gid = st.st_gid
         info.uname = info.gname = ""
         info.mtime = self._mtime(st.st_mtime)
         fmt = stat.S_IFMT(st.st_mode)
@@ -206,7 +199,6 @@ def write_layer(
     out: BinaryIO,
     *,
     epoch: int | None = None,
-    owner: OwnerMap | None = None,
 ) -> LayerWriteStats:
     """Write the uncompressed layer tar for ``changes`` (read from ``root``) to ``out``.
 
@@ -219,12 +211,6 @@ def write_layer(
     ``epoch`` when given, no atime/ctime records, sockets skipped. Streams:
     only one chunk of file data is in memory at a time. ``root`` may be a
     rootfs or an overlay upper directory (paths are looked up in it).
-
-    ``owner`` turns the owner a file has on the host into the one the layer
-    records, for every entry alike (files, directories, symlinks, hardlinks,
-    devices): a rootless build passes its user namespace's map, so that host
-    ids (the invoking user, its subordinate range) become the in-container
-    ids. ``None`` records host owners as they are.
     """
     wanted: dict[PurePosixPath, ChangeKind] = {}
     for ch in normalise_changes(list(changes)):
@@ -238,7 +224,7 @@ def write_layer(
             wanted[ch.path / OPAQUE_MARKER] = ChangeKind.OPAQUE
         else:
             wanted.setdefault(ch.path, ChangeKind.ADD)
-    writer = _Writer(root, out, epoch, owner)
+    writer = _Writer(root, out, epoch)
     try:
         for path in sorted(wanted, key=_sort_key):
             _write_one(writer, root, path, wanted[path])

@@ -26,11 +26,6 @@ Modes:
     command's process group and by reaping orphans as a child subreaper.
 ``inplace``
     like ``chroot`` but in ``/`` (kaniko's mode).
-``fsops``
-    no command: in a user namespace with the build's id map, ``lchown`` the
-    listed paths to in-namespace ids, remove the listed trees and run the
-    listed helper programs. A rootless build cannot do any of it on the host
-    for files owned by its subordinate ids.
 
 This file must import nothing but the standard library: after ``chroot`` or
 ``pivot_root`` no further module can be imported. The parent also imports it
@@ -45,7 +40,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -822,54 +816,6 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
 
 
 # --------------------------------------------------------------------------
-# file operations as root of the user namespace (rootless builds)
-
-
-def _rmtree(path: str) -> None:
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            full = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                if not os.path.islink(full):
-                    os.chmod(full, 0o700)
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-
-
-def _run_fsops(spec: dict[str, Any], status: Status) -> int:
-    try:
-        _unshare_with_id_maps(CLONE_NEWUSER, spec["idmap"])
-        os.setgid(0)
-        os.setuid(0)
-        for path, uid, gid in spec.get("chown", []):
-            st = os.lstat(path)
-            os.lchown(path, int(uid), int(gid))
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared setuid/setgid
-        for path in spec.get("remove", []):
-            _rmtree(str(path))
-        for argv in spec.get("exec", []):
-            proc = subprocess.run(
-                [str(a) for a in argv], env=spec.get("env"), capture_output=True, check=False
-            )
-            if proc.returncode != 0:
-                err = proc.stderr.decode(errors="replace").strip().splitlines()
-                raise OSError(errno.EIO, err[-1] if err else f"exit status {proc.returncode}")
-    except OSError as exc:
-        status.send(
-            event="error",
-            message=f"cannot change files in the user namespace: {exc}",
-            hint="check /etc/subuid, /etc/subgid and newuidmap/newgidmap",
-        )
-        return 125
-    status.send(event="exit", exit_code=0, signal=None)
-    return 0
-
-
-# --------------------------------------------------------------------------
 # probes (used by select_runner)
 
 
@@ -940,7 +886,6 @@ def main(argv: list[str]) -> int:
         "namespace": _run_namespace,
         "chroot": _run_direct,
         "inplace": _run_direct,
-        "fsops": _run_fsops,
     }
     return runners[spec["mode"]](spec, status)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import pwd
 import shutil
 import signal
@@ -12,12 +13,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
-from lamina.errors import BuildStepError, FilesystemError, NotSupportedError
+from lamina import errors
+from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
 from lamina.fs import apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
@@ -26,6 +28,7 @@ from lamina.sandbox._users import ResolvedUser, resolve_user
 __all__ = ["ChrootRunner", "IdMap", "InPlaceRunner", "NamespaceRunner", "host_network_files"]
 
 INIT_SCRIPT = Path(_init.__file__)
+T = TypeVar("T")
 _TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
 _KILL_GRACE_SECONDS = 5.0
@@ -378,23 +381,6 @@ class IdMap:
         """Like :meth:`to_inside_uid` for groups."""
         return _to_inside(self.gids, host_gid)
 
-    def to_host(self, uid: int, gid: int) -> tuple[int, int] | None:
-        """The host owner an in-sandbox ``uid``/``gid`` has (``None``: not mapped)."""
-        host_uid, host_gid = _to_inside(_flip(self.uids), uid), _to_inside(_flip(self.gids), gid)
-        if host_uid is None or host_gid is None:
-            return None
-        return host_uid, host_gid
-
-    def image_owner(self, host_uid: int, host_gid: int) -> tuple[int, int]:
-        """The owner a layer records for a file owned by ``host_uid:host_gid``.
-
-        Ids outside the map are what the sandbox itself sees for them: the
-        kernel's overflow id 65534 (``nobody``).
-        """
-        uid = self.to_inside_uid(host_uid)
-        gid = self.to_inside_gid(host_gid)
-        return (_OVERFLOW_ID if uid is None else uid, _OVERFLOW_ID if gid is None else gid)
-
     @classmethod
     def for_current_user(cls, *, etc: Path = Path("/etc")) -> IdMap | None:
         """The widest map available: identity for root, ``/etc/subuid`` ranges otherwise.
@@ -432,13 +418,6 @@ class IdMap:
         }
 
 
-_OVERFLOW_ID = 65534
-
-
-def _flip(ranges: tuple[IdRange, ...]) -> tuple[IdRange, ...]:
-    return tuple((outside, inside, count) for inside, outside, count in ranges)
-
-
 def _to_inside(ranges: tuple[IdRange, ...], host: int) -> int | None:
     for inside, outside, count in ranges:
         if outside <= host < outside + count:
@@ -469,17 +448,73 @@ def _subordinate(path: Path, name: str, uid: int) -> tuple[int, int] | None:
 # runners
 
 
-def _lchown_keep_mode(path: Path, uid: int, gid: int) -> None:
+def _in_user_namespace(fn: Callable[[], T], id_map: IdMap) -> T:
+    """Run ``fn`` as root of a new user namespace with ``id_map`` (see ``as_root``)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+        os.close(ready_r)
+        os.close(go_w)
+        os.close(out_r)
+        try:
+            try:
+                uid, gid = os.geteuid(), os.getegid()
+                _init.unshare(_init.CLONE_NEWUSER)
+                if not id_map.use_tools:  # only our own ids: we may write the maps ourselves
+                    _init._write_proc("/proc/self/setgroups", "deny")
+                    _init._write_proc("/proc/self/uid_map", f"0 {uid} 1\n")
+                    _init._write_proc("/proc/self/gid_map", f"0 {gid} 1\n")
+                os.write(ready_w, b"u")
+                if os.read(go_r, 1) != b"g":
+                    os._exit(3)
+                os.setgid(0)
+                os.setuid(0)
+                result: tuple[str, Any] = ("ok", fn())
+            except LaminaError as exc:
+                result = ("lamina", (type(exc).__name__, exc.message, exc.hint, exc.location))
+            except BaseException as exc:
+                result = ("other", f"{type(exc).__name__}: {exc}")
+            data = pickle.dumps(result)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out_w, view) :]
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(out_w)
     try:
-        st = os.lstat(path)
-        os.lchown(path, uid, gid)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(path, stat.S_IMODE(st.st_mode))
-    except OSError as exc:
-        raise FilesystemError(
-            f"cannot give {path} the owner {uid}:{gid}: {exc.strerror or exc}",
-            hint="a rootless build can only set owners its user namespace maps",
-        ) from exc
+        if os.read(ready_r, 1) != b"u":
+            raise BuildStepError("cannot enter the user namespace to change files")
+        problem = _init._write_id_maps(pid, id_map.payload()) if id_map.use_tools else ""
+        os.write(go_w, b"g" if not problem else b"x")
+        if problem:
+            raise BuildStepError(
+                f"cannot map ids in the user namespace: {problem}",
+                hint="check /etc/subuid, /etc/subgid and newuidmap/newgidmap",
+            )
+        chunks = []
+        while chunk := os.read(out_r, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        for fd in (ready_r, go_w, out_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise FilesystemError("the user namespace helper ended without an answer")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "ok":
+        return value  # type: ignore[no-any-return]
+    if kind == "lamina":
+        name, message, hint, location = value
+        cls = getattr(errors, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, LaminaError)) or cls is NotSupportedError:
+            cls = FilesystemError
+        raise cls(message, hint=hint, location=location)
+    raise FilesystemError(f"changing files in the user namespace failed: {value}")
 
 
 def _check_mapped(raw: str, user: ResolvedUser, id_map: IdMap | None) -> ResolvedUser:
@@ -548,81 +583,31 @@ class NamespaceRunner:
     def _userns(self) -> bool:
         return (os.geteuid() != 0) if self.user_namespace is None else self.user_namespace
 
-    def chown(self, items: Sequence[tuple[Path, int, int]]) -> None:
-        """``lchown`` host paths to in-sandbox owners, keeping their modes.
+    def as_root(self, fn: Callable[[], T]) -> T:
+        """``fn()`` with the sandbox's view of file owners, and its result.
 
-        Without a user namespace the ids are host ids. In a rootless build the
-        file gets the host id the sandbox maps the owner to; owners in the
-        subordinate range can only be set from inside the user namespace, so
-        the sandbox init does it there.
+        Without a user namespace ``fn`` simply runs. Rootless, files owned by
+        subordinate ids can only be created in, moved, chowned or deleted from
+        inside the user namespace: ``fn`` then runs in a forked child that
+        enters a new user namespace with the build's id map and becomes its
+        root (in-image ids are its ids there). ``fn`` must not log (the child
+        shares the parent's locks); its result (or its ``LaminaError``) comes
+        back pickled; any other failure becomes a ``FilesystemError``.
         """
         id_map = self.effective_id_map()
-        if id_map is None or not items:
-            for path, uid, gid in items:
-                _lchown_keep_mode(path, uid, gid)
-            return
-        direct: list[tuple[Path, int, int]] = []
-        for path, uid, gid in items:
-            host = id_map.to_host(uid, gid)
-            if host is None:
-                raise BuildStepError(
-                    f"cannot give {path} the owner {uid}:{gid}: that id is not mapped "
-                    "in this rootless build's user namespace",
-                    hint="give the user running lamina subordinate ids in /etc/subuid and "
-                    "/etc/subgid (and install newuidmap/newgidmap), or build as root",
-                )
-            direct.append((path, *host))
-        if not id_map.use_tools:
-            for path, uid, gid in direct:  # only the caller's own ids are mapped
-                _lchown_keep_mode(path, uid, gid)
-            return
-        self._fsops(id_map, chown=[(str(p), u, g) for p, u, g in items])
+        if id_map is None:
+            return fn()
+        return _in_user_namespace(fn, id_map)
 
     def remove(self, path: Path) -> None:
         """Delete a tree a rootless step may have filled with subordinate-id owners."""
         remove_tree(path)
-        if not os.path.lexists(path):
-            return
-        id_map = self.effective_id_map()
-        if id_map is None or not id_map.use_tools:
-            raise FilesystemError(f"cannot delete {path}", hint="delete it by hand")
-        self._fsops(id_map, remove=[str(path)])
+        if os.path.lexists(path):
+            self.as_root(lambda: remove_tree(path))
 
     def apply_upper(self, upper: Path, rootfs: Path) -> None:
-        """Merge a step's ``upper`` into ``rootfs`` (``lamina.fs.apply_upper``).
-
-        Rootless, directories owned by subordinate ids can only be moved from
-        inside the user namespace: the merge runs there, in a fresh interpreter.
-        """
-        id_map = self.effective_id_map()
-        if id_map is None or not id_map.use_tools:
-            apply_upper(upper, rootfs)
-            return
-        code = (
-            "import sys, pathlib, lamina.fs as f; f.apply_upper(*map(pathlib.Path, sys.argv[1:]))"
-        )
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)}
-        self._fsops(id_map, run=[[sys.executable, "-c", code, str(upper), str(rootfs)]], env=env)
-
-    def _fsops(
-        self,
-        id_map: IdMap,
-        *,
-        chown: Sequence[tuple[str, int, int]] = (),
-        remove: Sequence[str] = (),
-        run: Sequence[Sequence[str]] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        payload = {
-            "mode": "fsops",
-            "idmap": id_map.payload(),
-            "chown": [list(item) for item in chown],
-            "remove": list(remove),
-            "exec": [list(argv) for argv in run],
-            "env": dict(env) if env is not None else None,
-        }
-        output: list[bytes] = []
-        _drive(payload, output.append, runner="namespace", graceful_cancel=False)
+        """Merge a step's ``upper`` into ``rootfs`` (``lamina.fs.apply_upper``), owners kept."""
+        self.as_root(lambda: apply_upper(upper, rootfs))
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         user = resolve_user(spec.rootfs, spec.user, upper=spec.upper)

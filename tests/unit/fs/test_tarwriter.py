@@ -183,24 +183,3 @@ def test_writes_to_a_pipe_in_one_pass(tmp_path: Path) -> None:
     stats = write_layer([*CHANGES, Change.add("/big")], tmp_path, sink)  # type: ignore[arg-type]
     assert stats.size == sink.n
     assert sink.biggest <= 1 << 20
-
-
-def test_owner_map_applies_to_every_entry(tmp_path: Path) -> None:
-    make_tree(tmp_path)
-    seen: list[tuple[int, int]] = []
-
-    def owner(uid: int, gid: int) -> tuple[int, int]:
-        seen.append((uid, gid))
-        return (uid + 1000, gid + 2000)
-
-    out = io.BytesIO()
-    write_layer(CHANGES, tmp_path, out, owner=owner)
-    out.seek(0)
-    with tarfile.open(fileobj=out, mode="r|") as tar:
-        members = [m for m in tar if not m.name.rsplit("/", 1)[-1].startswith(".wh.")]
-    me = (os.lstat(tmp_path).st_uid, os.lstat(tmp_path).st_gid)
-    kinds = {m.type for m in members}
-    # files, directories, a symlink, a hardlink and a fifo alike
-    assert {tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE} <= kinds
-    assert all((m.uid, m.gid) == (me[0] + 1000, me[1] + 2000) for m in members)
-    assert len(seen) == len(members)

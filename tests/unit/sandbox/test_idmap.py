@@ -69,17 +69,3 @@ def test_effective_id_map() -> None:
         auto = NamespaceRunner(user_namespace=True).effective_id_map()
         assert auto is not None
         assert auto.to_inside_uid(1000) == 1000
-
-
-def test_image_owner_and_host_owner_round_trip() -> None:
-    assert ROOTLESS.image_owner(1000, 1000) == (0, 0)
-    assert ROOTLESS.image_owner(100000 + 1233, 100000 + 99) == (1234, 100)
-    # ids outside the map are what the sandbox sees for them: the overflow id
-    assert ROOTLESS.image_owner(5, 1000) == (65534, 0)
-    assert ROOTLESS.to_host(0, 0) == (1000, 1000)
-    assert ROOTLESS.to_host(1234, 100) == (100000 + 1233, 100000 + 99)
-    assert ROOTLESS.to_host(70000, 0) is None
-    for uid in (0, 1, 1234, 65536):
-        host = ROOTLESS.to_host(uid, uid)
-        assert host is not None
-        assert ROOTLESS.image_owner(*host) == (uid, uid)
