@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from lamina.builder import OutputOptions
 from lamina.oci.oci_layout import OCILayout
+from lamina.registry import RegistryClient, RegistryOptions
+from tests.integration.test_build_engine import make_context, run_build
 from tests.integration.test_sandbox_rootless import NOBODY, PYTHON, SETPRIV, SRC, UNSHARE
 from tests.support.registry import RegistryServer
 
@@ -161,3 +164,34 @@ def test_rootless_build_without_subordinate_ids(
     assert made["made"] == (0, 0)
     assert made["made/f"] == (0, 0)
     assert _owners(layout, 2)["conf.txt"] == (0, 0)
+
+
+def test_rootless_base_layers_keep_their_owners(
+    base: Path, registry_plain: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
+    """Base layers are extracted in the user namespace: a RUN sees (and a copy-up
+    records) their non-root owners."""
+    ref = f"{registry_plain.host}/rootless/owned:1"
+    ctx = make_context(
+        tmp_path / "ctx",
+        f"FROM {busybox_image}\nRUN echo a > /owned && chown 1234:99 /owned && chmod 600 /owned\n",
+    )
+    client = RegistryClient(
+        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
+        docker_config_dir=None,
+    )
+    try:
+        run_build(
+            tmp_path,
+            ctx,
+            registry=client,
+            output=OutputOptions(destinations=(ref,), oci_layout_path=str(tmp_path / "pushed")),
+        )
+    finally:
+        client.close()
+    layout = _build_as_nobody(
+        base,
+        registry_plain,
+        f"FROM {ref}\nRUN test \"$(stat -c '%u %g' /owned)\" = '1234 99' && echo b >> /owned\n",
+    )
+    assert _owners(layout, 2)["owned"] == (1234, 99)

@@ -101,7 +101,6 @@ from lamina.fs import (
     diff,
     safe_join,
 )
-from lamina.fs import extract_layer as fs_extract_layer
 from lamina.oci import (
     Addendum,
     ContainerConfig,
@@ -277,10 +276,17 @@ class BuildEnv:
 
     def extract(self, image: Image, root: Path) -> None:
         """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten)."""
-        for i, layer in enumerate(image.layers()):
-            name = f"layer {i} ({layer.digest()})"
-            with layer.uncompressed() as stream:
-                fs_extract_layer(root, stream, on_warning=self.log.warning, layer_name=name)
+        self.ownership().extract(image, root, warn=self.log.warning)
+
+    def ownership(self) -> Ownership:
+        """Where owners come from: host ids as root, the user namespace's map rootless."""
+        runner = self.runner
+        if runner is None and os.geteuid() != 0:
+            runner = self.get_runner()
+        ownership = Ownership.of(runner)
+        if ownership.rootless and ownership.remove not in self.build_dir.removers:
+            self.build_dir.removers.append(ownership.remove)
+        return ownership
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -806,14 +812,7 @@ class StageBuilder:
         return FileLayer(path, media_type=media_type, digest=digest, size=size, diff_id=diff_id)
 
     def _ownership(self) -> Ownership:
-        """Where owners come from: host ids as root, the user namespace's map rootless."""
-        runner = self.env.runner
-        if runner is None and os.geteuid() != 0:
-            runner = self.env.get_runner()
-        ownership = Ownership.of(runner)
-        if ownership.rootless and ownership.remove not in self.env.build_dir.removers:
-            self.env.build_dir.removers.append(ownership.remove)
-        return ownership
+        return self.env.ownership()
 
     def do_run(self, instr: RunInstruction) -> StepEffect:
         assert self.scope is not None

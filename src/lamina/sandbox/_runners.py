@@ -13,7 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -448,12 +448,24 @@ def _subordinate(path: Path, name: str, uid: int) -> tuple[int, int] | None:
 # runners
 
 
-def _in_user_namespace(fn: Callable[[], T], id_map: IdMap) -> T:
+def _in_user_namespace(
+    fn: Callable[[], T],
+    id_map: IdMap,
+    *,
+    child_fds: Sequence[int] = (),
+    after_fork: Callable[[], None] | None = None,
+) -> T:
     """Run ``fn`` as root of a new user namespace with ``id_map`` (see ``as_root``)."""
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     out_r, out_w = os.pipe()
     pid = os.fork()
+    if pid != 0:
+        for fd in child_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if after_fork is not None:
+            after_fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
         os.close(ready_r)
         os.close(go_w)
@@ -583,7 +595,13 @@ class NamespaceRunner:
     def _userns(self) -> bool:
         return (os.geteuid() != 0) if self.user_namespace is None else self.user_namespace
 
-    def as_root(self, fn: Callable[[], T]) -> T:
+    def as_root(
+        self,
+        fn: Callable[[], T],
+        *,
+        child_fds: Sequence[int] = (),
+        after_fork: Callable[[], None] | None = None,
+    ) -> T:
         """``fn()`` with the sandbox's view of file owners, and its result.
 
         Without a user namespace ``fn`` simply runs. Rootless, files owned by
@@ -593,11 +611,17 @@ class NamespaceRunner:
         root (in-image ids are its ids there). ``fn`` must not log (the child
         shares the parent's locks); its result (or its ``LaminaError``) comes
         back pickled; any other failure becomes a ``FilesystemError``.
+        ``child_fds`` (e.g. the read end of a pipe ``fn`` consumes) are closed
+        in the caller once the child has them, so that a writer feeding them
+        sees the child go away; ``after_fork`` then runs in the caller (e.g.
+        starts that writer), before ``fn`` (also when no child is needed).
         """
         id_map = self.effective_id_map()
         if id_map is None:
+            if after_fork is not None:
+                after_fork()
             return fn()
-        return _in_user_namespace(fn, id_map)
+        return _in_user_namespace(fn, id_map, child_fds=child_fds, after_fork=after_fork)
 
     def remove(self, path: Path) -> None:
         """Delete a tree a rootless step may have filled with subordinate-id owners."""
