@@ -124,7 +124,7 @@ def test_rootless_build_records_container_owners(
         "&& ln /home/app/f /home/app/hard && ln -s f /home/app/sym\n"
         "RUN touch /root-owned\n"
         "COPY --chown=1234:1234 conf.txt /home/app/conf.txt\n"
-        "COPY conf.txt /root-conf.txt\n"
+        "COPY --link --chown=1234:1234 conf.txt /home/app/linked/conf.txt\n"
         "USER app\n"
         "WORKDIR /home/app/work\n"
         "RUN touch mine && test -O /home/app/conf.txt\n"
@@ -143,7 +143,9 @@ def test_rootless_build_records_container_owners(
     copied = _owners(layout, base_layers + 2)
     assert copied["home/app/conf.txt"] == (1234, 1234)
     assert copied["home/app"] == (1234, 1234)  # the parent as it is in the image
-    assert _owners(layout, base_layers + 3)["root-conf.txt"] == (0, 0)
+    linked = _owners(layout, base_layers + 3)
+    assert linked["home/app/linked/conf.txt"] == (1234, 1234)
+    assert linked["home/app/linked"] == (1234, 1234)
     assert _owners(layout, base_layers + 4)["home/app/work"] == (1234, 1234)
     assert _owners(layout, base_layers + 5)["home/app/work/mine"] == (1234, 1234)
     private = _owners(layout, base_layers + 6)

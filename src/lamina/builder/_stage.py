@@ -96,7 +96,6 @@ from lamina.fs import (
     BuildDir,
     Change,
     StatIndex,
-    apply_upper,
     changes_from_upper,
     diff,
     safe_join,
@@ -792,7 +791,6 @@ class StageBuilder:
         compression = self.env.compression
         if compression == "zstd" and mediatypes.is_docker(self.base_image.media_type()):
             compression = "gzip"  # kaniko: a Docker-typed base keeps gzip
-        ownership = self._ownership()
         change_list = list(changes)
 
         def write() -> tuple[Path, str, Digest, int, Digest]:
@@ -808,8 +806,10 @@ class StageBuilder:
 
         # rootless, files of subordinate owners may be unreadable to the builder itself:
         # the layer is read as root of the user namespace, where owners are image owners
-        path, media_type, digest, size, diff_id = ownership.run(write)
-        return FileLayer(path, media_type=media_type, digest=digest, size=size, diff_id=diff_id)
+        path, media_type, digest, size, diff_id = self._ownership().run(write)
+        return FileLayer(
+            path, media_type=media_type, digest=digest, size=size, diff_id=diff_id, verify=False
+        )
 
     def _ownership(self) -> Ownership:
         return self.env.ownership()
@@ -1233,10 +1233,11 @@ class StageBuilder:
                     target.mkdir(mode=0o755)
                 except OSError as exc:
                     raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
-            warnings: list[str] = []
 
-            def copy() -> list[PurePosixPath]:
-                return copy_into(target, req, warn=warnings.append) + self._copy_heredocs(
+            def copy() -> tuple[list[PurePosixPath], list[str]]:
+                # rootless this runs in a forked child: warnings come back with the result
+                warnings: list[str] = []
+                written = copy_into(target, req, warn=warnings.append) + self._copy_heredocs(
                     instr,
                     target,
                     dest=dest,
@@ -1246,19 +1247,18 @@ class StageBuilder:
                     created_dir_mtime=stamp,
                     warn=warnings.append,
                 )
+                return written, warnings
 
-            try:
-                written = self._ownership().run(copy)
-            finally:
-                for text in warnings:
-                    self.log.warning("%s", text)
+            written, warnings = self._ownership().run(copy)
+            for text in warnings:
+                self.log.warning("%s", text)
             layer = self._layer([Change.add(p) for p in written], target)
             if link:
-                apply_upper(target, rootfs)
+                self._ownership().apply_upper(target, rootfs)
         finally:
             shutil.rmtree(fetch_dir, ignore_errors=True)
             if link:
-                shutil.rmtree(target, ignore_errors=True)
+                self._ownership().remove(target)
         flags = "--parents " if parents else ""
         if instr.chown:
             flags += f"--chown={instr.chown} "
