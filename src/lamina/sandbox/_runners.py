@@ -499,7 +499,13 @@ def _in_user_namespace(
     os.close(out_w)
     try:
         if os.read(ready_r, 1) != b"u":
-            raise BuildStepError("cannot enter the user namespace to change files")
+            answer = os.read(out_r, 1 << 16)
+            why = pickle.loads(answer)[1] if answer else "the helper process died"
+            raise BuildStepError(
+                f"cannot enter a user namespace to change the build's files: {why}",
+                hint="rootless builds need unprivileged user namespaces "
+                "(kernel.unprivileged_userns_clone=1)",
+            )
         problem = _init._write_id_maps(pid, id_map.payload()) if id_map.use_tools else ""
         os.write(go_w, b"g" if not problem else b"x")
         if problem:
