@@ -237,7 +237,7 @@ def test_dockerignore_and_missing_source(tmp_path: Path) -> None:
 
 
 def test_unsupported_features_are_refused_with_the_line(tmp_path: Path) -> None:
-    ctx = make_context(tmp_path / "ctx", "FROM scratch\nRUN --security=insecure true\n")
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nRUN --device=/dev/fuse true\n")
     with pytest.raises(NotSupportedError) as info:
         run_build(tmp_path, ctx)
     assert info.value.location is not None

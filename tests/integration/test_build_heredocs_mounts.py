@@ -198,7 +198,6 @@ def test_cache_mount_default_dir_under_kaniko_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "what"),
     [
-        ("RUN --security=insecure true", "--security=insecure"),
         ("RUN --device=/dev/fuse true", "--device"),
     ],
 )

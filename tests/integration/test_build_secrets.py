@@ -13,7 +13,9 @@ import os
 import secrets as pysecrets
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ import pytest
 
 from lamina.builder import SecretSource, SSHSource
 from lamina.errors import BuildStepError
+from lamina.oci.oci_layout import OCILayout
 from tests.integration.test_build_engine import BUSYBOX, Built, make_context, run_build
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces]
@@ -70,8 +73,9 @@ def _sha(value: bytes) -> bytes:
     return hashlib.sha256(value).hexdigest().encode() + b"\n"
 
 
+@pytest.mark.parametrize("isolation", ["namespace", "chroot"])
 def test_secrets_reach_the_step_and_nothing_else(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, isolation: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     file_value, env_value = _token(), _token()
@@ -99,7 +103,7 @@ RUN test ! -e /run/secrets && test -z "${TOKEN+set}" && ls -a /w > /w-listing
     built = run_build(
         tmp_path,
         ctx,
-        isolation="namespace",
+        isolation=isolation,
         secrets=(
             SecretSource(id="tok", path=secret_file),
             SecretSource(id="envtok", env="T", value=env_value),
@@ -177,7 +181,8 @@ def ssh_agent(tmp_path: Path) -> Iterator[Path]:
         proc.wait(timeout=10)
 
 
-def test_ssh_agent_socket_is_forwarded(tmp_path: Path, ssh_agent: Path) -> None:
+@pytest.mark.parametrize("isolation", ["namespace", "chroot"])
+def test_ssh_agent_socket_is_forwarded(tmp_path: Path, ssh_agent: Path, isolation: str) -> None:
     listed = subprocess.run(
         ["ssh-add", "-l"], env={"SSH_AUTH_SOCK": str(ssh_agent)}, capture_output=True, check=False
     )
@@ -194,6 +199,7 @@ RUN test -z "${SSH_AUTH_SOCK+set}" && test ! -e /run/buildkit && touch /after
     built = run_build(
         tmp_path,
         ctx,
+        isolation=isolation,
         ssh=(SSHSource(id="default", socket=ssh_agent), SSHSource(id="other", socket=ssh_agent)),
     )
     n = len(built.image.layers())
@@ -210,3 +216,69 @@ def test_required_ssh_missing(tmp_path: Path) -> None:
         run_build(tmp_path, ctx)
     assert info.value.location is not None
     assert info.value.location.line == 5
+
+
+SETPRIV = shutil.which("setpriv")
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="needs setpriv (util-linux)")
+def test_chroot_without_mount_rights_copies_the_secret_in_and_out(tmp_path: Path) -> None:
+    """No CAP_SYS_ADMIN (no private mount namespace): the secret file is copied to its
+    target for the step, with its mode and owner, and taken out before the snapshot
+    (an image file at the target is restored); an ssh socket is refused clearly."""
+    value = _token()
+    secret_file = tmp_path / "tok.txt"
+    secret_file.write_bytes(value)
+    ctx = _ctx(
+        tmp_path,
+        """FROM base
+RUN mkdir -p /etc && echo original > /etc/existing
+RUN --mount=type=secret,id=tok,mode=0440,uid=7,gid=8 \\
+    sha256sum /run/secrets/tok | cut -d' ' -f1 > /sum && \\
+    stat -c '%a %u %g' /run/secrets/tok > /perm
+RUN --mount=type=secret,id=tok,target=/etc/existing sha256sum /etc/existing | cut -c1-64 > /sum2
+RUN test ! -e /run/secrets && cat /etc/existing > /after
+""",
+    )
+
+    def build(context: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+        command = [
+            SETPRIV or "setpriv",
+            "--bounding-set=-sys_admin",
+            "--inh-caps=-sys_admin",
+            sys.executable,
+            "-m",
+            "lamina",
+            "build",
+            f"--context={context}",
+            f"--dockerfile={context / 'Dockerfile'}",
+            "--isolation=chroot",
+            "--no-push",
+            f"--kaniko-dir={tmp_path / 'kaniko'}",
+            f"--oci-layout-path={out}",
+            *extra,
+        ]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        return subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+
+    proc = build(ctx, tmp_path / "out", f"--secret=id=tok,src={secret_file}")
+    log_text = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, log_text[-3000:]
+    image = OCILayout.open(tmp_path / "out").image()
+    built = Built(result=None, layout=tmp_path / "out", image=image)  # type: ignore[arg-type]
+    n = len(image.layers())
+    assert built.read_file(n - 3, "sum") == _sha(value)
+    assert built.read_file(n - 3, "perm") == b"440 7 8\n"
+    assert built.read_file(n - 2, "sum2") == _sha(value)
+    assert built.read_file(n - 1, "after") == b"original\n"
+    _assert_nowhere(built, value, tmp_path, log_text)
+
+    ssh_ctx = _ctx(tmp_path / "ssh", "FROM base\nRUN --mount=type=ssh true\n")
+    sock = tmp_path / "fake.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock))
+        proc = build(ssh_ctx, tmp_path / "out-ssh", f"--ssh=default={sock}")
+    text = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0
+    assert "Dockerfile:5" in text
+    assert "CAP_SYS_ADMIN" in text

@@ -470,6 +470,7 @@ CONFIG_FIELDS = (
     "Healthcheck",
     "OnBuild",
     "Shell",
+    "ArgsEscaped",
 )
 TOP_FIELDS = ("os", "architecture", "variant", "author")
 

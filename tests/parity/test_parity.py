@@ -47,7 +47,10 @@ RUNTIME_PLACEHOLDERS: dict[str, str] = {
 }
 
 #: Config fields where buildah 1.28 departs from BuildKit on purpose (§7.1).
-CONFIG_ALLOWED: dict[str, str] = {}
+CONFIG_ALLOWED: dict[str, str] = {
+    "ArgsEscaped": "BuildKit's dispatchCmd sets ArgsEscaped: true on every CMD (any form, "
+    "even on Linux; ENTRYPOINT leaves it alone), as lamina does; buildah 1.28 never sets it",
+}
 
 #: Reasons of per-case differences (used in ALL_CASES below).
 VOLUME_DIRS = (
@@ -200,7 +203,18 @@ ALL_CASES: list[Case] = [
     Case("multistage_target", target="middle"),
     Case("expansion_in_instructions", build_args={"OWNER": "daemon"}),
     Case("dockerignore"),
-    Case("add_local_tar", prepare=_prepare_tars),
+    Case(
+        "add_local_tar",
+        prepare=_prepare_tars,
+        allowed_paths={
+            "/owned/*": (
+                ("uid", "gid"),
+                "ADD --chown of a local archive: BuildKit >= 0.23 (moby/buildkit#5987) gives "
+                "every extracted entry the --chown owner, as lamina does; buildah 1.28 keeps "
+                "the archive's owners",
+            )
+        },
+    ),
     Case("whiteouts"),
     Case(
         "hardlinks",

@@ -205,6 +205,7 @@ def build_image(
         secrets=build.secrets,
         ssh=build.ssh,
         git_commit_mtime=build.source_date_epoch is not None,
+        allow=build.allow,
         single_snapshot=build.single_snapshot,
         inplace=inplace,
     )

@@ -325,6 +325,8 @@ class CopyRequest:
     remote: tuple[Fetched, ...] = ()
     #: ``ADD --unpack=true``: extract downloaded archives too
     unpack_remote: bool = False
+    #: ``--chown`` was given: extracted archive entries get ``owner`` too (BuildKit >= 0.23)
+    chown_archives: bool = False
 
 
 def _fs_error(action: str, path: str, exc: OSError) -> FilesystemError:
@@ -446,7 +448,12 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
     try:
         with host.open("rb") as raw:
             extract_archive(
-                copier.rootfs, dest_dir, raw, on_warning=copier.warn, name=f"ADD {label}"
+                copier.rootfs,
+                dest_dir,
+                raw,
+                on_warning=copier.warn,
+                name=f"ADD {label}",
+                owner=copier.req.owner if copier.req.chown_archives else None,
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc

@@ -44,6 +44,7 @@ from lamina.builder._history import (
     healthcheck_created_by,
     run_created_by,
 )
+from lamina.builder._ids import Ownership
 from lamina.builder._inplace import InPlace, wipe_root
 from lamina.builder._layers import make_layer
 from lamina.builder._mounts import (
@@ -105,16 +106,15 @@ from lamina.fs import (
     Change,
     IgnoreList,
     StatIndex,
-    apply_upper,
     changes_from_upper,
     diff,
     safe_join,
 )
-from lamina.fs import extract_layer as fs_extract_layer
 from lamina.oci import (
     Addendum,
     ContainerConfig,
     Digest,
+    FileLayer,
     History,
     Image,
     Layer,
@@ -256,6 +256,8 @@ class BuildEnv:
     git_commit_mtime: bool = False
     #: ``--isolation=none``: every stage builds in this one root (None: private dirs)
     inplace: InPlace | None = None
+    #: ``--allow`` entitlements (``security.insecure`` lets RUN --security=insecure run)
+    allow: tuple[str, ...] = ()
 
     def next_id(self) -> int:
         self.counter += 1
@@ -290,16 +292,21 @@ class BuildEnv:
 
         Paths on ``ignore`` are neither written nor deleted (in-place builds).
         """
-        for i, layer in enumerate(image.layers()):
-            name = f"layer {i} ({layer.digest()})"
-            with layer.uncompressed() as stream:
-                fs_extract_layer(
-                    root, stream, ignore=ignore, on_warning=self.log.warning, layer_name=name
-                )
+        self.ownership().extract(image, root, warn=self.log.warning, ignore=ignore)
 
     def scan(self, root: Path) -> StatIndex:
         """A stat index of ``root``, leaving out the in-place ignore list."""
         return StatIndex.scan(root, self.inplace.ignore if self.inplace is not None else None)
+
+    def ownership(self) -> Ownership:
+        """Where owners come from: host ids as root, the user namespace's map rootless."""
+        runner = self.runner
+        if runner is None and os.geteuid() != 0:
+            runner = self.get_runner()
+        ownership = Ownership.of(runner)
+        if ownership.rootless and ownership.remove not in self.build_dir.removers:
+            self.build_dir.removers.append(ownership.remove)
+        return ownership
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -684,9 +691,11 @@ class StageBuilder:
     def do_cmd(self, instr: CmdInstruction) -> StepEffect:
         argv = _argv(instr.command, self.runtime.shell)
         self.cmd_seen = True
+        # BuildKit's dispatchCmd sets ArgsEscaped on every CMD (any form, any OS);
+        # ENTRYPOINT leaves it alone.
         return StepEffect(
             created_by=f"CMD {go_quoted_list(argv)}",
-            config=replace(self.runtime, cmd=argv or None),
+            config=replace(self.runtime, cmd=argv or None, args_escaped=True),
         )
 
     def do_entrypoint(self, instr: EntrypointInstruction) -> StepEffect:
@@ -758,6 +767,12 @@ class StageBuilder:
         return StepEffect(created_by=None, config=replace(self.runtime, on_build=tuple(triggers)))
 
     def do_workdir(self, instr: WorkdirInstruction) -> StepEffect:
+        """As BuildKit: ``mkdir -p`` owned by USER, and always a layer (but for ``/``).
+
+        BuildKit's ``dispatchWorkdir`` commits a ``Mkdir(wd, 0755, WithParents)``
+        file op with ``withLayer = true`` whenever ``wd != "/"``, so a WORKDIR
+        whose directory already exists still records a (empty) layer.
+        """
         current = self.runtime.working_dir or "/"
         path = posixpath.normpath(posixpath.join(current, instr.path))
         if path.startswith("//"):
@@ -768,8 +783,16 @@ class StageBuilder:
             return StepEffect(created_by=created_by, config=config)
         rootfs = self.ensure_fs()
         host = safe_join(rootfs, path, follow_final=True)
-        if host.is_dir():
-            return StepEffect(created_by=created_by, config=config)
+        created: list[Path] = []
+        if not host.is_dir():
+            created = self._make_workdir(rootfs, host, path, instr.location)
+        changes = [Change.add(PurePosixPath("/", *p.relative_to(rootfs).parts)) for p in created]
+        layer = self._layer(changes, rootfs)
+        return StepEffect(created_by=created_by, config=config, layer=layer)
+
+    def _make_workdir(
+        self, rootfs: Path, host: Path, path: str, location: SourceLocation
+    ) -> list[Path]:
         uid, gid = 0, 0
         if self.runtime.user:
             try:
@@ -782,21 +805,23 @@ class StageBuilder:
         while not probe.exists() and probe != rootfs:
             created.append(probe)
             probe = probe.parent
-        try:
+
+        def make() -> None:
             for p in reversed(created):
                 if p.is_symlink() or p.exists():
                     p.unlink()
                 p.mkdir(mode=0o755)
                 os.chmod(p, 0o755)
                 os.lchown(p, uid, gid)
+
+        try:
+            self._ownership().run(make)
         except OSError as exc:
             raise FilesystemError(
                 f"WORKDIR {path}: cannot create {exc.filename}: {exc.strerror}",
-                location=instr.location,
+                location=location,
             ) from exc
-        changes = [Change.add(PurePosixPath("/", *p.relative_to(rootfs).parts)) for p in created]
-        layer = self._layer(changes, rootfs)
-        return StepEffect(created_by=created_by, config=config, layer=layer)
+        return created
 
     # -------------------------------------------------------- filesystem steps
 
@@ -806,14 +831,28 @@ class StageBuilder:
         compression = self.env.compression
         if compression == "zstd" and mediatypes.is_docker(self.base_image.media_type()):
             compression = "gzip"  # kaniko: a Docker-typed base keeps gzip
-        return make_layer(
-            changes,
-            root,
-            self.env.build_dir.layers,
-            compression=compression,
-            level=self.env.compression_level,
-            epoch=self.env.clamp_epoch,
+        change_list = list(changes)
+
+        def write() -> tuple[Path, str, Digest, int, Digest]:
+            layer = make_layer(
+                change_list,
+                root,
+                self.env.build_dir.layers,
+                compression=compression,
+                level=self.env.compression_level,
+                epoch=self.env.clamp_epoch,
+            )
+            return layer.path, layer.media_type(), layer.digest(), layer.size(), layer.diff_id()
+
+        # rootless, files of subordinate owners may be unreadable to the builder itself:
+        # the layer is read as root of the user namespace, where owners are image owners
+        path, media_type, digest, size, diff_id = self._ownership().run(write)
+        return FileLayer(
+            path, media_type=media_type, digest=digest, size=size, diff_id=diff_id, verify=False
         )
+
+    def _ownership(self) -> Ownership:
+        return self.env.ownership()
 
     def do_run(self, instr: RunInstruction) -> StepEffect:
         assert self.scope is not None
@@ -825,8 +864,20 @@ class StageBuilder:
         check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, loc)
         if instr.devices:
             raise NotSupportedError("RUN --device", location=loc)
-        if instr.security not in (None, "sandbox"):
-            raise NotSupportedError(f"RUN --security={instr.security}", location=loc)
+        security = instr.security or "sandbox"
+        if security not in ("sandbox", "insecure"):
+            raise DockerfileError(
+                f"unknown RUN --security value {security!r}",
+                hint="use sandbox (the default) or insecure",
+                location=loc,
+            )
+        if security == "insecure" and "security.insecure" not in self.env.allow:
+            raise UsageError(
+                "RUN --security=insecure needs the security.insecure entitlement",
+                hint="pass --allow=security.insecure to let this step run with every "
+                "capability, the host's /dev and a writable /sys",
+                location=loc,
+            )
         network = instr.network or "default"
         if network not in ("default", "none", "host"):
             raise DockerfileError(
@@ -921,6 +972,7 @@ class StageBuilder:
             network=network,  # type: ignore[arg-type]
             mounts=tuple(mounts),
             extra_files=host_network_files("lamina"),
+            security=security,  # type: ignore[arg-type]
         )
         try:
             if runner.captures_upper:
@@ -953,18 +1005,19 @@ class StageBuilder:
                         )
                         uppers.append(uc)
                         uc.place()
-                    result = runner.run(spec, on_output=out)
+                    result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                changes = changes_from_upper(upper)
+                changes = self._ownership().run(lambda: changes_from_upper(upper))
                 layer = self._layer(changes, upper)
-                apply_upper(upper, rootfs)
-                shutil.rmtree(work, ignore_errors=True)
-                shutil.rmtree(upper, ignore_errors=True)
+                ownership = self._ownership()
+                ownership.apply_upper(upper, rootfs)
+                ownership.remove(work)
+                ownership.remove(upper)
             else:
                 before = self.env.scan(rootfs)
-                result = runner.run(spec, on_output=out)
+                result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
@@ -977,6 +1030,16 @@ class StageBuilder:
             shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
 
+    @staticmethod
+    def _run_in(runner: Runner, spec: RunSpec, out: _Output, loc: SourceLocation) -> RunResult:
+        """``runner.run``; a sandbox set-up error gets the RUN's Dockerfile line."""
+        try:
+            return runner.run(spec, on_output=out)
+        except BuildStepError as exc:
+            if exc.location is not None:
+                raise
+            raise BuildStepError(exc.message, hint=exc.hint, location=loc) from exc
+
     def _copy_heredocs(
         self,
         instr: CopyInstruction | AddInstruction,
@@ -987,6 +1050,7 @@ class StageBuilder:
         owner: tuple[int, int] | None,
         chmod: ChmodSpec | None,
         created_dir_mtime: int | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> list[PurePosixPath]:
         """``COPY <<NAME dest``: a file named NAME (0644 unless ``--chmod``) with the body."""
         docs = instr.heredocs
@@ -1024,7 +1088,7 @@ class StageBuilder:
                 chmod=chmod,
                 created_dir_mtime=created_dir_mtime,
             )
-            return copy_into(rootfs, req, warn=self.log.warning)
+            return copy_into(rootfs, req, warn=warn or self.log.warning)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1233,6 +1297,7 @@ class StageBuilder:
             parents=parents,
             excludes=excludes,
             created_dir_mtime=stamp,
+            chown_archives=bool(instr.chown),
         )
         target = rootfs
         if link:
@@ -1243,35 +1308,45 @@ class StageBuilder:
                     target.mkdir(mode=0o755)
                 except OSError as exc:
                     raise FilesystemError(f"cannot create {target}: {exc.strerror}") from exc
-            written = copy_into(target, req, warn=self.log.warning)
-            for checkout in checkouts:  # each git checkout: a directory source of its own
-                git_tree = LocalContext(checkout.root, None, name="git repository")
-                git_req = replace(
-                    req,
-                    tree=git_tree,
-                    sources=(ContextSource(path="", host=checkout.root, kind="dir"),),
-                    bases=(),
-                    parents=False,
-                    extract_archives=False,
-                    remote=(),
+
+            def copy() -> tuple[list[PurePosixPath], list[str]]:
+                # rootless this runs in a forked child: warnings come back with the result
+                warnings: list[str] = []
+                written = copy_into(target, req, warn=warnings.append)
+                for checkout in checkouts:  # each git checkout: a directory source of its own
+                    git_tree = LocalContext(checkout.root, None, name="git repository")
+                    git_req = replace(
+                        req,
+                        tree=git_tree,
+                        sources=(ContextSource(path="", host=checkout.root, kind="dir"),),
+                        bases=(),
+                        parents=False,
+                        extract_archives=False,
+                        remote=(),
+                    )
+                    written += copy_into(target, git_req, warn=warnings.append)
+                written += self._copy_heredocs(
+                    instr,
+                    target,
+                    dest=dest,
+                    dest_is_dir=dest_is_dir,
+                    owner=owner,
+                    chmod=chmod,
+                    created_dir_mtime=stamp,
+                    warn=warnings.append,
                 )
-                written += copy_into(target, git_req, warn=self.log.warning)
-            written += self._copy_heredocs(
-                instr,
-                target,
-                dest=dest,
-                dest_is_dir=dest_is_dir,
-                owner=owner,
-                chmod=chmod,
-                created_dir_mtime=stamp,
-            )
+                return written, warnings
+
+            written, warnings = self._ownership().run(copy)
+            for text in warnings:
+                self.log.warning("%s", text)
             layer = self._layer([Change.add(p) for p in written], target)
             if link:
-                apply_upper(target, rootfs)
+                self._ownership().apply_upper(target, rootfs)
         finally:
             shutil.rmtree(fetch_dir, ignore_errors=True)
             if link:
-                shutil.rmtree(target, ignore_errors=True)
+                self._ownership().remove(target)
         flags = "--parents " if parents else ""
         if instr.chown:
             flags += f"--chown={instr.chown} "

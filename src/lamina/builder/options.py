@@ -102,6 +102,8 @@ class BuildOptions:
     secrets: tuple[SecretSource, ...] = ()
     #: ``--ssh``: SSH agent sockets by id, for ``RUN --mount=type=ssh``
     ssh: tuple[SSHSource, ...] = ()
+    #: ``--allow``: entitlements granted to the build (``security.insecure``)
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -427,6 +427,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         cache_mount_dir=Path(v["cache_mount_dir"]) if v["cache_mount_dir"] else None,
         secrets=parse_secrets(v["secret"], env),
         ssh=parse_ssh(v["ssh"], env),
+        allow=tuple(sorted({item.strip() for raw in v["allow"] for item in raw.split(",")})),
     )
     cache = CacheOptions(
         enabled=v["cache"],

@@ -15,6 +15,7 @@ from lamina.errors import UsageError
 __all__ = [
     "BUILD_FLAGS",
     "COMPRESSIONS",
+    "ENTITLEMENTS",
     "IMAGE_FLAGS",
     "ISOLATIONS",
     "LOG_FLAGS",
@@ -37,6 +38,8 @@ LOG_FORMATS = ("text", "color", "json")
 SNAPSHOT_MODES = ("full", "redo", "time")
 COMPRESSIONS = ("gzip", "zstd")
 ISOLATIONS = ("auto", "namespace", "chroot", "none")
+#: ``--allow`` entitlements (BuildKit's names)
+ENTITLEMENTS = ("security.insecure",)
 
 DEFAULT_CACHE_TTL = timedelta(hours=336)
 
@@ -51,6 +54,17 @@ def one_of(flag: str, choices: tuple[str, ...]) -> Callable[[str], object]:
         return value
 
     return check
+
+
+def entitlements(value: str) -> object:
+    """``--allow``: one or more comma-separated entitlements, each one we know."""
+    for item in value.split(","):
+        if item.strip() not in ENTITLEMENTS:
+            raise UsageError(
+                f'invalid argument "{value}" for --allow: unknown entitlement {item.strip()!r}',
+                hint=f"--allow takes: {', '.join(ENTITLEMENTS)}",
+            )
+    return value
 
 
 def _f(name: str, kind: FlagKind, help: str, default: object = None, **kw: object) -> FlagSpec:
@@ -152,6 +166,13 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
         M,
         "Build secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR][,type=file|env] "
         "(repeatable)",
+    ),
+    _f(
+        "allow",
+        M,
+        "Entitlement a RUN may ask for: security.insecure (for RUN --security=insecure) "
+        "(repeatable)",
+        check=entitlements,
     ),
     _f(
         "ssh",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina.errors import FilesystemError
+from lamina.errors import FilesystemError, LaminaError
 
 __all__ = ["BuildDir"]
 
@@ -27,6 +28,9 @@ class BuildDir:
     rootfs: Path
     layers: Path
     work: Path
+    #: ways to delete what plain ``rmtree`` cannot (a rootless build's subordinate-id
+    #: owners): tried in order when it fails
+    removers: list[Callable[[Path], None]] = field(default_factory=list, compare=False)
 
     @classmethod
     def create(cls, kaniko_dir: Path | None = None) -> BuildDir:
@@ -54,6 +58,13 @@ class BuildDir:
         except FileNotFoundError:
             return
         except OSError as exc:
+            for remover in self.removers:
+                try:
+                    remover(self.path)
+                except LaminaError:
+                    continue
+                if not self.path.exists():
+                    return
             raise FilesystemError(
                 f"cannot delete the build directory {self.path}: {exc.strerror}",
                 hint="delete it by hand; a mount inside it may still be active",

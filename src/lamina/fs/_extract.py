@@ -169,6 +169,8 @@ class _LayerApplier:
         self.dir_meta: list[tuple[Path, int, int]] = []
         self.chown_failed = False
         self.xattr_failed = False
+        #: every entry's owner instead of the tar's (``ADD --chown`` of an archive)
+        self.owner: tuple[int, int] | None = None
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -396,8 +398,9 @@ class _LayerApplier:
 
     def _metadata(self, m: tarfile.TarInfo, dst: Path) -> None:
         if not self.chown_failed:
+            uid, gid = self.owner if self.owner is not None else (m.uid, m.gid)
             try:
-                os.lchown(dst, m.uid, m.gid)
+                os.lchown(dst, uid, gid)
             except PermissionError:
                 self.chown_failed = True
                 self._warn_entry(
@@ -578,6 +581,7 @@ def extract_archive(
     ignore: IgnoreList | None = None,
     can_mknod: bool | None = None,
     name: str = "archive",
+    owner: tuple[int, int] | None = None,
 ) -> ExtractStats:
     """Unpack a local tar archive (plain, gzip, bzip2, xz or zstd; sniffed) for ``ADD``.
 
@@ -585,7 +589,9 @@ def extract_archive(
     with Docker's ADD, the archive is confined to ``dest``: its ``..`` names are
     refused and its absolute names and symlinks resolve inside ``dest``.
     ``.wh.*`` names are ordinary files here. Owners and modes of the archive
-    are kept. Decompression streams: memory does not grow with the archive.
+    are kept, unless ``owner`` is given (``ADD --chown``, as BuildKit >= 0.23):
+    then every extracted entry gets it. Decompression streams: memory does not
+    grow with the archive.
     """
     dest_host = safe_join(root, dest, follow_final=True)
     applier = _LayerApplier(
@@ -607,6 +613,7 @@ def extract_archive(
             or None
         )
     applier.whiteouts = False
+    applier.owner = owner
     try:
         data, _kind = _decompressed(stream)
     except OSError as exc:

@@ -71,6 +71,11 @@ MS_RELATIME = 0x200000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+#: BuildKit's default capability set for RUN (containerd's default OCI spec):
+#: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+#: NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+SANDBOX_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31))
 PR_SET_CHILD_SUBREAPER = 36
 
 #: pivot_root(2) syscall numbers; other machines fall back to MS_MOVE + chroot
@@ -240,6 +245,8 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if new_pgid:
             os.setpgid(0, 0)
+        if spec.get("security") == "sandbox":
+            _drop_capabilities()
         uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec["groups"]]
         if spec.get("setgroups", True):
             os.setgroups(groups)
@@ -268,6 +275,25 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
         with contextlib.suppress(OSError):
             os.write(err_w, json.dumps({"code": 126, "message": str(exc)}).encode())
         os._exit(126)
+
+
+def _drop_capabilities() -> None:
+    """Take every capability outside :data:`SANDBOX_CAPS` out of the bounding set.
+
+    The command (even as root) can then never hold them: exec gives uid 0 the
+    bounding set, not the full set.
+    """
+    try:  # bytes only: after pivot_root no codec module can be imported
+        fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY)
+        try:
+            last = int(os.read(fd, 32).strip())
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if cap not in SANDBOX_CAPS:
+            prctl(PR_CAPBSET_DROP, cap)
 
 
 def _start_command(spec: dict[str, Any], *, new_pgid: bool) -> tuple[int, int]:
@@ -431,6 +457,26 @@ def _bind(source: str, target: str, *, readonly: bool, rootless: bool) -> None:
         mount(None, target, None, flags, None)
 
 
+def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
+    """``/sys``: a fresh sysfs where the kernel allows it, else the host's, bound.
+
+    Read-only unless ``writable`` (``--security=insecure``). A user namespace
+    that does not own the network namespace may not mount sysfs: the host's
+    ``/sys`` is bound then (read-only); when neither works the step has none.
+    """
+    target = os.path.join(root, "sys")
+    if not os.path.isdir(target):
+        return
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
+    try:
+        mount("sysfs", target, "sysfs", flags, None)
+        return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        _bind("/sys", target, readonly=not writable, rootless=rootless)
+
+
 def _setup_root(spec: dict[str, Any]) -> str:
     """Mount everything under the new root; returns it."""
     root = str(spec["newroot"])
@@ -455,7 +501,14 @@ def _setup_root(spec: dict[str, Any]) -> str:
     proc = os.path.join(root, "proc")
     _ensure_mount_point(proc)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    _setup_dev(root, rootless=rootless)
+    insecure = spec.get("security") == "insecure"
+    _setup_sys(root, writable=insecure, rootless=rootless)
+    if insecure:
+        dev = os.path.join(root, "dev")
+        _ensure_mount_point(dev)
+        mount("/dev", dev, None, MS_BIND | MS_REC, None)
+    else:
+        _setup_dev(root, rootless=rootless)
     for item in spec.get("mounts", []):
         target = resolve_in_root(root, item["target"])
         _ensure_mount_point(target)
@@ -668,6 +721,52 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
     return found
 
 
+def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
+    """The chroot's read-only bind mounts, in a private mount namespace.
+
+    Where no mount namespace can be made (no CAP_SYS_ADMIN), regular files
+    (secrets) are copied over their mount points instead (the parent made
+    them and removes them after the step); directories and sockets cannot be.
+    """
+    try:
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    except OSError as exc:
+        for item in binds:
+            _copy_bind(rootfs, item, exc)
+        return
+    for item in binds:
+        _bind(
+            str(item["source"]),
+            resolve_in_root(rootfs, str(item["target"])),
+            readonly=True,
+            rootless=False,
+        )
+
+
+def _copy_bind(rootfs: str, item: dict[str, Any], why: OSError) -> None:
+    target = str(item["target"])
+    if item["kind"] != "file":
+        raise SetupError(
+            f"cannot mount {target}: no private mount namespace here ({why.strerror or why})",
+            "with --isolation=chroot, RUN --mount of a directory or socket (type=ssh, a bind "
+            "of a directory, a here-document script) needs mount rights (CAP_SYS_ADMIN); "
+            "secrets work without; or use --isolation=namespace",
+        )
+    host = resolve_in_root(rootfs, target)
+    source = str(item["source"])
+    st = os.stat(source)
+    fd = os.open(host, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(65536):
+                os.write(fd, chunk)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
+
+
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
     """chroot / in-place: run the command in a new process group and clean up after it."""
     proc_fd: int | None = None
@@ -684,6 +783,8 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
         except OSError:
             proc_fd = None
         if spec["mode"] == "chroot":
+            if spec.get("binds"):
+                _chroot_binds(str(spec["rootfs"]), spec["binds"])
             os.chroot(spec["rootfs"])
         os.chdir("/")
         _prepare_cwd(spec["cwd"])

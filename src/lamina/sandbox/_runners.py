@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import pwd
 import shutil
 import signal
@@ -12,13 +13,14 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
-from lamina.errors import BuildStepError, FilesystemError, NotSupportedError
-from lamina.fs import safe_join
+from lamina import errors
+from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
+from lamina.fs import apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -26,6 +28,7 @@ from lamina.sandbox._users import ResolvedUser, resolve_user
 __all__ = ["ChrootRunner", "IdMap", "InPlaceRunner", "NamespaceRunner", "host_network_files"]
 
 INIT_SCRIPT = Path(_init.__file__)
+T = TypeVar("T")
 _TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
 _KILL_GRACE_SECONDS = 5.0
@@ -445,6 +448,93 @@ def _subordinate(path: Path, name: str, uid: int) -> tuple[int, int] | None:
 # runners
 
 
+def _in_user_namespace(
+    fn: Callable[[], T],
+    id_map: IdMap,
+    *,
+    child_fds: Sequence[int] = (),
+    after_fork: Callable[[], None] | None = None,
+) -> T:
+    """Run ``fn`` as root of a new user namespace with ``id_map`` (see ``as_root``)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        for fd in child_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if after_fork is not None:
+            after_fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+        os.close(ready_r)
+        os.close(go_w)
+        os.close(out_r)
+        try:
+            try:
+                uid, gid = os.geteuid(), os.getegid()
+                _init.unshare(_init.CLONE_NEWUSER)
+                if not id_map.use_tools:  # only our own ids: we may write the maps ourselves
+                    _init._write_proc("/proc/self/setgroups", "deny")
+                    _init._write_proc("/proc/self/uid_map", f"0 {uid} 1\n")
+                    _init._write_proc("/proc/self/gid_map", f"0 {gid} 1\n")
+                os.write(ready_w, b"u")
+                if os.read(go_r, 1) != b"g":
+                    os._exit(3)
+                os.setgid(0)
+                os.setuid(0)
+                result: tuple[str, Any] = ("ok", fn())
+            except LaminaError as exc:
+                result = ("lamina", (type(exc).__name__, exc.message, exc.hint, exc.location))
+            except BaseException as exc:
+                result = ("other", f"{type(exc).__name__}: {exc}")
+            data = pickle.dumps(result)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out_w, view) :]
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(out_w)
+    try:
+        if os.read(ready_r, 1) != b"u":
+            answer = os.read(out_r, 1 << 16)
+            why = pickle.loads(answer)[1] if answer else "the helper process died"
+            raise BuildStepError(
+                f"cannot enter a user namespace to change the build's files: {why}",
+                hint="rootless builds need unprivileged user namespaces "
+                "(kernel.unprivileged_userns_clone=1)",
+            )
+        problem = _init._write_id_maps(pid, id_map.payload()) if id_map.use_tools else ""
+        os.write(go_w, b"g" if not problem else b"x")
+        if problem:
+            raise BuildStepError(
+                f"cannot map ids in the user namespace: {problem}",
+                hint="check /etc/subuid, /etc/subgid and newuidmap/newgidmap",
+            )
+        chunks = []
+        while chunk := os.read(out_r, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        for fd in (ready_r, go_w, out_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise FilesystemError("the user namespace helper ended without an answer")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "ok":
+        return value  # type: ignore[no-any-return]
+    if kind == "lamina":
+        name, message, hint, location = value
+        cls = getattr(errors, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, LaminaError)) or cls is NotSupportedError:
+            cls = FilesystemError
+        raise cls(message, hint=hint, location=location)
+    raise FilesystemError(f"changing files in the user namespace failed: {value}")
+
+
 def _check_mapped(raw: str, user: ResolvedUser, id_map: IdMap | None) -> ResolvedUser:
     """The user as it can run in the user namespace, or a clear error."""
     if id_map is None:
@@ -511,6 +601,44 @@ class NamespaceRunner:
     def _userns(self) -> bool:
         return (os.geteuid() != 0) if self.user_namespace is None else self.user_namespace
 
+    def as_root(
+        self,
+        fn: Callable[[], T],
+        *,
+        child_fds: Sequence[int] = (),
+        after_fork: Callable[[], None] | None = None,
+    ) -> T:
+        """``fn()`` with the sandbox's view of file owners, and its result.
+
+        Without a user namespace ``fn`` simply runs. Rootless, files owned by
+        subordinate ids can only be created in, moved, chowned or deleted from
+        inside the user namespace: ``fn`` then runs in a forked child that
+        enters a new user namespace with the build's id map and becomes its
+        root (in-image ids are its ids there). ``fn`` must not log (the child
+        shares the parent's locks); its result (or its ``LaminaError``) comes
+        back pickled; any other failure becomes a ``FilesystemError``.
+        ``child_fds`` (e.g. the read end of a pipe ``fn`` consumes) are closed
+        in the caller once the child has them, so that a writer feeding them
+        sees the child go away; ``after_fork`` then runs in the caller (e.g.
+        starts that writer), before ``fn`` (also when no child is needed).
+        """
+        id_map = self.effective_id_map()
+        if id_map is None:
+            if after_fork is not None:
+                after_fork()
+            return fn()
+        return _in_user_namespace(fn, id_map, child_fds=child_fds, after_fork=after_fork)
+
+    def remove(self, path: Path) -> None:
+        """Delete a tree a rootless step may have filled with subordinate-id owners."""
+        remove_tree(path)
+        if os.path.lexists(path):
+            self.as_root(lambda: remove_tree(path))
+
+    def apply_upper(self, upper: Path, rootfs: Path) -> None:
+        """Merge a step's ``upper`` into ``rootfs`` (``lamina.fs.apply_upper``), owners kept."""
+        self.as_root(lambda: apply_upper(upper, rootfs))
+
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         user = resolve_user(spec.rootfs, spec.user, upper=spec.upper)
         userns = self._userns()
@@ -547,7 +675,7 @@ class NamespaceRunner:
         if overlay:
             stubs.base.mkdir(mode=0o755)
         mounts: list[dict[str, Any]] = []
-        wanted: list[tuple[str, bool]] = [("/proc", True), ("/dev", True)]
+        wanted: list[tuple[str, bool]] = [("/proc", True), ("/dev", True), ("/sys", True)]
         files_dir = tmp / "files"
         files_dir.mkdir()
         for index, (target, content) in enumerate(sorted(spec.extra_files.items())):
@@ -592,6 +720,7 @@ class NamespaceRunner:
                 "idmap": id_map.payload() if id_map is not None else None,
                 "network": spec.network,
                 "hostname": spec.hostname,
+                "security": spec.security,
                 "mounts": mounts,
                 "_stubs": None if overlay else stubs,
             }
@@ -642,8 +771,15 @@ _CHROOT_DEVICES = {
 
 
 @contextlib.contextmanager
-def _swapped_files(rootfs: Path, files: Mapping[str, bytes]) -> Iterator[None]:
-    """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it."""
+def _swapped_files(
+    rootfs: Path, files: Mapping[str, bytes], binds: Mapping[str, bool] | None = None
+) -> Iterator[None]:
+    """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it.
+
+    ``binds`` (in-image target -> is a directory) are mount points for the
+    step's read-only bind mounts: made when missing, and an image file there
+    is saved and restored (the init may copy a secret over it).
+    """
     saved: list[tuple[Path, bytes, os.stat_result]] = []
     stubs = _Stubs(rootfs)
     try:
@@ -658,23 +794,35 @@ def _swapped_files(rootfs: Path, files: Mapping[str, bytes]) -> Iterator[None]:
             else:
                 stubs.add(rootfs, target, directory=False)
                 host.write_bytes(content)
+        for target, directory in sorted((binds or {}).items()):
+            host = safe_join(rootfs, target, follow_final=True)
+            if not directory and host.is_file():
+                saved.append((host, host.read_bytes(), host.stat()))
+            elif not os.path.lexists(host):
+                stubs.add(rootfs, target, directory=directory)
+        stubs.restore_times()
         yield
     except OSError as exc:
-        raise FilesystemError(f"cannot place /etc files into {rootfs}: {exc}") from exc
+        raise FilesystemError(f"cannot prepare the chroot's files in {rootfs}: {exc}") from exc
     finally:
         for host, data, st in saved:
             with contextlib.suppress(OSError):
                 host.write_bytes(data)
+                os.chown(host, st.st_uid, st.st_gid)
                 os.chmod(host, stat.S_IMODE(st.st_mode))
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
         stubs.remove()
 
 
-def _direct_unsupported(spec: RunSpec, isolation: str) -> None:
-    if spec.mounts:
+def _direct_unsupported(spec: RunSpec, isolation: str, *, read_only_binds: bool = False) -> None:
+    refused = [
+        m for m in spec.mounts if not (read_only_binds and isinstance(m, BindMount) and m.readonly)
+    ]
+    if refused:
+        what = "a writable bind or tmpfs" if read_only_binds else "bind and tmpfs"
         raise NotSupportedError(
             f"RUN --mount with --isolation={isolation}",
-            hint="bind and tmpfs mounts need --isolation=namespace",
+            hint=f"{what} mounts need --isolation=namespace",
         )
     if spec.network == "none":
         raise NotSupportedError(
@@ -691,6 +839,13 @@ def _direct_unsupported(spec: RunSpec, isolation: str) -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChrootRunner:
     """``chroot(2)`` into the rootfs: for root without mount rights.
+
+    Read-only bind mounts (secrets, the ssh agent socket, bind mounts,
+    heredoc scripts) are mounted in a private mount namespace when the kernel
+    allows one (root with CAP_SYS_ADMIN); without it, file mounts (secrets)
+    are copied to their target with the source's owner and mode for the step
+    and removed (or the image's file restored) before the snapshot, while
+    directory and socket mounts are refused with a clear error.
 
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
@@ -709,11 +864,36 @@ class ChrootRunner:
         return False
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
-        _direct_unsupported(spec, "chroot")
+        _direct_unsupported(spec, "chroot", read_only_binds=True)
         user = resolve_user(spec.rootfs, spec.user)
-        with _swapped_files(spec.rootfs, spec.extra_files):
+        binds: list[dict[str, str]] = []
+        targets: dict[str, bool] = {}
+        for mount in spec.mounts:
+            assert isinstance(mount, BindMount)
+            target = _abs_target(spec, mount.target)
+            source = mount.source.absolute()
+            try:
+                st = os.stat(source)
+            except OSError as exc:
+                raise BuildStepError(
+                    f"bind mount source {source} for {target}: {exc.strerror or exc}"
+                ) from exc
+            kind = (
+                "dir"
+                if stat.S_ISDIR(st.st_mode)
+                else "file"
+                if stat.S_ISREG(st.st_mode)
+                else "other"
+            )
+            binds.append({"source": str(source), "target": target, "kind": kind})
+            targets[target] = kind == "dir"
+        with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
-                _command_payload(spec, user, "chroot"),
+                {
+                    **_command_payload(spec, user, "chroot"),
+                    "security": spec.security,
+                    "binds": binds,
+                },
                 on_output,
                 runner="chroot",
                 graceful_cancel=True,

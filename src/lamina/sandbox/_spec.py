@@ -23,6 +23,7 @@ __all__ = [
 
 Network: TypeAlias = Literal["default", "host", "none"]
 _NETWORKS = ("default", "host", "none")
+Security: TypeAlias = Literal["sandbox", "insecure"]
 
 
 def _check_target(target: str) -> None:
@@ -84,6 +85,11 @@ class RunSpec:
     * ``extra_files``: image path → contents, bind-mounted read-only over the
       image (for ``/etc/resolv.conf`` and ``/etc/hosts``); never captured in
       ``upper``.
+    * ``security``: ``sandbox`` (default) keeps only the capabilities of
+      BuildKit's default set (containerd's default OCI spec) and a read-only
+      ``/sys``; ``insecure`` (``RUN --security=insecure``, allowed with
+      ``--allow=security.insecure``) keeps every capability, mounts ``/sys``
+      read-write and the host's ``/dev``.
     """
 
     rootfs: Path
@@ -97,6 +103,7 @@ class RunSpec:
     extra_files: Mapping[str, bytes] = field(default_factory=dict)
     upper: Path | None = None
     work: Path | None = None
+    security: Security = "sandbox"
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:

@@ -1,0 +1,143 @@
+"""File owners in rootless builds: host ids on disk, in-image ids in layers.
+
+As root, a file's owner on disk is its owner in the image. Rootless, RUN
+steps go through a user namespace: what the sandbox creates as uid N is owned
+on the host by the id the namespace maps N to (the invoking user for 0, its
+subordinate range for the others), and the builder itself can neither create
+files with such owners nor move, read or delete them. :class:`Ownership` is
+the one way the builder touches the rootfs and a RUN's upper directory
+(COPY/ADD, WORKDIR, reading a RUN's changes, writing layers, merging, clean-up):
+:meth:`Ownership.run` runs that work as root of a user namespace with the
+sandbox's id map, where a file's owner *is* its in-image owner, so layers
+record in-image ids (0 for the invoking user, N for subordinate id N-1) with
+no translation, and files only their owner may read are readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from lamina.errors import FilesystemError, LaminaError
+from lamina.fs import IgnoreList, apply_upper, extract_layer
+from lamina.oci import Image
+from lamina.sandbox import IdMap, NamespaceRunner, Runner
+
+__all__ = ["Ownership"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """How owners are written for one build: directly (root), or through an id map."""
+
+    runner: NamespaceRunner | None = None
+    id_map: IdMap | None = None
+
+    @classmethod
+    def of(cls, runner: Runner | None) -> Ownership:
+        if isinstance(runner, NamespaceRunner):
+            id_map = runner.effective_id_map()
+            if id_map is not None:
+                return cls(runner, id_map)
+        return cls()
+
+    @property
+    def rootless(self) -> bool:
+        return self.id_map is not None
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` where in-image owners are real: here as root, else in the user
+        namespace (``fn`` must not log; see ``NamespaceRunner.as_root``)."""
+        return fn() if self.runner is None else self.runner.as_root(fn)
+
+    def apply_upper(self, upper: Path, rootfs: Path) -> None:
+        """Merge a RUN's overlay upper directory into the rootfs, owners kept."""
+        self.run(lambda: apply_upper(upper, rootfs))
+
+    def extract(
+        self,
+        image: Image,
+        root: Path,
+        *,
+        warn: Callable[[str], None],
+        ignore: IgnoreList | None = None,
+    ) -> None:
+        """Apply every layer of ``image`` to ``root`` with the layers' owners.
+
+        Rootless, each layer is extracted as root of the user namespace (so
+        owners other than root survive: the build's RUN steps and later
+        layers see them), fed through a pipe by a thread of this process,
+        which alone talks to the registry.
+        """
+        for i, layer in enumerate(image.layers()):
+            name = f"layer {i} ({layer.digest()})"
+            with layer.uncompressed() as stream:
+                if self.runner is None:
+                    extract_layer(root, stream, ignore=ignore, on_warning=warn, layer_name=name)
+                    continue
+                self._extract_fed(stream, root, name, warn, ignore)
+
+    def _extract_fed(
+        self,
+        stream: BinaryIO,
+        root: Path,
+        name: str,
+        warn: Callable[[str], None],
+        ignore: IgnoreList | None,
+    ) -> None:
+        assert self.runner is not None
+        read_fd, write_fd = os.pipe()
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                with os.fdopen(write_fd, "wb") as out:
+                    while chunk := stream.read(1 << 20):
+                        out.write(chunk)
+            except BrokenPipeError:
+                pass  # the extraction ended early: its own error says why
+            except BaseException as exc:  # re-raised below
+                failure.append(exc)
+
+        def extract() -> list[str]:
+            os.close(write_fd)
+            warnings: list[str] = []
+            with os.fdopen(read_fd, "rb") as data:
+                extract_layer(
+                    root, data, ignore=ignore, on_warning=warnings.append, layer_name=name
+                )
+            return warnings
+
+        feeder = threading.Thread(target=feed, name="lamina-layer-feed", daemon=True)
+        try:
+            # the feeder starts after the fork: the child never shares a running thread
+            warnings = self.runner.as_root(extract, child_fds=(read_fd,), after_fork=feeder.start)
+        finally:
+            if feeder.is_alive() or feeder.ident is not None:
+                feeder.join()
+            else:
+                for fd in (read_fd, write_fd):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        if failure:
+            err = failure[0]
+            if isinstance(err, LaminaError):
+                raise err
+            raise FilesystemError(f"reading {name} failed: {err}") from err
+        for text in warnings:
+            warn(text)
+
+    def remove(self, path: Path) -> None:
+        """Delete a scratch tree, even one holding files of subordinate owners."""
+        if self.runner is None:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            self.runner.remove(path)
