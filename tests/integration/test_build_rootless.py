@@ -200,12 +200,6 @@ def test_rootless_base_layers_keep_their_owners(
     assert _owners(layout, 2)["owned"] == (1234, 99)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StageBuilder.ensure_fs copies a parent stage's rootfs with `cp -a` outside the "
-    "user namespace: files of subordinate owners are unreadable there (fix: run "
-    "_copy_tree through self.env.ownership().run, in ensure_fs, owned by another helper)",
-)
 def test_rootless_stage_from_a_stage_with_private_files(
     base: Path, registry_plain: RegistryServer, busybox_image: str
 ) -> None:

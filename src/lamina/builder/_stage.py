@@ -475,7 +475,9 @@ class StageBuilder:
         parent = self.parent
         if parent is not None and parent.rootfs is not None:
             self.log.info("stage %s: copying the rootfs of stage %s", self.sp.display, parent.index)
-            self._copy_tree(parent.rootfs, self.rootfs)
+            src = parent.rootfs
+            # rootless: in the user namespace, where files of any in-image owner are readable
+            self._ownership().run(lambda: self._copy_tree(src, self.rootfs))
         elif not self.sp.is_scratch:
             self.log.info("stage %s: extracting %s", self.sp.display, self.sp.base)
             self.env.extract(self.base_image, self.rootfs)
