@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina.errors import FilesystemError
+from lamina.errors import FilesystemError, ImageFormatError
 
 __all__ = ["KeyInputs", "SourceEntry", "cache_key", "explain_miss", "hash_sources"]
 
@@ -73,6 +73,52 @@ class KeyInputs:
             "sources": [s.as_json() for s in sorted(self.sources, key=lambda s: s.path)],
         }
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_document(cls, data: bytes) -> KeyInputs:
+        """The inputs whose :meth:`document` is ``data`` (the inverse of :meth:`document`).
+
+        Raises :class:`~lamina.errors.ImageFormatError` for anything that is not a
+        document of this :data:`KEY_VERSION` (a cache entry written by another version).
+        """
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            if not isinstance(doc, dict) or doc.get("v") != KEY_VERSION:
+                raise ValueError(f"not a version {KEY_VERSION} key document")
+            parent, instruction, platform = doc["parent"], doc["instruction"], doc["platform"]
+            if not all(isinstance(x, str) for x in (parent, instruction, platform)):
+                raise ValueError("parent, instruction and platform must be strings")
+            args: dict[str, str] = {}
+            for pair in doc["args"]:
+                k, v = pair
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise ValueError("args must be [name, value] string pairs")
+                args[k] = v
+            sources: list[SourceEntry] = []
+            for item in doc["sources"]:
+                path, kind, mode, uid, gid, content = item
+                if not (
+                    isinstance(path, str)
+                    and isinstance(kind, str)
+                    and isinstance(content, str)
+                    and all(type(n) is int for n in (mode, uid, gid))
+                ):
+                    raise ValueError(f"malformed source entry {item!r}")
+                sources.append(
+                    SourceEntry(path=path, type=kind, mode=mode, uid=uid, gid=gid, content=content)
+                )
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ImageFormatError(
+                f"invalid cache key document: {exc}",
+                hint="the cache entry was written by another lamina version; it is ignored",
+            ) from None
+        return cls(
+            parent=parent,
+            instruction=instruction,
+            platform=platform,
+            args=args,
+            sources=tuple(sources),
+        )
 
 
 def cache_key(inputs: KeyInputs) -> str:
