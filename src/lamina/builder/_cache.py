@@ -48,7 +48,8 @@ miss: ``<Dockerfile name>:<stage name or index>:<step number>:<keyword>``.
 miss with a reason). A miss's reason is the back end's when it has one (expired,
 corrupted), else :func:`lamina.cache.explain_miss` against the slot's previous inputs,
 else "no earlier build of this step is known". Stores run on one background thread; a
-failed store is a warning. :meth:`CacheSession.close` waits for them.
+failed store is a warning. :meth:`CacheSession.close` waits for them. ``--no-push-cache``
+is the back end's business (it keeps the local tier writable).
 """
 
 from __future__ import annotations
@@ -466,9 +467,6 @@ class CacheSession:
         return _explain(previous, inputs)
 
     def store_later(self, key: str, layer: Layer | None, inputs: KeyInputs, slot: str) -> None:
-        if self.options.no_push_cache:
-            return
-
         def run() -> None:
             started = time.monotonic()
             try:
