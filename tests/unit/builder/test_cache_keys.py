@@ -86,7 +86,8 @@ def test_two_checkouts_in_different_dirs_with_different_mtimes_give_the_same_key
             os.lchown(p, 1234, 1234)
     ka, kb = copy_key(a), copy_key(b)
     assert ka.status == kb.status == "lookup"
-    assert ka.lookup is not None and kb.lookup is not None
+    assert ka.lookup is not None
+    assert kb.lookup is not None
     assert cache_key(ka.lookup) == cache_key(kb.lookup)
     assert ka.chain == kb.chain
 
@@ -137,7 +138,8 @@ def test_a_renamed_file_changes_the_key_and_is_explained(tmp_path: Path) -> None
     b = checkout(tmp_path / "b", renamed)
     ka, kb = copy_key(a), copy_key(b)
     assert ka.chain != kb.chain
-    assert ka.lookup is not None and kb.lookup is not None
+    assert ka.lookup is not None
+    assert kb.lookup is not None
     from lamina.cache import explain_miss
 
     why = explain_miss(ka.lookup, kb.lookup)
@@ -151,7 +153,8 @@ def test_a_changed_mode_changes_the_key(tmp_path: Path) -> None:
     (a / "app/main.py").chmod(0o755)
     after = copy_key(a)
     assert before.chain != after.chain
-    assert before.lookup is not None and after.lookup is not None
+    assert before.lookup is not None
+    assert after.lookup is not None
     from lamina.cache import explain_miss
 
     assert "mode of source file app/main.py changed (644 -> 755)" in explain_miss(
@@ -164,7 +167,8 @@ def test_changed_content_names_the_file(tmp_path: Path) -> None:
     before = copy_key(a)
     (a / "app/main.py").write_text("print('bye')\n")
     after = copy_key(a)
-    assert before.lookup is not None and after.lookup is not None
+    assert before.lookup is not None
+    assert after.lookup is not None
     from lamina.cache import explain_miss
 
     assert explain_miss(before.lookup, after.lookup) == "source file app/main.py changed"
@@ -205,7 +209,8 @@ def test_run_key_uses_the_visible_environment(tmp_path: Path) -> None:
     same = decide(run, ctx_for(root, run_env={"PATH": "/bin", "VERSION": "1"}), ON)
     assert one.chain != two.chain
     assert one.chain == same.chain
-    assert one.lookup is not None and two.lookup is not None
+    assert one.lookup is not None
+    assert two.lookup is not None
     from lamina.cache import explain_miss
 
     assert explain_miss(one.lookup, two.lookup) == "build arg VERSION changed"
@@ -244,7 +249,8 @@ def test_run_secret_mount_keys_on_its_id_only(tmp_path: Path) -> None:
     a = decide(instr("RUN --mount=type=secret,id=tok cat /run/secrets/tok", {}), ctx_for(root), ON)
     b = decide(instr("RUN --mount=type=secret,id=pw cat /run/secrets/tok", {}), ctx_for(root), ON)
     assert a.chain != b.chain
-    assert a.lookup is not None and a.lookup.sources == ()
+    assert a.lookup is not None
+    assert a.lookup.sources == ()
 
 
 def test_cache_run_layers_false_runs_but_keeps_the_chain(tmp_path: Path) -> None:
@@ -275,7 +281,8 @@ def test_copy_from_a_stage_keys_on_that_stage_key(tmp_path: Path) -> None:
     a = copy_key(root, line, ref_key=lambda n: (n, "k1"))
     b = copy_key(root, line, ref_key=lambda n: (n, "k2"))
     assert a.chain != b.chain
-    assert a.lookup is not None and b.lookup is not None
+    assert a.lookup is not None
+    assert b.lookup is not None
     from lamina.cache import explain_miss
 
     assert explain_miss(a.lookup, b.lookup) == "source file --from=builder changed"
@@ -315,13 +322,15 @@ def test_link_copy_is_looked_up_without_the_parent_but_the_chain_keeps_it(
     line = "COPY --link app /srv/app/"
     a = copy_key(root, line, parent="p1")
     b = copy_key(root, line, parent="p2")
-    assert a.lookup is not None and b.lookup is not None
+    assert a.lookup is not None
+    assert b.lookup is not None
     assert cache_key(a.lookup) == cache_key(b.lookup)
     assert a.chain != b.chain
     # a destination that may be a file or a directory depends on the parent
     c = copy_key(root, "COPY --link app /srv/app", parent="p1")
     d = copy_key(root, "COPY --link app /srv/app", parent="p2")
-    assert c.lookup is not None and d.lookup is not None
+    assert c.lookup is not None
+    assert d.lookup is not None
     assert cache_key(c.lookup) != cache_key(d.lookup)
 
 
@@ -392,17 +401,17 @@ def test_session_explains_misses_against_the_slot(tmp_path: Path) -> None:
     assert fake.closed == 1
 
 
-def test_session_never_fails_the_build(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_session_never_fails_the_build(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = CacheSession(FakeCache(fail_store=True, fail_lookup=True), ON, log=LOG, dockerfile="D")
     inputs = KeyInputs(parent="p", instruction="RUN x", platform="linux/amd64")
     with caplog.at_level(logging.WARNING, logger=LOG.name):
         miss = s.lookup(cache_key(inputs))
         s.store_later(cache_key(inputs), None, inputs, "slot")
         s.close()
-    assert miss.hit is None and "boom" in miss.reason
-    assert "could not store" in caplog.text and "registry said no" in caplog.text
+    assert miss.hit is None
+    assert "boom" in miss.reason
+    assert "could not store" in caplog.text
+    assert "registry said no" in caplog.text
 
 
 def test_report_has_one_record_per_step(tmp_path: Path) -> None:
