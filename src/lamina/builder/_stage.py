@@ -618,9 +618,18 @@ class StageBuilder:
         assert self.scope is not None
         if isinstance(instr, ArgInstruction):
             effect = self.do_arg(instr)
-            if self.env.cache is not None:
-                options = self.env.cache.options
-                self.cache_parent = decide(instr, self._step_context(), options).chain
+            cache = self.env.cache
+            if cache is not None:
+                self.cache_parent = decide(instr, self._step_context(), cache.options).chain
+                cache.record(
+                    StepRecord(
+                        stage=self.sp.display,
+                        step=self.step_no,
+                        instruction=instr.original or instr.keyword,
+                        key=self.cache_parent,
+                        status="metadata",
+                    )
+                )
             return effect
         expanded = expand_instruction(instr, self.scope.env, escape=self.escape).instruction
         if self.env.cache is not None:
