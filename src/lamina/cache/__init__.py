@@ -1,17 +1,27 @@
-"""Layer cache: pure cache-key derivation and the contract of the cache back ends."""
+"""Layer cache: pure cache-key derivation, the cache back ends and the base-image cache."""
 
+from lamina.cache._background import BackgroundCache
 from lamina.cache._dir import DirLayerCache
 from lamina.cache._keys import KeyInputs, SourceEntry, cache_key, explain_miss, hash_sources
+from lamina.cache._oci import OCILayoutLayerCache
+from lamina.cache._open import CompositeLayerCache, ReadOnlyLayerCache, open_layer_cache
+from lamina.cache._registry import RegistryLayerCache
 from lamina.cache._store import CacheHit, CacheLookup, LayerCache
 
 __all__ = [
+    "BackgroundCache",
     "CacheHit",
     "CacheLookup",
+    "CompositeLayerCache",
     "DirLayerCache",
     "KeyInputs",
     "LayerCache",
+    "OCILayoutLayerCache",
+    "ReadOnlyLayerCache",
+    "RegistryLayerCache",
     "SourceEntry",
     "cache_key",
     "explain_miss",
     "hash_sources",
+    "open_layer_cache",
 ]

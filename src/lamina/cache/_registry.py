@@ -1,0 +1,170 @@
+"""The registry layer cache (``--cache-repo``): kaniko's ``<repo>:<key>`` images.
+
+Each entry is an image tagged with its key (see :mod:`lamina.cache._entry_image`
+for the shape). A slot's latest entry is also tagged ``lamina-slot-<hash>``, so
+:meth:`RegistryLayerCache.previous` can read the inputs of the step's last build.
+
+A hit downloads the layer blob once into ``work_dir`` while verifying its digest
+(streamed, bounded memory) and returns it as a file-backed layer carrying the
+original digest and media type: the built image reuses the very same blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from lamina.cache._common import CHUNK, Clock, check_key, expired_reason, utcnow
+from lamina.cache._entry_image import (
+    WrongShapeError,
+    entry_image,
+    read_entry,
+    read_inputs,
+    slot_tag,
+)
+from lamina.cache._keys import KeyInputs
+from lamina.cache._store import CacheHit, CacheLookup
+from lamina.errors import AuthError, FilesystemError, LaminaError, RegistryError
+from lamina.oci import Digest, DigestingReader, FileLayer, Layer, Reference
+from lamina.registry import RegistryClient, RemoteImage
+
+__all__ = ["RegistryLayerCache"]
+
+
+class RegistryLayerCache:
+    """Layer cache entries as images in one registry repository."""
+
+    def __init__(
+        self,
+        repo_ref: Reference,
+        registry_client: RegistryClient,
+        ttl: timedelta,
+        log: logging.Logger,
+        work_dir: Path,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.repo = repo_ref.repository_ref
+        self._client = registry_client
+        self.ttl = ttl
+        self._log = log
+        self._clock = clock
+        self._work_dir = Path(work_dir)
+        self._tmp: Path | None = None
+        self._lock = threading.Lock()
+        self._previous: dict[str, KeyInputs] = {}
+        self.description = f"registry {self.repo}"
+
+    # ------------------------------------------------------------------ lookup
+    def lookup(self, key: str) -> CacheLookup:
+        bad = check_key(key)
+        if bad is not None:
+            return CacheLookup(hit=None, reason=bad)
+        ref = self.repo.with_tag(key)
+        try:
+            if self._client.head_manifest(ref) is None:
+                return CacheLookup(hit=None, reason="no entry")
+            found = self._client.get_index_or_image(ref)
+            if not isinstance(found, RemoteImage):
+                raise WrongShapeError(f"{found.media_type()} is an index, not an image")
+            shape = read_entry(found)
+            expired = expired_reason(shape.created, self.ttl, self._clock())
+            if expired is not None:
+                return CacheLookup(hit=None, reason=expired)
+            layer: Layer | None = None
+            if shape.layer is not None:
+                layer = self._download(found, ref, shape.layer)
+        except WrongShapeError as exc:
+            return self._warn_miss(ref, f"wrong shape: {exc}")
+        except AuthError as exc:
+            return self._warn_miss(ref, f"access denied: {exc.message}")
+        except RegistryError as exc:
+            return self._warn_miss(ref, f"unreachable: {exc.message}")
+        except LaminaError as exc:
+            return self._warn_miss(ref, f"corrupted: {exc.message}")
+        hit = CacheHit(
+            key=key,
+            layer=layer,
+            inputs=shape.inputs,
+            created=shape.created,
+            source=self.description,
+        )
+        return CacheLookup(hit=hit)
+
+    def _warn_miss(self, ref: Reference, reason: str) -> CacheLookup:
+        self._log.warning("layer cache %s: %s; treated as a miss", ref, reason)
+        return CacheLookup(hit=None, reason=reason)
+
+    def _blob_dir(self) -> Path:
+        with self._lock:
+            if self._tmp is None:
+                try:
+                    self._work_dir.mkdir(parents=True, exist_ok=True)
+                    self._tmp = Path(tempfile.mkdtemp(prefix="cache-", dir=self._work_dir))
+                except OSError as exc:
+                    raise FilesystemError(
+                        f"cannot create a download directory in {self._work_dir}: "
+                        f"{exc.strerror or exc}",
+                        hint="check the work directory's permissions and free space",
+                    ) from exc
+            return self._tmp
+
+    def _download(
+        self, image: RemoteImage, ref: Reference, desc: tuple[Digest, int, str, Digest]
+    ) -> FileLayer:
+        digest, size, media_type, diff_id = desc
+        remote = image.layer_by_digest(digest)
+        dest = self._blob_dir() / f"{digest.algorithm}-{digest.hex}"
+        if not dest.exists():
+            partial = dest.with_name(dest.name + f".{threading.get_ident()}.partial")
+            try:
+                with remote.compressed() as src, partial.open("wb") as out:
+                    reader = DigestingReader(
+                        src, expected=digest, expected_size=size, what=f"cache layer of {ref}"
+                    )
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                    reader.verify()
+                partial.replace(dest)
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot write {partial}: {exc.strerror or exc}",
+                    hint="check the work directory's free space",
+                ) from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+        return FileLayer(dest, media_type=media_type, digest=digest, size=size, diff_id=diff_id)
+
+    # ------------------------------------------------------------------ store
+    def store(self, key: str, layer: Layer | None, inputs: KeyInputs, *, slot: str) -> None:
+        bad = check_key(key)
+        if bad is not None:
+            raise RegistryError(bad, hint="cache keys come from lamina.cache.cache_key")
+        image = entry_image(key, layer, inputs, self._clock())
+        self._client.push(image, [self.repo.with_tag(key), self.repo.with_tag(slot_tag(slot))])
+        with self._lock:
+            self._previous[slot] = inputs
+
+    def previous(self, slot: str) -> KeyInputs | None:
+        with self._lock:
+            if slot in self._previous:
+                return self._previous[slot]
+        try:
+            found = self._client.get_index_or_image(self.repo.with_tag(slot_tag(slot)))
+        except LaminaError:
+            return None
+        if not isinstance(found, RemoteImage):
+            return None
+        return read_inputs(found)
+
+    def close(self) -> None:
+        with self._lock:
+            tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
