@@ -1,7 +1,8 @@
 """The layer cache in real builds: hits, explained misses, TTL, corruption, stage skipping.
 
-Base images come from the real plain registry; the cache is the local directory back end
-(``--cache-dir``); outputs are OCI layouts compared by digest with ``--reproducible``.
+Base images come from the real plain registry; the cache is a repository on that registry
+or the local directory back end (``--cache-dir``); outputs are OCI layouts compared by
+digest with ``--reproducible``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_and_output
+from lamina.cache import LayerCache, open_layer_cache
 from lamina.cli import run as cli_run
 from lamina.oci.oci_layout import OCILayout
 from lamina.registry import RegistryClient, RegistryOptions
@@ -86,14 +88,38 @@ def make_context(root: Path, dockerfile: str, files: Mapping[str, str]) -> Path:
 
 
 class Builder:
+    """Builds with ``--reproducible`` and the cache in a directory or a registry repository."""
+
     def __init__(
-        self, tmp_path: Path, client: RegistryClient, caplog: pytest.LogCaptureFixture
+        self,
+        tmp_path: Path,
+        client: RegistryClient,
+        caplog: pytest.LogCaptureFixture,
+        *,
+        repo: str | None = None,
     ) -> None:
         self.tmp = tmp_path
         self.client = client
         self.caplog = caplog
         self.cache_dir = tmp_path / "cache"
+        self.repo = repo
         self.n = 0
+
+    def layer_cache(self, ttl: timedelta) -> LayerCache | None:
+        if self.repo is None:
+            return None  # the builder's default: the directory cache under cache.dir
+        return open_layer_cache(
+            enabled=True,
+            cache_repo=self.repo,
+            cache_dir=None,
+            cache_dir_explicit=False,
+            ttl=ttl,
+            no_push_cache=False,
+            destinations=[],
+            registry_client=self.client,
+            work_dir=self.tmp / "cache-downloads",
+            log=LOG,
+        )
 
     def __call__(
         self,
@@ -118,7 +144,13 @@ class Builder:
         self.caplog.clear()
         with self.caplog.at_level(logging.INFO, logger=LOG.name):
             result = build_and_output(
-                options, cache, output, registry=self.client, runner=None, log=LOG
+                options,
+                cache,
+                output,
+                registry=self.client,
+                runner=None,
+                log=LOG,
+                layer_cache=self.layer_cache(ttl) if enabled else None,
             )
         log = self.caplog.text
         assert OCILayout.open(layout).image().digest() == result.digest
@@ -126,8 +158,22 @@ class Builder:
         return Outcome(digest=str(result.digest), log=log, records=records)
 
 
+@pytest.fixture(params=["dir", "registry"])
+def build(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    client: RegistryClient,
+    caplog: pytest.LogCaptureFixture,
+    registry_plain: RegistryServer,
+) -> Builder:
+    repo = None
+    if request.param == "registry":
+        repo = f"{registry_plain.host}/cachewire/{tmp_path.name.lower()}/cache"
+    return Builder(tmp_path, client, caplog, repo=repo)
+
+
 @pytest.fixture
-def build(tmp_path: Path, client: RegistryClient, caplog: pytest.LogCaptureFixture) -> Builder:
+def dir_build(tmp_path: Path, client: RegistryClient, caplog: pytest.LogCaptureFixture) -> Builder:
     return Builder(tmp_path, client, caplog)
 
 
@@ -201,8 +247,9 @@ def test_expired_entries_miss(build: Builder, ctx: Path) -> None:
 
 
 def test_a_corrupted_cache_blob_is_a_warned_miss_and_the_image_is_right(
-    build: Builder, ctx: Path, caplog: pytest.LogCaptureFixture
+    dir_build: Builder, ctx: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    build = dir_build
     cold = build(ctx)
     digest = str(cold.record(6)["layer_digest"])
     blob = build.cache_dir / "layers" / "blobs" / "sha256" / digest.removeprefix("sha256:")

@@ -47,8 +47,9 @@ miss: ``<Dockerfile name>:<stage name or index>:<step number>:<keyword>``.
 **Hits and misses.** A lookup never fails the build (the back end turns trouble into a
 miss with a reason). A miss's reason is the back end's when it has one (expired,
 corrupted), else :func:`lamina.cache.explain_miss` against the slot's previous inputs,
-else "no earlier build of this step is known". Stores run on one background thread; a
-failed store is a warning. :meth:`CacheSession.close` waits for them. ``--no-push-cache``
+else "no earlier build of this step is known". Stores go through
+:class:`~lamina.cache.BackgroundCache` (one writer thread); a failed store is a warning.
+:meth:`CacheSession.close` waits for them. ``--no-push-cache``
 is the back end's business (it keeps the local tier writable).
 """
 
@@ -58,10 +59,7 @@ import json
 import logging
 import posixpath
 import stat
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,7 +67,14 @@ from typing import Literal
 from lamina.builder._copy import resolve_sources
 from lamina.builder._fetch import is_git_source, is_url_source
 from lamina.builder.options import CacheOptions
-from lamina.cache import CacheLookup, KeyInputs, LayerCache, SourceEntry, cache_key
+from lamina.cache import (
+    BackgroundCache,
+    CacheLookup,
+    KeyInputs,
+    LayerCache,
+    SourceEntry,
+    cache_key,
+)
 from lamina.cache import explain_miss as _explain
 from lamina.context import LocalContext
 from lamina.dockerfile import (
@@ -433,15 +438,14 @@ class CacheSession:
         log: logging.Logger,
         dockerfile: str,
     ) -> None:
-        self.cache = cache
         self.options = options
         self.log = log
         self.dockerfile = dockerfile
+        if not isinstance(cache, BackgroundCache):
+            cache = BackgroundCache(cache, log)
+        self.cache: LayerCache = cache
         self.stage_keys: dict[int, str] = {}
         self.records: list[StepRecord] = []
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-store")
-        self._futures: list[Future[None]] = []
-        self._lock = threading.Lock()
         self._closed = False
 
     def slot(self, stage: str, step: int, keyword: str) -> str:
@@ -467,39 +471,22 @@ class CacheSession:
         return _explain(previous, inputs)
 
     def store_later(self, key: str, layer: Layer | None, inputs: KeyInputs, slot: str) -> None:
-        def run() -> None:
-            started = time.monotonic()
-            try:
-                self.cache.store(key, layer, inputs, slot=slot)
-            except LaminaError as exc:
-                self.log.warning("cache: could not store %s: %s", key[:12], exc.message)
-            except Exception as exc:
-                self.log.warning("cache: could not store %s: %s", key[:12], exc)
-            else:
-                self.log.debug("cache: stored %s in %.1fs", key[:12], time.monotonic() - started)
-
-        with self._lock:
-            if not self._closed:
-                self._futures.append(self._pool.submit(run))
+        """Queue the entry (:class:`~lamina.cache.BackgroundCache` writes it off-thread)."""
+        try:
+            self.cache.store(key, layer, inputs, slot=slot)
+        except LaminaError as exc:
+            self.log.warning("layer cache: could not store %s: %s", key[:12], exc.message)
+        except Exception as exc:
+            self.log.warning("layer cache: could not store %s: %s", key[:12], exc)
 
     def record(self, rec: StepRecord) -> None:
         self.records.append(rec)
 
-    def wait(self) -> None:
-        """Wait for the background stores (their failures are already warnings)."""
-        with self._lock:
-            futures, self._futures = self._futures, []
-        for f in futures:
-            f.exception()
-
     def close(self) -> None:
-        """Wait for the stores, then release the back end (idempotent)."""
-        self.wait()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._pool.shutdown(wait=True)
+        """Wait for the queued stores, then release the back end (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.cache.close()
         except Exception as exc:
