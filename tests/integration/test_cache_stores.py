@@ -187,6 +187,10 @@ def test_unreachable_repo_is_a_warned_miss_and_writes_only_warn(
     assert miss.hit is None
     assert miss.reason.startswith("unreachable: ")
     assert cache.failed == 1
+    assert caplog.text.count("no layer cache lookups in this build") == 1
+    later = cache.lookup(cache_key(_inputs("RUN later")))
+    assert later.hit is None
+    assert later.reason.endswith("(not asked again)")
     assert "storing key" in caplog.text
     assert "1 of 1 cache write(s) failed" in caplog.text
 
@@ -312,3 +316,29 @@ def test_composite_writes_remote_hits_through_to_the_dir(
         assert remote_only.lookup(cache_key(other)).reason == "no entry"
         for c in (remote_only, both, ro):
             c.close()
+
+
+def test_background_writes_share_the_client_with_lookups(
+    registry_plain: RegistryServer, tmp_path: Path
+) -> None:
+    inputs = [_inputs(f"RUN step {i}") for i in range(6)]
+    layers = []
+    for i in range(6):
+        d = tmp_path / f"l{i}"
+        d.mkdir()
+        layers.append(make_layer(d, {f"f{i}": bytes([i]) * 20_000}))
+    with _client(registry_plain, tmp_path) as client:
+        inner = _cache(registry_plain, client, tmp_path, "bg/cache", Clock())
+        bg = BackgroundCache(inner, LOG, max_pending=2)
+        for i, (inp, layer) in enumerate(zip(inputs, layers, strict=True)):
+            bg.store(cache_key(inp), layer, inp, slot=f"s{i}")
+            assert bg.lookup(cache_key(_inputs("RUN never"))).reason == "no entry"
+        bg.close()
+        assert (bg.stored, bg.failed) == (6, 0)
+        again = _cache(registry_plain, client, tmp_path, "bg/cache", Clock())
+        for inp, layer in zip(inputs, layers, strict=True):
+            hit = again.lookup(cache_key(inp)).hit
+            assert hit is not None
+            assert hit.layer is not None
+            assert hit.layer.digest() == layer.digest()
+        again.close()

@@ -1,6 +1,7 @@
 """Layer cache: pure cache-key derivation, the cache back ends and the base-image cache."""
 
 from lamina.cache._background import BackgroundCache
+from lamina.cache._baseimages import BaseImageCache, WarmResult, warm_base_images
 from lamina.cache._dir import DirLayerCache
 from lamina.cache._keys import KeyInputs, SourceEntry, cache_key, explain_miss, hash_sources
 from lamina.cache._oci import OCILayoutLayerCache
@@ -10,6 +11,7 @@ from lamina.cache._store import CacheHit, CacheLookup, LayerCache
 
 __all__ = [
     "BackgroundCache",
+    "BaseImageCache",
     "CacheHit",
     "CacheLookup",
     "CompositeLayerCache",
@@ -20,8 +22,10 @@ __all__ = [
     "ReadOnlyLayerCache",
     "RegistryLayerCache",
     "SourceEntry",
+    "WarmResult",
     "cache_key",
     "explain_miss",
     "hash_sources",
     "open_layer_cache",
+    "warm_base_images",
 ]

@@ -19,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ from lamina.oci import mediatypes as mt
 __all__ = ["DirLayerCache"]
 
 _ENTRY_VERSION = 1
+#: seconds between two prunes of one directory
+_PRUNE_EVERY = 24 * 3600
+#: a blob written or reused this recently is never pruned
+_BLOB_GRACE = 3600
 
 
 class DirLayerCache:
@@ -129,7 +135,10 @@ class DirLayerCache:
         if layer is not None:
             digest = layer.digest()
             blob = self.blob_path(digest)
-            if not (blob.is_file() and blob.stat().st_size == layer.size()):
+            if blob.is_file() and blob.stat().st_size == layer.size():
+                with contextlib.suppress(OSError):
+                    os.utime(blob)  # in use again: keep it out of prune()'s reach
+            else:
                 copy_layer_blob(layer, blob)
             layer_doc = {
                 "mediaType": layer.media_type(),
@@ -160,7 +169,60 @@ class DirLayerCache:
             return None
 
     def close(self) -> None:
-        """Nothing to release: hit layers read the shared blob files."""
+        """Prune the directory at most once a day (see :meth:`prune`); never raises."""
+        marker = self.base / ".pruned"
+        try:
+            if time.time() - marker.stat().st_mtime < _PRUNE_EVERY:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            self.prune()
+        except (OSError, LaminaError) as exc:
+            self._log.debug("layer cache %s: pruning failed: %s", self.root, exc)
+
+    def prune(self) -> tuple[int, int]:
+        """Remove expired or unreadable entries, then blobs no entry uses.
+
+        A blob touched within the last hour is kept, so a build storing an entry
+        for it concurrently does not lose it. Returns (entries, blobs) removed.
+        """
+        now = self._clock()
+        used: set[str] = set()
+        entries = blobs = 0
+        for path in sorted((self.base / "entries").glob("*.json")):
+            try:
+                created, layer, _ = _parse_entry(path.read_bytes(), path.stem)
+            except FileNotFoundError:
+                continue
+            except (OSError, LaminaError, ValueError, KeyError, TypeError):
+                created, layer = None, None
+            if created is None or expired_reason(created, self.ttl, now) is not None:
+                self._remove(path)
+                entries += 1
+                continue
+            if layer is not None:
+                used.add(str(layer[0]))
+        horizon = time.time() - _BLOB_GRACE
+        for algorithm_dir in (self.base / "blobs").glob("*"):
+            for blob in algorithm_dir.iterdir():
+                name = f"{algorithm_dir.name}:{blob.name}"
+                try:
+                    young = blob.stat().st_mtime > horizon
+                except OSError:
+                    continue
+                if name not in used and not young:
+                    self._remove(blob)
+                    blobs += 1
+        if entries or blobs:
+            self._log.info(
+                "layer cache %s: pruned %d entries and %d blobs", self.root, entries, blobs
+            )
+        return entries, blobs
 
 
 def _text(exc: BaseException) -> str:

@@ -58,6 +58,8 @@ class RegistryLayerCache:
         self._tmp: Path | None = None
         self._lock = threading.Lock()
         self._previous: dict[str, KeyInputs] = {}
+        #: set when the repository failed as a whole (unreachable, denied)
+        self._down: str | None = None
         self.description = f"registry {self.repo}"
 
     # ------------------------------------------------------------------ lookup
@@ -66,9 +68,25 @@ class RegistryLayerCache:
         if bad is not None:
             return CacheLookup(hit=None, reason=bad)
         ref = self.repo.with_tag(key)
+        with self._lock:
+            down = self._down
+        if down is not None:
+            return CacheLookup(hit=None, reason=f"{down} (not asked again)")
         try:
-            if self._client.head_manifest(ref) is None:
-                return CacheLookup(hit=None, reason="no entry")
+            present = self._client.head_manifest(ref) is not None
+        except LaminaError as exc:
+            # the repository itself fails: say so once, then stop asking this build
+            kind = "access denied" if isinstance(exc, AuthError) else "unreachable"
+            reason = f"{kind}: {exc.message}"
+            with self._lock:
+                self._down = reason
+            self._log.warning(
+                "layer cache %s: %s; no layer cache lookups in this build", self.repo, reason
+            )
+            return CacheLookup(hit=None, reason=reason)
+        if not present:
+            return CacheLookup(hit=None, reason="no entry")
+        try:
             found = self._client.get_index_or_image(ref)
             if not isinstance(found, RemoteImage):
                 raise WrongShapeError(f"{found.media_type()} is an index, not an image")

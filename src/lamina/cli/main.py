@@ -20,15 +20,23 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from lamina import __version__
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
-from lamina.cli._options import ExecutorConfig, LogOptions, executor_config, warm_config
+from lamina.cli._options import (
+    ExecutorConfig,
+    LogOptions,
+    WarmConfig,
+    executor_config,
+    warm_config,
+)
 from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     LaminaError,
     NotSupportedError,
+    RegistryError,
     UsageError,
 )
+from lamina.oci import Platform, Reference
 
 if TYPE_CHECKING:
     from lamina.cache import LayerCache
@@ -160,7 +168,6 @@ def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> Execu
 def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCache | None:
     """kaniko's cache flags → the layer cache the builder uses (None: ``--cache`` is off)."""
     from lamina.cache import open_layer_cache
-    from lamina.oci import Reference
 
     cache = config.cache
     if not cache.enabled:
@@ -230,10 +237,70 @@ def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> i
     parsed = parse_flags(argv, WARM_FLAGS, command=command)
     config = warm_config(parsed, env)
     _configure(config.log, config.warnings)
-    raise NotSupportedError(
-        "warming the base-image cache",
-        hint="the warmer needs the layer cache, which is not part of this release",
-    )
+    return _warm(config, env)
+
+
+def _warm_targets(config: WarmConfig) -> list[tuple[Reference, Platform]]:
+    """``--image`` values, then the FROM images of ``--dockerfile`` (stages and scratch
+    skipped, ``--build-arg`` expanded), each with the platform to cache, without repeats."""
+    from lamina.builder import make_plan
+
+    default = Platform.parse(config.platform) if config.platform else Platform.host()
+    named: list[tuple[str, Platform]] = [(image, default) for image in config.images]
+    if config.dockerfile:
+        path = Path(config.dockerfile)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(
+                f"--dockerfile={path}: cannot read it: {exc.strerror or exc}",
+                hint="give the path of an existing Dockerfile",
+            ) from exc
+        plan = make_plan(
+            text,
+            filename=str(path),
+            build_args=dict(config.build_args),
+            build_platform=str(default),
+            target_platform=str(default),
+            skip_unused_stages=False,
+        )
+        for stage in plan.stages:
+            if stage.base_stage is None and not stage.is_scratch:
+                platform = Platform.parse(stage.platform) if stage.platform else default
+                named.append((stage.base, platform))
+    out: list[tuple[Reference, Platform]] = []
+    for text_ref, platform in named:
+        try:
+            ref = Reference.parse(text_ref)
+        except LaminaError as exc:
+            raise UsageError(
+                f"cannot warm {text_ref!r}: {exc.message}",
+                hint="give image references such as debian:bookworm or registry:5000/app:1",
+            ) from None
+        if (ref, platform) not in out:
+            out.append((ref, platform))
+    return out
+
+
+def _warm(config: WarmConfig, env: Mapping[str, str]) -> int:
+    from datetime import timedelta
+
+    from lamina.cache import BaseImageCache, warm_base_images
+    from lamina.registry import RegistryClient, default_docker_config_dir
+
+    targets = _warm_targets(config)
+    cache = BaseImageCache(config.cache_dir, timedelta(seconds=config.cache_ttl_seconds), log)
+    with RegistryClient(
+        config.registry, docker_config_dir=default_docker_config_dir(env)
+    ) as client:
+        results = warm_base_images(client, targets, cache, force=config.force, log=log)
+    if results and all(r.outcome == "failed" for r in results):
+        raise RegistryError(
+            "failed to warm any of the given images: "
+            + "; ".join(f"{r.ref}: {r.error}" for r in results),
+            hint="check the image names, the registry options and the credentials",
+        )
+    return 0
 
 
 def version_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:

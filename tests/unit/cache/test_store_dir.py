@@ -204,3 +204,83 @@ def test_kaniko_base_image_files_are_left_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == sorted(
         ["layers", kaniko.name, kaniko.name + ".json"]
     )
+
+
+# ---------------------------------------------------------------- entry images
+def test_entry_image_shape_and_bounded_inputs(tmp_path: Path) -> None:
+    from lamina.cache._entry_image import (
+        INPUTS_LABEL,
+        MAX_SOURCES,
+        SOURCES_LABEL,
+        entry_image,
+        read_entry,
+    )
+    from lamina.oci import mediatypes
+
+    (tmp_path / "src").mkdir()
+    layer = make_layer(tmp_path / "src", {"f": b"f"})
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    small = _inputs()
+    image = entry_image("k" * 64, layer, small, when)
+    assert image.media_type() == mediatypes.OCI_MANIFEST
+    assert len(image.manifest().layers) == 1
+    assert image.config().created == "2026-03-04T05:06:07Z"
+    assert image.config().diff_ids == (layer.diff_id(),)
+    shape = read_entry(image)
+    assert shape.created == when
+    assert shape.inputs == small
+    assert shape.layer == (layer.digest(), layer.size(), layer.media_type(), layer.diff_id())
+
+    many = KeyInputs(
+        parent="p",
+        instruction="COPY . /",
+        platform="linux/arm64/v8",
+        sources=tuple(
+            SourceEntry(path=f"f{i:05d}", type="file", mode=0o644, uid=0, gid=0, content="x")
+            for i in range(MAX_SOURCES * 3)
+        ),
+    )
+    big = entry_image("k" * 64, None, many, when)
+    labels = big.config().config.labels
+    assert labels[SOURCES_LABEL].startswith(f"{MAX_SOURCES * 3} sha256:")
+    assert len(labels[INPUTS_LABEL]) < 40_000
+    assert big.config().variant == "v8"
+    assert big.manifest().layers == ()
+    truncated = read_entry(big)
+    assert truncated.layer is None
+    assert truncated.inputs is None  # a truncated list would mis-explain misses
+
+
+def test_prune_removes_expired_entries_and_unused_old_blobs(tmp_path: Path) -> None:
+    import os
+    import time
+
+    (tmp_path / "src").mkdir()
+    kept_layer = make_layer(tmp_path / "src", {"keep": b"k"})
+    old_layer = make_layer(tmp_path / "src", {"old": b"o"})
+    clock = Clock()
+    cache = _cache(tmp_path, clock)
+    old, kept = _inputs("RUN old"), _inputs("RUN kept")
+    cache.store(cache_key(old), old_layer, old, slot="a")
+    clock.now += timedelta(hours=300)
+    cache.store(cache_key(kept), kept_layer, kept, slot="b")
+    clock.now += timedelta(hours=100)  # old is past the TTL, kept is not
+    stray = cache.base / "blobs/sha256" / ("f" * 64)
+    stray.write_bytes(b"young and unreferenced")
+    long_ago = time.time() - 2 * 3600
+    for blob in (cache.blob_path(old_layer.digest()), cache.blob_path(kept_layer.digest())):
+        os.utime(blob, (long_ago, long_ago))
+    assert cache.prune() == (1, 1)
+    assert not cache.entry_path(cache_key(old)).exists()
+    assert not cache.blob_path(old_layer.digest()).exists()
+    assert cache.blob_path(kept_layer.digest()).exists()
+    assert stray.exists()  # too young: a concurrent build may be about to use it
+    assert cache.lookup(cache_key(kept)).hit is not None
+    # close() prunes at most once a day
+    os.utime(stray, (long_ago, long_ago))
+    cache.close()
+    assert not stray.exists()
+    stray.write_bytes(b"x")
+    os.utime(stray, (long_ago, long_ago))
+    cache.close()
+    assert stray.exists()
