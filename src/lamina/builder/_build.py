@@ -12,7 +12,7 @@ from lamina.builder._cache import CacheSession
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
-from lamina.cache import DirLayerCache, LayerCache
+from lamina.cache import BaseImageCache, DirLayerCache, LayerCache
 from lamina.context import LocalContext
 from lamina.errors import (
     ContextError,
@@ -183,6 +183,9 @@ def build_image(
         store = layer_cache or DirLayerCache(cache.dir, cache.ttl, log)
         log.info("layer cache: %s", store.description)
         session = CacheSession(store, cache, log=log, dockerfile=dockerfile.name)
+    base_images = None
+    if cache.enabled and cache.dir.is_dir():
+        base_images = BaseImageCache(cache.dir, cache.ttl, log)
     env = BuildEnv(
         plan=plan,
         context=context,
@@ -205,6 +208,7 @@ def build_image(
         ssh=build.ssh,
         single_snapshot=build.single_snapshot,
         cache=session,
+        base_images=base_images,
     )
     try:
         for index in plan.order:

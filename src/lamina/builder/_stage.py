@@ -60,7 +60,7 @@ from lamina.builder._mounts import (
 )
 from lamina.builder._plan import BuildPlan, StagePlan
 from lamina.builder.options import SecretSource, SSHSource
-from lamina.cache import cache_key
+from lamina.cache import BaseImageCache, cache_key
 from lamina.context import LocalContext, has_glob
 from lamina.dockerfile import (
     AddInstruction,
@@ -256,6 +256,10 @@ class BuildEnv:
     cache: CacheSession | None = None
     #: materialises a built stage's rootfs on first use (stages whose steps all hit)
     stage_rootfs: dict[int, Callable[[], Path]] = field(default_factory=dict)
+    #: warmed base images (``lamina warm``; used with ``--cache``)
+    base_images: BaseImageCache | None = None
+    #: layers of warmed base images by digest: extraction reads them instead of the registry
+    warmed_layers: dict[Digest, Layer] = field(default_factory=dict)
 
     def next_id(self) -> int:
         self.counter += 1
@@ -282,8 +286,24 @@ class BuildEnv:
             raise DockerfileError(exc.message, hint=exc.hint, location=location) from exc
         self.log.info("pulling %s (%s)", ref, platform)
         image = self.registry.pull(ref, platform=platform)
+        self._use_warmed(image)
         self.pulled[key] = image
         return image
+
+    def _use_warmed(self, image: Image) -> None:
+        """Read the layers of a base image from the warmed cache when it has it.
+
+        The image keeps its registry layers (so a push can still mount them across
+        repositories); only extraction reads the warmed, digest-verified blobs.
+        """
+        if self.base_images is None:
+            return
+        warmed = self.base_images.lookup(image.digest())
+        if warmed is None:
+            return
+        self.log.info("using the warmed base image %s", image.digest())
+        for layer in warmed.layers():
+            self.warmed_layers[layer.digest()] = layer
 
     def stage_result(self, index: int) -> StageResult | None:
         """A built stage's result, its rootfs materialised if it was never extracted."""
@@ -298,7 +318,8 @@ class BuildEnv:
         """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten)."""
         for i, layer in enumerate(image.layers()):
             name = f"layer {i} ({layer.digest()})"
-            with layer.uncompressed() as stream:
+            source = self.warmed_layers.get(layer.digest(), layer)
+            with source.uncompressed() as stream:
                 fs_extract_layer(root, stream, on_warning=self.log.warning, layer_name=name)
 
 
