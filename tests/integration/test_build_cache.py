@@ -361,3 +361,43 @@ def test_cli_cache_report_and_run_layers_flag(
     }
     assert warm[5]["instruction"] == "COPY lib/ /srv/lib/"
     assert isinstance(warm[5]["size"], int)
+
+
+VARIED = """\
+FROM {base}
+ARG VERSION=1
+RUN <<EOF
+echo "heredoc $VERSION" > /h.txt
+EOF
+COPY --chmod=0751 --chown=12:34 lib/ /opt/lib/
+COPY <<EOF /etc/motd
+hello
+EOF
+WORKDIR rel/dir
+RUN ["sh", "-c", "pwd > here.txt"]
+"""
+
+
+def test_hits_rebuild_the_same_history_as_the_steps(
+    build: Builder, tmp_path: Path, busybox_image: str
+) -> None:
+    ctx = make_context(tmp_path / "varied", VARIED.format(base=busybox_image), FILES)
+    cold = build(ctx, build_args={"VERSION": "7"})
+    warm = build(ctx, build_args={"VERSION": "7"})
+    assert [r["status"] for r in warm.records] == ["metadata"] + ["hit"] * 5
+    assert warm.digest == cold.digest
+
+
+def test_warmed_base_image_layers_are_read_from_the_cache_dir(
+    dir_build: Builder, ctx: Path, client: RegistryClient, busybox_image: str
+) -> None:
+    from lamina.cache import BaseImageCache
+    from lamina.oci import Platform, Reference
+
+    image = client.pull(Reference.parse(busybox_image), platform=Platform.parse("linux/amd64"))
+    BaseImageCache(dir_build.cache_dir, timedelta(hours=1)).store(image)
+    plain = dir_build(ctx, enabled=False)
+    cached = dir_build(ctx)
+    assert f"using the warmed base image {image.digest()}" in cached.log
+    assert "stage 0: extracting" in cached.log
+    assert cached.digest == plain.digest

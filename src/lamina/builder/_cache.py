@@ -60,7 +60,9 @@ import logging
 import posixpath
 import stat
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, is_dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -268,6 +270,17 @@ def tree_sources(
     return tuple(out[k] for k in sorted(out))
 
 
+def _memo(
+    ctx: StepContext, key: object, describe: Callable[[], tuple[SourceEntry, ...]]
+) -> tuple[SourceEntry, ...]:
+    if ctx.memo is None:
+        return describe()
+    found = ctx.memo.get(key)
+    if found is None:
+        found = ctx.memo[key] = describe()
+    return found
+
+
 def _ref_entry(what: str, digest: str) -> SourceEntry:
     """A stage or image a step reads, as a source entry (its key or manifest digest)."""
     return SourceEntry(path=what, type="ref", mode=0, uid=0, gid=0, content=digest)
@@ -291,6 +304,8 @@ class StepContext:
     ref_key: Callable[[str], tuple[str, str]]
     #: ``--single-snapshot`` stage: steps make no layers, nothing is cached
     single_snapshot: bool = False
+    #: descriptions of sources already hashed in this build (see CacheSession.memo)
+    memo: dict[object, tuple[SourceEntry, ...]] | None = None
 
 
 def _meta(ctx: StepContext, text: str) -> StepDecision:
@@ -321,9 +336,11 @@ def decide(instr: Instruction, ctx: StepContext, options: CacheOptions) -> StepD
                 sources.append(_ref_entry(f"--mount from={what}", digest))
             else:
                 src = m.source or "."
-                sources.extend(
-                    tree_sources(ctx.context, [src], owner=(0, 0), prefix=f"mount:{m.target}:")
+                key = ("mount", src, m.target)
+                describe = partial(
+                    tree_sources, ctx.context, [src], owner=(0, 0), prefix=f"mount:{m.target}:"
                 )
+                sources.extend(_memo(ctx, key, describe))
         inputs = KeyInputs(
             parent=ctx.parent,
             instruction=layered,
@@ -378,8 +395,15 @@ def _decide_copy(
         what, digest = ctx.ref_key(from_)
         sources.append(_ref_entry(f"--from={what}", digest))
     elif local:
+        key = ("copy", tuple(local), owner, parents, instr.excludes)
         sources.extend(
-            tree_sources(ctx.context, local, owner=owner, parents=parents, excludes=excludes)
+            _memo(
+                ctx,
+                key,
+                lambda: tree_sources(
+                    ctx.context, local, owner=owner, parents=parents, excludes=excludes
+                ),
+            )
         )
     inputs = KeyInputs(
         parent=ctx.parent, instruction=layered, platform=ctx.platform, sources=tuple(sources)
@@ -446,12 +470,32 @@ class CacheSession:
         self.cache: LayerCache = cache
         self.stage_keys: dict[int, str] = {}
         self.records: list[StepRecord] = []
+        #: source descriptions by what was described (the context does not change mid-build)
+        self.memo: dict[object, tuple[SourceEntry, ...]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._prefetched: dict[str, Future[CacheLookup]] = {}
         self._closed = False
 
     def slot(self, stage: str, step: int, keyword: str) -> str:
         return f"{self.dockerfile}:{stage}:{step}:{keyword}"
 
+    def prefetch(self, keys: Sequence[str]) -> None:
+        """Start looking ``keys`` up in parallel; :meth:`lookup` then waits for the answer."""
+        if self._closed:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-lookup")
+        for key in keys:
+            if key not in self._prefetched:
+                self._prefetched[key] = self._pool.submit(self._lookup, key)
+
     def lookup(self, key: str) -> CacheLookup:
+        future = self._prefetched.pop(key, None)
+        if future is not None:
+            return future.result()  # _lookup never raises
+        return self._lookup(key)
+
+    def _lookup(self, key: str) -> CacheLookup:
         try:
             return self.cache.lookup(key)
         except Exception as exc:  # a back end broke its contract: never fail the build
@@ -487,6 +531,8 @@ class CacheSession:
         if self._closed:
             return
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         try:
             self.cache.close()
         except Exception as exc:

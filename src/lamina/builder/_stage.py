@@ -512,6 +512,7 @@ class StageBuilder:
         instructions.extend(self.sp.stage.instructions)
         if self.env.cache is not None:
             self.cache_parent = self._cache_start()
+            self._prefetch(instructions, self.env.cache)
         total = len(instructions)
         for instr in instructions:
             self.step_no += 1
@@ -696,6 +697,45 @@ class StageBuilder:
                 fs_extract_layer(root, stream, on_warning=self.log.warning, layer_name=name)
         return root
 
+    def _prefetch(self, instructions: Sequence[Instruction], cache: CacheSession) -> None:
+        """Start the lookups of the stage's steps in parallel (cache lookahead).
+
+        A dry pass assumes every step hits: metadata handlers are pure and a hit's
+        effect needs no filesystem, so the keys are exactly those the real pass will
+        look up. It stops at a step that chains on the layer it makes (ADD of a URL
+        without a checksum) and on any error (the real pass reports it).
+        """
+        saved = (self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent)
+        keys: list[str] = []
+        try:
+            for instr in instructions:
+                assert self.scope is not None
+                if isinstance(instr, ArgInstruction):
+                    effect = self.do_arg(instr)
+                    self.cache_parent = decide(instr, self._step_context(), cache.options).chain
+                else:
+                    expanded = expand_instruction(
+                        instr, self.scope.env, escape=self.escape
+                    ).instruction
+                    decision = decide(expanded, self._step_context(), cache.options)
+                    if decision.chain_on_layer:
+                        break
+                    if decision.status == "metadata":
+                        effect = self._dispatch(expanded, expanded)
+                    else:
+                        if decision.lookup is not None:
+                            keys.append(cache_key(decision.lookup))
+                        effect = self._hit_effect(expanded, None)
+                    self.cache_parent = decision.chain
+                self.runtime = effect.config or self.runtime
+                self.scope = effect.scope or self.scope
+                self.author = effect.author or self.author
+        except LaminaError as exc:
+            self.log.debug("cache lookahead stopped: %s", exc.message)
+        finally:
+            self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent = saved
+        cache.prefetch(keys)
+
     def _cache_start(self) -> str:
         """The first key of the stage's chain (module docstring of lamina.builder._cache)."""
         assert self.env.cache is not None
@@ -740,6 +780,7 @@ class StageBuilder:
             context=self.env.context,
             ref_key=self._ref_key,
             single_snapshot=self.single_snapshot,
+            memo=self.env.cache.memo if self.env.cache is not None else None,
         )
 
     def _cached_step(self, expanded: Instruction, cache: CacheSession) -> StepEffect:

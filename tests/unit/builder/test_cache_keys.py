@@ -447,3 +447,32 @@ def test_report_has_one_record_per_step(tmp_path: Path) -> None:
         "seconds": 0.123,
     }
     s.close()
+
+
+def test_prefetched_lookups_are_used_once(tmp_path: Path) -> None:
+    fake = FakeCache()
+    calls: list[str] = []
+    inner = fake.lookup
+
+    def counting(key: str) -> CacheLookup:
+        calls.append(key)
+        return inner(key)
+
+    fake.lookup = counting  # type: ignore[method-assign]
+    s = CacheSession(fake, ON, log=LOG, dockerfile="D")
+    s.prefetch(["a" * 64, "b" * 64, "a" * 64])
+    assert s.lookup("a" * 64).reason == "no entry"
+    assert s.lookup("b" * 64).reason == "no entry"
+    assert sorted(calls) == ["a" * 64, "b" * 64]
+    s.lookup("a" * 64)  # not prefetched any more: asked again
+    assert calls.count("a" * 64) == 2
+    s.close()
+
+
+def test_sources_are_described_once_per_build(tmp_path: Path) -> None:
+    root = checkout(tmp_path / "c", APP)
+    memo: dict[object, object] = {}
+    first = copy_key(root, memo=memo)
+    (root / "app/main.py").write_text("changed after the first description\n")
+    assert copy_key(root, memo=memo).chain == first.chain
+    assert copy_key(root).chain != first.chain
