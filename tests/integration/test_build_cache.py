@@ -300,6 +300,19 @@ def test_a_fully_cached_builder_stage_is_never_extracted(
     assert third.status(2, "builder") == "miss"
     assert third.status(1, "1") == "miss"
     assert third.record(1, "1")["reason"] == "source file --from=builder changed"
+    # the final stage misses before its COPY --from while the builder stage fully hits:
+    # the builder's root filesystem is materialised from its cached layers, on demand
+    (ctx / "Dockerfile").write_text(
+        MULTI.format(base=busybox_image).replace(
+            "COPY --from=builder", "RUN echo final > /final.txt\nCOPY --from=builder"
+        )
+    )
+    plain = build(ctx, enabled=False)
+    fourth = build(ctx)
+    assert [fourth.status(s, "builder") for s in (1, 2, 3)] == ["hit"] * 3
+    assert [fourth.status(s, "1") for s in (1, 2, 3)] == ["miss"] * 3
+    assert "stage builder: extracting" in fourth.log
+    assert fourth.digest == plain.digest
 
 
 LINK = """\
