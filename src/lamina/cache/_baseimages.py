@@ -74,7 +74,7 @@ class BaseImageCache:
                 raise _UnusableError(f"{self.manifest_path(digest)} has digest {got}")
             manifest = Manifest.from_json(raw, f"manifest of {what}")
             archive = DockerArchive(self.tarball_path(digest))
-            members = _members(archive, manifest, what)
+            members = _members(archive, manifest)
             image = BlobImage(raw, _fetcher(archive, members), what=what)
             image.config()  # reads and verifies the config
         except (LaminaError, OSError, _UnusableError) as exc:
@@ -110,7 +110,7 @@ class _UnusableError(Exception):
     pass
 
 
-def _members(archive: DockerArchive, manifest: Manifest, what: str) -> dict[Digest, str]:
+def _members(archive: DockerArchive, manifest: Manifest) -> dict[Digest, str]:
     """Tar member names of the manifest's config and layers."""
     if len(archive.entries) != 1:
         raise _UnusableError(f"{len(archive.entries)} images in the tarball, expected one")

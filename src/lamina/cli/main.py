@@ -36,7 +36,9 @@ from lamina.errors import (
     RegistryError,
     UsageError,
 )
-from lamina.oci import Platform, Reference
+
+if TYPE_CHECKING:
+    from lamina.oci import Platform, Reference
 
 if TYPE_CHECKING:
     from lamina.cache import LayerCache
@@ -244,6 +246,7 @@ def _warm_targets(config: WarmConfig) -> list[tuple[Reference, Platform]]:
     """``--image`` values, then the FROM images of ``--dockerfile`` (stages and scratch
     skipped, ``--build-arg`` expanded), each with the platform to cache, without repeats."""
     from lamina.builder import make_plan
+    from lamina.oci import Platform, Reference
 
     default = Platform.parse(config.platform) if config.platform else Platform.host()
     named: list[tuple[str, Platform]] = [(image, default) for image in config.images]
