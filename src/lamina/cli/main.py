@@ -170,6 +170,7 @@ def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> Execu
 def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCache | None:
     """kaniko's cache flags → the layer cache the builder uses (None: ``--cache`` is off)."""
     from lamina.cache import open_layer_cache
+    from lamina.oci import Reference
 
     cache = config.cache
     if not cache.enabled:
