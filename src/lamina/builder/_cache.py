@@ -31,18 +31,28 @@ changes a key.
   image's manifest digest. ADD of a URL is cached only with ``--checksum`` (the checksum
   and the URL are in the instruction); without one the step always runs and the chain
   continues from the *layer it produced* (its diff_id), so later steps can still hit.
-* ``COPY --link`` whose result cannot depend on the earlier filesystem (destination
-  written as a directory, ``--chown`` absent or numeric) is looked up under a key that
-  leaves the parent out, so it can hit after an earlier change; the running key after it
-  still chains on the parent (what follows sees the whole filesystem).
+  ADD of a git repository is cached only when its ref is a full commit sha.
+* ``COPY --link`` whose result cannot depend on the earlier filesystem (an absolute
+  destination written as a directory, ``--chown`` absent or numeric, no ``--chmod``) is
+  looked up under a key that leaves the parent out, so it can hit after an earlier
+  change; the running key after it still chains on the parent (what follows sees the
+  whole filesystem).
 * WORKDIR is cached (it may create directories). Other metadata instructions only extend
   the chain.
 
-``--cache-run-layers=false`` / ``--cache-copy-layers=false`` make those steps run without
-lookup or store; their key still extends the chain.
+``--cache-run-layers=false`` / ``--cache-copy-layers=false`` (and ``--single-snapshot``
+in the target stage) make those steps run without lookup or store; their key still
+extends the chain.
 
 **Slot.** A step's stable name for "the previous build of this step", used to explain a
 miss: ``<Dockerfile name>:<stage name or index>:<step number>:<keyword>``.
+
+**Hits.** A hit appends the cached layer with the history entry the step would have
+written and leaves the root filesystem alone: the layer is *pending*, and the stage's
+filesystem is only built (base extracted, pending layers applied in order, whiteouts
+included) when a later step misses or a later stage reads it. A stage whose steps all hit
+is never extracted. Lookups of a stage start together (lookahead): a dry pass assuming
+every step hits gives exactly the keys the real pass asks for.
 
 **Hits and misses.** A lookup never fails the build (the back end turns trouble into a
 miss with a reason). A miss's reason is the back end's when it has one (expired,
