@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lamina.builder._cache import CacheSession
 from lamina.builder._inplace import prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
+from lamina.cache import BaseImageCache, DirLayerCache, LayerCache
 from lamina.context import LocalContext
 from lamina.errors import (
     ContextError,
@@ -63,9 +65,14 @@ class BuildResult:
     stages: tuple[StageResult, ...]
     plan: BuildPlan
     build_dir: BuildDir | None = field(default=None, repr=False)
+    #: the layer cache session (``--cache``): its background stores read layer blobs
+    cache: CacheSession | None = field(default=None, repr=False)
 
     def cleanup(self) -> None:
-        """Delete the build directory (rootfs trees and layer blobs)."""
+        """Wait for the cache stores, close the cache, delete the build directory."""
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
         if self.build_dir is not None:
             self.build_dir.cleanup()
             self.build_dir = None
@@ -136,17 +143,17 @@ def build_image(
     registry: ImageSource | None,
     runner: Runner | None,
     log: logging.Logger,
+    layer_cache: LayerCache | None = None,
 ) -> BuildResult:
     """Build the image the Dockerfile describes (nothing is written or pushed yet).
 
     ``registry`` pulls base images (and later pushes); ``runner`` runs RUN
-    steps (None: chosen from ``build.isolation`` on the first RUN). Raises
+    steps (None: chosen from ``build.isolation`` on the first RUN). With
+    ``cache.enabled``, steps are looked up in ``layer_cache`` (default: the
+    directory cache under ``cache.dir``), which the result then owns: it is
+    closed by :meth:`BuildResult.cleanup`. Raises
     :class:`~lamina.errors.LaminaError` subclasses only.
     """
-    if cache.enabled:
-        raise NotSupportedError(
-            "--cache (layer caching)", hint="build without --cache for now; it is coming"
-        )
     if output.compression not in ("gzip", "zstd", "none"):
         raise UsageError(
             f"unknown --compression {output.compression!r}", hint="use gzip, zstd or none"
@@ -184,6 +191,14 @@ def build_image(
     except BaseException:
         build_dir.cleanup()
         raise
+    session: CacheSession | None = None
+    if cache.enabled:
+        store = layer_cache or DirLayerCache(cache.dir, cache.ttl, log)
+        log.info("layer cache: %s", store.description)
+        session = CacheSession(store, cache, log=log, dockerfile=dockerfile.name)
+    base_images = None
+    if cache.enabled and cache.dir.is_dir():
+        base_images = BaseImageCache(cache.dir, cache.ttl, log)
     env = BuildEnv(
         plan=plan,
         context=context,
@@ -208,6 +223,8 @@ def build_image(
         allow=build.allow,
         single_snapshot=build.single_snapshot,
         inplace=inplace,
+        cache=session,
+        base_images=base_images,
     )
     try:
         for index in plan.order:
@@ -215,7 +232,10 @@ def build_image(
             log.info("building stage %s (FROM %s)", sp.display, sp.base)
             builder = StageBuilder(env, sp, is_target=index == plan.target)
             result = builder.build()
-            if result.rootfs is None and any(
+            if session is not None and result.rootfs is None:
+                # materialised only if a later step that misses reads it
+                env.stage_rootfs[index] = builder.materialise
+            elif result.rootfs is None and any(
                 index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
             ):
                 if env.inplace is not None:
@@ -243,16 +263,45 @@ def build_image(
             image = canonical(image, epoch=epoch or 0)
         digest = image.digest()
     except BaseException:
+        if session is not None:
+            _report(session, cache, log)
+            session.close()
         build_dir.cleanup()
         raise
     log.info("built image %s", digest)
+    if session is not None:
+        _summary(session, log)
+        _report(session, cache, log)
     return BuildResult(
         image=image,
         digest=digest,
         stages=tuple(env.results[i] for i in plan.order),
         plan=plan,
         build_dir=build_dir,
+        cache=session,
     )
+
+
+def _summary(session: CacheSession, log: logging.Logger) -> None:
+    counts = dict.fromkeys(("hit", "miss", "uncacheable"), 0)
+    for r in session.records:
+        if r.status in counts:
+            counts[r.status] += 1
+    log.info(
+        "layer cache: %d hit, %d miss, %d not cached",
+        counts["hit"],
+        counts["miss"],
+        counts["uncacheable"],
+    )
+
+
+def _report(session: CacheSession, cache: CacheOptions, log: logging.Logger) -> None:
+    if cache.report is None:
+        return
+    try:
+        session.write_report(cache.report)
+    except LaminaError as exc:
+        log.warning("%s", exc.message)
 
 
 def _drop_unneeded_rootfs(env: BuildEnv, plan: BuildPlan, done: int) -> None:
@@ -347,9 +396,12 @@ def build_and_output(
     registry: ImageSource | None,
     runner: Runner | None,
     log: logging.Logger,
+    layer_cache: LayerCache | None = None,
 ) -> BuildResult:
-    """``build_image`` + ``write_outputs``, then delete the build directory."""
-    result = build_image(build, cache, output, registry=registry, runner=runner, log=log)
+    """``build_image`` + ``write_outputs``, then close the cache and delete the build directory."""
+    result = build_image(
+        build, cache, output, registry=registry, runner=runner, log=log, layer_cache=layer_cache
+    )
     try:
         write_outputs(result, output, registry)
     finally:

@@ -19,14 +19,14 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from lamina.errors import FilesystemError, LaminaError
 from lamina.fs import IgnoreList, apply_upper, extract_layer
-from lamina.oci import Image
+from lamina.oci import Layer
 from lamina.sandbox import IdMap, NamespaceRunner, Runner
 
 __all__ = ["Ownership"]
@@ -64,20 +64,20 @@ class Ownership:
 
     def extract(
         self,
-        image: Image,
+        layers: Sequence[Layer],
         root: Path,
         *,
         warn: Callable[[str], None],
         ignore: IgnoreList | None = None,
     ) -> None:
-        """Apply every layer of ``image`` to ``root`` with the layers' owners.
+        """Apply ``layers`` (an image's, in order) to ``root`` with the layers' owners.
 
         Rootless, each layer is extracted as root of the user namespace (so
         owners other than root survive: the build's RUN steps and later
         layers see them), fed through a pipe by a thread of this process,
         which alone talks to the registry.
         """
-        for i, layer in enumerate(image.layers()):
+        for i, layer in enumerate(layers):
             name = f"layer {i} ({layer.digest()})"
             with layer.uncompressed() as stream:
                 if self.runner is None:

@@ -13,12 +13,21 @@ import posixpath
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from lamina.builder._cache import (
+    CacheSession,
+    StepContext,
+    StepRecord,
+    StepStatus,
+    chain_after_layer,
+    decide,
+)
 from lamina.builder._copy import (
     ChmodSpec,
     CopyRequest,
@@ -61,6 +70,7 @@ from lamina.builder._mounts import (
 )
 from lamina.builder._plan import BuildPlan, StagePlan
 from lamina.builder.options import SecretSource, SSHSource
+from lamina.cache import BaseImageCache, cache_key
 from lamina.context import ContextSource, LocalContext, has_glob
 from lamina.dockerfile import (
     AddInstruction,
@@ -258,6 +268,14 @@ class BuildEnv:
     inplace: InPlace | None = None
     #: ``--allow`` entitlements (``security.insecure`` lets RUN --security=insecure run)
     allow: tuple[str, ...] = ()
+    #: the layer cache of this build (None: ``--cache`` is off)
+    cache: CacheSession | None = None
+    #: materialises a built stage's rootfs on first use (stages whose steps all hit)
+    stage_rootfs: dict[int, Callable[[], Path]] = field(default_factory=dict)
+    #: warmed base images (``lamina warm``; used with ``--cache``)
+    base_images: BaseImageCache | None = None
+    #: layers of warmed base images by digest: extraction reads them instead of the registry
+    warmed_layers: dict[Digest, Layer] = field(default_factory=dict)
 
     def next_id(self) -> int:
         self.counter += 1
@@ -284,15 +302,42 @@ class BuildEnv:
             raise DockerfileError(exc.message, hint=exc.hint, location=location) from exc
         self.log.info("pulling %s (%s)", ref, platform)
         image = self.registry.pull(ref, platform=platform)
+        self._use_warmed(image)
         self.pulled[key] = image
         return image
+
+    def _use_warmed(self, image: Image) -> None:
+        """Read the layers of a base image from the warmed cache when it has it.
+
+        The image keeps its registry layers (so a push can still mount them across
+        repositories); only extraction reads the warmed, digest-verified blobs.
+        """
+        if self.base_images is None:
+            return
+        warmed = self.base_images.lookup(image.digest())
+        if warmed is None:
+            return
+        self.log.info("using the warmed base image %s", image.digest())
+        for layer in warmed.layers():
+            self.warmed_layers[layer.digest()] = layer
+
+    def stage_result(self, index: int) -> StageResult | None:
+        """A built stage's result, its rootfs materialised if it was never extracted."""
+        result = self.results.get(index)
+        hook = self.stage_rootfs.pop(index, None)
+        if result is not None and result.rootfs is None and hook is not None:
+            result = replace(result, rootfs=hook())
+            self.results[index] = result
+        return result
 
     def extract(self, image: Image, root: Path, *, ignore: IgnoreList | None = None) -> None:
         """Apply every layer of ``image`` to ``root``, in order (base layers never rewritten).
 
-        Paths on ``ignore`` are neither written nor deleted (in-place builds).
+        Warmed copies of the layers are read where the cache has them; paths on
+        ``ignore`` are neither written nor deleted (in-place builds).
         """
-        self.ownership().extract(image, root, warn=self.log.warning, ignore=ignore)
+        layers = [self.warmed_layers.get(layer.digest(), layer) for layer in image.layers()]
+        self.ownership().extract(layers, root, warn=self.log.warning, ignore=ignore)
 
     def scan(self, root: Path) -> StatIndex:
         """A stat index of ``root``, leaving out the in-place ignore list."""
@@ -406,6 +451,10 @@ class StageBuilder:
         self.step_no = 0
         self.single_snapshot = env.single_snapshot and is_target
         self.snapshot_base: StatIndex | None = None
+        #: the running cache key (see lamina.builder._cache)
+        self.cache_parent = ""
+        #: cached layers appended but not yet applied to the rootfs (in order)
+        self.pending: list[Layer] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -509,6 +558,9 @@ class StageBuilder:
             instructions.extend(self._triggers(self.runtime.on_build))
             self.runtime = replace(self.runtime, on_build=None)
         instructions.extend(self.sp.stage.instructions)
+        if self.env.cache is not None:
+            self.cache_parent = self._cache_start()
+            self._prefetch(instructions, self.env.cache)
         total = len(instructions)
         for instr in instructions:
             self.step_no += 1
@@ -521,6 +573,10 @@ class StageBuilder:
             )
             effect = self.step(instr)
             self._apply(effect)
+        if self.fs_ready and self.pending:
+            self.materialise()
+        if self.env.cache is not None:
+            self.env.cache.stage_keys[self.sp.index] = self.cache_parent
         if self.is_target and self.env.labels:
             labels = dict(self.runtime.labels)
             labels.update(self.env.labels)
@@ -632,8 +688,26 @@ class StageBuilder:
     def step(self, instr: Instruction) -> StepEffect:
         assert self.scope is not None
         if isinstance(instr, ArgInstruction):
-            return self.do_arg(instr)
+            effect = self.do_arg(instr)
+            cache = self.env.cache
+            if cache is not None:
+                self.cache_parent = decide(instr, self._step_context(), cache.options).chain
+                cache.record(
+                    StepRecord(
+                        stage=self.sp.display,
+                        step=self.step_no,
+                        instruction=instr.original or instr.keyword,
+                        key=self.cache_parent,
+                        status="metadata",
+                    )
+                )
+            return effect
         expanded = expand_instruction(instr, self.scope.env, escape=self.escape).instruction
+        if self.env.cache is not None:
+            return self._cached_step(expanded, self.env.cache)
+        return self._dispatch(instr, expanded)
+
+    def _dispatch(self, instr: Instruction, expanded: Instruction) -> StepEffect:
         handlers: Mapping[type, Callable[[Instruction], StepEffect]] = {
             EnvInstruction: self.do_env,  # type: ignore[dict-item]
             LabelInstruction: self.do_label,  # type: ignore[dict-item]
@@ -659,6 +733,201 @@ class StageBuilder:
                 location=instr.location,
             )
         return handler(expanded)
+
+    # ------------------------------------------------------------ layer cache
+
+    def materialise(self) -> Path:
+        """The rootfs with every pending cached layer applied (extracting it if needed)."""
+        root = self.ensure_fs()
+        pending, self.pending = self.pending, []
+        if pending:
+            inplace = self.env.inplace
+            self.env.ownership().extract(
+                pending,
+                root,
+                warn=self.log.warning,
+                ignore=inplace.ignore if inplace is not None else None,
+            )
+        return root
+
+    def _prefetch(self, instructions: Sequence[Instruction], cache: CacheSession) -> None:
+        """Start the lookups of the stage's steps in parallel (cache lookahead).
+
+        A dry pass assumes every step hits: metadata handlers are pure and a hit's
+        effect needs no filesystem, so the keys are exactly those the real pass will
+        look up. It stops at a step that chains on the layer it makes (ADD of a URL
+        without a checksum) and on any error (the real pass reports it).
+        """
+        saved = (self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent)
+        keys: list[str] = []
+        try:
+            for instr in instructions:
+                assert self.scope is not None
+                if isinstance(instr, ArgInstruction):
+                    effect = self.do_arg(instr)
+                    self.cache_parent = decide(instr, self._step_context(), cache.options).chain
+                else:
+                    expanded = expand_instruction(
+                        instr, self.scope.env, escape=self.escape
+                    ).instruction
+                    decision = decide(expanded, self._step_context(), cache.options)
+                    if decision.chain_on_layer:
+                        break
+                    if decision.status == "metadata":
+                        effect = self._dispatch(expanded, expanded)
+                    else:
+                        if decision.lookup is not None:
+                            keys.append(cache_key(decision.lookup))
+                        effect = self._hit_effect(expanded, None)
+                    self.cache_parent = decision.chain
+                self.runtime = effect.config or self.runtime
+                self.scope = effect.scope or self.scope
+                self.author = effect.author or self.author
+        except LaminaError as exc:
+            self.log.debug("cache lookahead stopped: %s", exc.message)
+        finally:
+            self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent = saved
+        cache.prefetch(keys)
+
+    def _cache_start(self) -> str:
+        """The first key of the stage's chain (module docstring of lamina.builder._cache)."""
+        assert self.env.cache is not None
+        if self.sp.base_stage is not None:
+            return self.env.cache.stage_keys[self.sp.base_stage]
+        if self.sp.is_scratch:
+            return "scratch"
+        return str(self.base_image.digest())
+
+    def _layer_format(self) -> str:
+        compression = self.env.compression
+        docker = mediatypes.is_docker(self.base_image.media_type())
+        if compression == "zstd" and docker:
+            compression = "gzip"
+        return (
+            f"{compression}:{self.env.compression_level}:{self.env.clamp_epoch}:"
+            f"{self.env.snapshot_mode}:{'docker' if docker else 'oci'}"
+        )
+
+    def _ref_key(self, from_: str) -> tuple[str, str]:
+        """``--from``'s stage key or image manifest digest, for a cache key."""
+        assert self.env.cache is not None
+        stage = self.env.plan.dockerfile.stage_before(from_, self.sp.index)
+        if stage is not None:
+            key = self.env.cache.stage_keys.get(stage.index)
+            if key is None:
+                raise BuildStepError(
+                    f"--from={from_}: stage {stage.index} has no cache key yet",
+                    hint="this is a bug in the build plan",
+                )
+            return (stage.name or str(stage.index), key)
+        image = self.env.pull(from_, self.env.platform, None)
+        return (from_, str(image.digest()))
+
+    def _step_context(self) -> StepContext:
+        assert self.scope is not None
+        return StepContext(
+            parent=self.cache_parent,
+            platform=str(self._platform()),
+            layer_format=self._layer_format(),
+            run_env=dict(self.scope.env),
+            context=self.env.context,
+            ref_key=self._ref_key,
+            single_snapshot=self.single_snapshot,
+            memo=self.env.cache.memo if self.env.cache is not None else None,
+        )
+
+    def _cached_step(self, expanded: Instruction, cache: CacheSession) -> StepEffect:
+        """One step with the layer cache on: look up, apply a hit or run and store."""
+        started = time.monotonic()
+        decision = decide(expanded, self._step_context(), cache.options)
+        slot = cache.slot(self.sp.name or str(self.sp.index), self.step_no, expanded.keyword)
+        key = decision.chain
+        reason = ""
+        layer: Layer | None = None
+
+        def record(status: StepStatus) -> None:
+            cache.record(
+                StepRecord(
+                    stage=self.sp.display,
+                    step=self.step_no,
+                    instruction=expanded.original or expanded.keyword,
+                    key=key,
+                    status=status,
+                    reason=reason,
+                    layer_digest=str(layer.digest()) if layer is not None else None,
+                    size=layer.size() if layer is not None else None,
+                    seconds=time.monotonic() - started,
+                )
+            )
+
+        if decision.status == "metadata":
+            effect = self._dispatch(expanded, expanded)
+            self.cache_parent = key
+            record("metadata")
+            return effect
+        if decision.status == "uncacheable":
+            reason = f"not cached: {decision.reason}"
+            self.log.info("%s", reason)
+            self.materialise()
+            effect = self._dispatch(expanded, expanded)
+            layer = effect.layer
+            if decision.chain_on_layer:
+                key = chain_after_layer(decision, layer)
+            self.cache_parent = key
+            record("uncacheable")
+            return effect
+        assert decision.lookup is not None
+        lookup_inputs = decision.lookup
+        key = cache_key(lookup_inputs)
+        found = cache.lookup(key)
+        if found.hit is not None:
+            self.log.info("HIT: %s (%s)", key[:12], found.hit.source)
+            layer = found.hit.layer
+            effect = self._hit_effect(expanded, layer)
+            if layer is not None:
+                self.pending.append(layer)
+            self.cache_parent = decision.chain
+            record("hit")
+            return effect
+        reason = cache.explain(slot, lookup_inputs, found)
+        self.log.info("MISS: %s", reason)
+        self.materialise()
+        effect = self._dispatch(expanded, expanded)
+        layer = effect.layer
+        cache.store_later(key, layer, lookup_inputs, slot)
+        self.cache_parent = decision.chain
+        record("miss")
+        return effect
+
+    def _hit_effect(self, instr: Instruction, layer: Layer | None) -> StepEffect:
+        """What a cached RUN/COPY/ADD/WORKDIR did, without running it (same history)."""
+        assert self.scope is not None
+        if isinstance(instr, RunInstruction):
+            check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, instr.location)
+            shell = self.runtime.shell or DEFAULT_SHELL
+            if instr.heredocs and isinstance(instr.command, ShellCommand):
+                argv = heredoc_command(instr.command.text, instr.heredocs, shell).argv
+            else:
+                argv = _argv(instr.command, self.runtime.shell)
+            args = [(k, v if v is not None else "") for k, v in self.scope.args]
+            return StepEffect(created_by=run_created_by(argv, args), layer=layer)
+        if isinstance(instr, WorkdirInstruction):
+            current = self.runtime.working_dir or "/"
+            path = posixpath.normpath(posixpath.join(current, instr.path))
+            if path.startswith("//"):
+                path = "/" + path.lstrip("/")
+            config = replace(self.runtime, working_dir=path)
+            return StepEffect(created_by=f"WORKDIR {path}", config=config, layer=layer)
+        assert isinstance(instr, CopyInstruction | AddInstruction)
+        parents = isinstance(instr, CopyInstruction) and instr.parents
+        flags = "--parents " if parents else ""
+        if instr.chown:
+            flags += f"--chown={instr.chown} "
+        if instr.chmod:
+            flags += f"--chmod={instr.chmod} "
+        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
+        created_by = f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
+        return StepEffect(created_by=created_by, layer=layer)
 
     # ------------------------------------------------------ metadata handlers
 
@@ -1156,7 +1425,7 @@ class StageBuilder:
             return self.env.context
         stage = self.env.plan.dockerfile.stage_before(from_, self.sp.index)
         if stage is not None:
-            result = self.env.results.get(stage.index)
+            result = self.env.stage_result(stage.index)
             if result is None or result.rootfs is None:
                 raise BuildStepError(
                     f"COPY --from={from_}: stage {stage.index} has no filesystem here",

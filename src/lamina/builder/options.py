@@ -112,9 +112,12 @@ class CacheOptions:
     repo: str = ""
     dir: Path = Path("/cache")
     ttl: timedelta = timedelta(hours=336)
-    copy_layers: bool = False
+    #: lamina caches COPY/ADD by default (kaniko: false, its COPY keys were wrong)
+    copy_layers: bool = True
     run_layers: bool = True
     no_push_cache: bool = False
+    #: ``--cache-report``: write a JSON record per step here (lamina)
+    report: Path | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -437,6 +437,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         copy_layers=v["cache_copy_layers"],
         run_layers=v["cache_run_layers"],
         no_push_cache=v["no_push_cache"],
+        report=Path(v["cache_report"]) if v["cache_report"] else None,
     )
     output = OutputOptions(
         destinations=destinations,

@@ -201,8 +201,14 @@ BUILD_FLAGS: tuple[FlagSpec, ...] = (
         "(default: <kaniko-dir>/cache-mounts) (lamina)",
         "",
     ),
-    _f("cache-copy-layers", B, "Cache COPY layers", False),
+    _f("cache-copy-layers", B, "Cache COPY and ADD layers (lamina: on by default)", True),
     _f("cache-run-layers", B, "Cache RUN layers", True),
+    _f(
+        "cache-report",
+        S,
+        "Write a JSON report of every step's cache key, hit or miss and reason here (lamina)",
+        "",
+    ),
     _f(
         "compressed-caching",
         B,

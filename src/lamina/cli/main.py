@@ -40,6 +40,10 @@ from lamina.errors import (
 if TYPE_CHECKING:
     from lamina.oci import Platform, Reference
 
+if TYPE_CHECKING:
+    from lamina.cache import LayerCache
+    from lamina.registry import RegistryClient
+
 __all__ = ["executor_main", "main", "run", "warmer_main"]
 
 log = logging.getLogger("lamina")
@@ -155,6 +159,32 @@ def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> Execu
     return dataclasses.replace(config, build=build)
 
 
+def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCache | None:
+    """kaniko's cache flags → the layer cache the builder uses (None: ``--cache`` is off)."""
+    from lamina.cache import open_layer_cache
+    from lamina.oci import Reference
+
+    cache = config.cache
+    if not cache.enabled:
+        return None
+    try:
+        destinations = [Reference.parse(d) for d in config.output.destinations]
+    except LaminaError as exc:
+        raise UsageError(f"--destination: {exc.message}", hint=exc.hint) from exc
+    return open_layer_cache(
+        enabled=True,
+        cache_repo=cache.repo,
+        cache_dir=cache.dir,
+        cache_dir_explicit="cache-dir" in config.given,
+        ttl=cache.ttl,
+        no_push_cache=cache.no_push_cache,
+        destinations=destinations,
+        registry_client=client,
+        work_dir=config.build.kaniko_dir,
+        log=log,
+    )
+
+
 def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     from lamina.builder import build_and_output
     from lamina.registry import RegistryClient, default_docker_config_dir
@@ -164,9 +194,20 @@ def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     with RegistryClient(
         config.registry, docker_config_dir=default_docker_config_dir(env)
     ) as client:
-        result = build_and_output(
-            config.build, config.cache, config.output, registry=client, runner=None, log=log
-        )
+        layer_cache = _open_layer_cache(config, client)
+        try:
+            result = build_and_output(
+                config.build,
+                config.cache,
+                config.output,
+                registry=client,
+                runner=None,
+                log=log,
+                layer_cache=layer_cache,
+            )
+        finally:
+            if layer_cache is not None:
+                layer_cache.close()  # idempotent; the build closes it when it got that far
     del result  # the builder logs the digest; outputs are written by build_and_output
     return 0
 

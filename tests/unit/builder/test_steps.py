@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lamina.builder import BuildOptions, BuildResult, CacheOptions, OutputOptions, build_image
-from lamina.errors import DockerfileError, NotSupportedError
+from lamina.errors import DockerfileError
 from lamina.oci import ContainerConfig
 
 LOG = logging.getLogger("lamina.tests.steps")
@@ -157,13 +157,16 @@ def test_bad_stopsignal_and_unsupported_flags(tmp_path: Path) -> None:
     ctx = tmp_path / "b"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM scratch\n")
-    options = BuildOptions(dockerfile=str(ctx / "Dockerfile"), context=str(ctx))
-    with pytest.raises(NotSupportedError, match="--cache"):
-        build_image(
-            options,
-            CacheOptions(enabled=True),
-            OutputOptions(),
-            registry=None,
-            runner=None,
-            log=LOG,
-        )
+    options = BuildOptions(
+        dockerfile=str(ctx / "Dockerfile"), context=str(ctx), kaniko_dir=tmp_path / "k"
+    )
+    # --cache is supported now: a scratch build with an empty directory cache just works
+    result = build_image(
+        options,
+        CacheOptions(enabled=True, dir=tmp_path / "cache"),
+        OutputOptions(),
+        registry=None,
+        runner=None,
+        log=LOG,
+    )
+    result.cleanup()

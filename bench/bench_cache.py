@@ -1,0 +1,193 @@
+"""Layer cache: cold vs warm (registry cache) lamina builds vs ``buildah bud --layers``.
+
+    .venv/bin/python bench/bench_cache.py              # as root; needs buildah, skopeo
+
+Starts a private plain registry on loopback, pushes the Debian bookworm minbase test image
+(debootstrap, cached in $LAMINA_TEST_CACHE) and builds a 10-step Dockerfile (apt-get
+install python3 from the machine's Debian mirror, COPY of a small app, a few RUNs), all in
+the same run:
+
+1. lamina cold, ``--cache`` with the cache repository on the registry (empty);
+2. lamina warm: the same context again (new work directory, so only the registry cache
+   helps), best of three;
+3. lamina after changing one source file used only by the last COPY (``--cache-report``
+   shows which steps hit);
+4. buildah ``bud --layers`` cold (fills its local layer cache), warm rebuild (best of
+   three), and the same one-file change.
+
+Both tools write an image: lamina an OCI layout (``--no-push``, so every blob, base
+layers included, is fetched and written), buildah its local storage.
+
+Prints wall times and the ratios the issue sets: warm/cold <= 0.15 and
+lamina warm / buildah warm <= 1.0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.images import build_debian_layout, push_layout  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
+
+DOCKERFILE = """\
+ARG REGISTRY
+FROM ${REGISTRY}/library/debian:bookworm-slim
+ENV APP_HOME=/srv/app
+RUN apt-get update && apt-get install -y --no-install-recommends python3 \\
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --create-home --uid 1000 app
+WORKDIR /srv/app
+COPY requirements.txt ./
+RUN python3 -c "print(open('requirements.txt').read().upper())" > deps.txt
+COPY lib/ ./lib/
+RUN python3 -m compileall -q lib
+RUN echo built > BUILD && chown -R app:app /srv/app
+COPY app/main.py ./app/
+CMD ["python3", "app/main.py"]
+"""
+FILES = {
+    "requirements.txt": "requests==2.31\n",
+    "lib/__init__.py": "",
+    "lib/util.py": "def greet(n):\n    return f'hello {n}'\n",
+    "app/main.py": "from lib.util import greet\nprint(greet('world'))\n",
+}
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed:\n{proc.stderr.decode(errors='replace')[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (namespaces, buildah chroot isolation)")
+    work = Path(tempfile.mkdtemp(prefix="lamina-bench-cache-"))
+    short = Path(tempfile.mkdtemp(prefix="lbc-"))  # buildah's runroot must be short
+    running = start_registry("plain", work / "registry")
+    try:
+        host = running.server.host
+        push_layout(
+            build_debian_layout(work / "deb"), running.server, "library/debian:bookworm-slim"
+        )
+        ctx = work / "ctx"
+        for name, text in {"Dockerfile": DOCKERFILE, **FILES}.items():
+            p = ctx / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        n = iter(range(100))
+
+        def lamina(report: Path) -> float:
+            i = next(n)
+            return timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "lamina",
+                    "build",
+                    f"--context={ctx}",
+                    "--no-push",
+                    f"--oci-layout-path={work / f'out-{i}'}",
+                    f"--insecure-registry={host}",
+                    f"--build-arg=REGISTRY={host}",
+                    f"--kaniko-dir={work / f'kaniko-{i}'}",
+                    "--cache=true",
+                    f"--cache-repo={host}/bench/cache",
+                    f"--cache-report={report}",
+                    "--reproducible",
+                ]
+            )
+
+        storage, runroot = work / "buildah", short / "rr"
+        env = dict(os.environ, BUILDAH_ISOLATION="chroot")
+
+        def buildah() -> float:
+            return timed(
+                [
+                    "buildah",
+                    "--root",
+                    str(storage),
+                    "--runroot",
+                    str(runroot),
+                    "--storage-driver",
+                    "overlay",
+                    "bud",
+                    "--isolation=chroot",
+                    "--layers",
+                    "--tls-verify=false",
+                    "--format",
+                    "oci",
+                    "--build-arg",
+                    f"REGISTRY={host}",
+                    "-t",
+                    "localhost/bench-cache",
+                    str(ctx),
+                ],
+                env=env,
+            )
+
+        reports = [work / f"report-{i}.json" for i in range(3)]
+        cold = lamina(reports[0])
+        # warm rebuilds are short: best of three for both tools (the machine is shared)
+        warm = min(lamina(reports[1]) for _ in range(3))
+        b_cold = buildah()
+        b_warm = min(buildah() for _ in range(3))
+        (ctx / "app/main.py").write_text("from lib.util import greet\nprint(greet('moon'))\n")
+        changed = lamina(reports[2])
+        b_changed = buildah()
+        steps = json.loads(reports[2].read_text())["steps"]
+        cached = [s for s in steps if s["status"] in ("hit", "miss")]
+        earlier_hit = all(s["status"] == "hit" for s in cached[:-1])
+        last = cached[-1]
+        warm_hits = sum(
+            1 for s in json.loads(reports[1].read_text())["steps"] if s["status"] == "hit"
+        )
+        print(f"lamina cold            {cold:7.2f}s")
+        print(f"lamina warm            {warm:7.2f}s   ({warm_hits} of {len(cached)} steps hit)")
+        print(f"lamina one file changed {changed:6.2f}s")
+        print(f"buildah --layers cold  {b_cold:7.2f}s")
+        print(f"buildah --layers warm  {b_warm:7.2f}s")
+        print(f"buildah one file changed {b_changed:5.2f}s")
+        print(f"warm / cold            {warm / cold:7.3f}   (target <= 0.15)")
+        print(f"lamina warm / buildah warm {warm / b_warm:5.2f}   (target <= 1.0)")
+        print(
+            f"one file changed: every earlier cacheable step hit: {earlier_hit}; "
+            f"last step {last['status']}: {last['reason']}"
+        )
+    finally:
+        subprocess.run(
+            [
+                "buildah",
+                "--root",
+                str(work / "buildah"),
+                "--runroot",
+                str(short / "rr"),
+                "--storage-driver",
+                "overlay",
+                "rm",
+                "--all",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        subprocess.run(["umount", "-R", str(work / "buildah")], capture_output=True, check=False)
+        running.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
