@@ -51,7 +51,6 @@ log = logging.getLogger("lamina")
 #: flags whose behaviour is not implemented yet: giving one is an error, never ignored
 UNSUPPORTED_BUILD_FLAGS: dict[str, str] = {
     "git": "git build contexts are not implemented; clone the repository and pass --context=DIR",
-    "use-new-run": "lamina's snapshotter replaces it; leave the flag out",
     "force-build-metadata": "metadata-only instructions never produce layers yet",
     "image-fs-extract-retry": "base layers are extracted once; a failure ends the build",
 }
@@ -144,10 +143,23 @@ def _configure(log_options: LogOptions, warnings: Sequence[str]) -> None:
         log.warning(warning)
 
 
+#: kaniko tuning flags whose job lamina always does its own way: accepted (pipelines pass
+#: them), and the user is told at info level that they change nothing
+INEFFECTIVE_BUILD_FLAGS: dict[str, str] = {
+    "use-new-run": "lamina always takes a RUN's changes from an overlay upper directory or a "
+    "stat index, which is what the flag switched kaniko to",
+    "compressed-caching": "lamina streams every layer, so memory never depends on it; cached "
+    "layers are the image's own compressed blobs",
+}
+
+
 def _check_unsupported(parsed: ParsedFlags) -> None:
     for flag, hint in UNSUPPORTED_BUILD_FLAGS.items():
         if flag in parsed.given:
             raise NotSupportedError(f"--{flag}", hint=hint)
+    for flag, why in INEFFECTIVE_BUILD_FLAGS.items():
+        if flag in parsed.given:
+            log.info("--%s has no effect: %s", flag, why)
 
 
 def _default_kaniko_dir(config: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:

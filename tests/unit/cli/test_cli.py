@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -275,6 +276,24 @@ def test_unimplemented_flag_is_refused(ctx: Path, capsys: pytest.CaptureFixture[
     assert run([f"-c={ctx}", "--no-push", "--git", "branch=main"], {}, prog="executor") == 2
     err = capsys.readouterr().err
     assert "not supported yet: --git" in err
+
+
+@pytest.mark.parametrize("flag", ["--use-new-run", "--compressed-caching=false"])
+def test_ineffective_kaniko_flag_is_accepted_and_said(
+    ctx: Path, flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_main = importlib.import_module("lamina.cli.main")
+    seen: list[object] = []
+
+    def fake_build(config: object, env: object) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(cli_main, "_build", fake_build)
+    assert run([f"-c={ctx}", "--no-push", flag], {}, prog="executor") == 0
+    assert seen
+    name = flag.removeprefix("--").split("=")[0]
+    assert f"--{name} has no effect" in capsys.readouterr().err
 
 
 def test_bad_choice(ctx: Path, capsys: pytest.CaptureFixture[str]) -> None:
