@@ -584,9 +584,19 @@ class InPlaceMounts:
     times: dict[Path, tuple[int, int]] = field(default_factory=dict)
     placed_mtime: dict[Path, int] = field(default_factory=dict)
 
+    def _host(self, target: str) -> Path:
+        try:
+            return safe_join(self.root, target, follow_final=True)
+        except FilesystemError as exc:
+            raise BuildStepError(
+                f"RUN --mount target {target}: {exc.message}",
+                hint="mount below a directory of the image",
+                location=self.location,
+            ) from exc
+
     def resolve(self, target: str) -> PurePosixPath:
         """The in-image path the mount at ``target`` occupies (symlinks resolved)."""
-        host = safe_join(self.root, target, follow_final=True)
+        host = self._host(target)
         return PurePosixPath("/", *host.relative_to(self.root).parts)
 
     @property
@@ -613,7 +623,7 @@ class InPlaceMounts:
             self.times[directory] = (st.st_atime_ns, st.st_mtime_ns)
 
     def _claim(self, target: str) -> Path:
-        host = safe_join(self.root, target, follow_final=True)
+        host = self._host(target)
         missing: list[Path] = []
         probe = host.parent
         while _lstat(probe) is None:
