@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import socket
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from lamina.builder import BuildOptions, CacheOptions, OutputOptions, SecretSource, build_image
+from lamina.builder import (
+    BuildOptions,
+    CacheOptions,
+    OutputOptions,
+    SecretSource,
+    SSHSource,
+    build_image,
+)
 from lamina.errors import BuildStepError, NotSupportedError
 from lamina.oci import Digest, Image
 from lamina.registry import RegistryClient, RegistryOptions
@@ -359,3 +367,62 @@ RUN --mount=type=tmpfs,target=/work --mount=type=cache,target=/c,id=f touch /c/k
     assert not any(p.name.startswith(".lamina-aside") for p in root.rglob(".lamina-*"))
     kept = list(cache_dir.glob("*/data/kept"))
     assert len(kept) == 1
+
+
+def test_ssh_agent_is_a_symlink_when_the_socket_is_kept(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""FROM {busybox_image}
+RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && readlink "$SSH_AUTH_SOCK" > /link && \\
+    echo "$SSH_AUTH_SOCK" > /sock
+RUN test ! -e /run/buildkit && test -z "${{SSH_AUTH_SOCK+set}}" && touch /after
+""",
+    )
+    root = _root(tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(root / "kaniko/agent.sock"))
+        built = _build(
+            ctx,
+            root / "kaniko",
+            client,
+            InPlaceRunner(root=root),
+            ssh=(SSHSource(id="default", socket=root / "kaniko/agent.sock"),),
+        )
+    n = len(built.names)
+    assert built.names[n - 2] == ["link", "sock"]
+    assert _file(built, n - 2, "link") == b"/kaniko/agent.sock\n"
+    assert _file(built, n - 2, "sock") == b"/run/buildkit/ssh_agent.0\n"
+    assert built.names[n - 1] == ["after"]
+
+
+def test_ssh_agent_outside_the_kept_paths_is_refused(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=ssh true\n")
+    root = _root(tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "agent.sock"))
+        with pytest.raises(NotSupportedError, match="type=ssh") as info:
+            _build(
+                ctx,
+                root / "kaniko",
+                client,
+                InPlaceRunner(root=root),
+                ssh=(SSHSource(id="default", socket=tmp_path / "agent.sock"),),
+            )
+    assert info.value.location is not None
+    assert info.value.location.line == 2
+    assert "symlink" in (info.value.hint or "")
+    assert not (root / "run/buildkit").exists()
+
+
+def test_heredoc_script_runs_in_place(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN <<EOF\n#!/bin/sh\necho hi > /hd\nEOF\n")
+    root = _root(tmp_path)
+    built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
+    assert built.names[-1] == ["hd"]
+    assert _file(built, len(built.names) - 1, "hd") == b"hi\n"
