@@ -301,7 +301,10 @@ def _stamp(built: Built, index: int) -> bytes:
 
 
 def test_bind_and_tmpfs_mounts_are_emulated(
-    tmp_path: Path, busybox_image: str, client: RegistryClient
+    tmp_path: Path,
+    busybox_image: str,
+    client: RegistryClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ctx = _context(
         tmp_path,
@@ -313,14 +316,17 @@ RUN --mount=type=bind,target=/work cat /work/a.txt > /from-ctx && echo junk > /w
     ls /work | tr '\\n' ' ' > /ls-ctx
 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/mnt/tool cat /mnt/tool/t.txt > /from-stage
 RUN --mount=type=bind,source=b.txt,target=/etc/b.txt,rw cat /etc/b.txt > /file-bind
-RUN --mount=type=tmpfs,target=/work stat -c '%a' /work > /tmpfs-mode && \\
+RUN --mount=type=tmpfs,target=/work,size=1m stat -c '%a' /work > /tmpfs-mode && \\
     ls -A /work > /tmpfs-ls && touch /work/gone
 RUN ls /work > /after && test ! -e /mnt && test ! -e /etc/b.txt
 """,
     )
     root = _root(tmp_path)
+    caplog.set_level(logging.INFO)
     built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
     n = len(built.names)
+    assert "size is not enforced" in caplog.text
+    assert "RUN --mount at /mnt/tool: copied 1 file(s)" in caplog.text
     assert _file(built, n - 5, "from-ctx") == b"a.txt\n"
     assert b"Dockerfile" in _file(built, n - 5, "ls-ctx")
     assert b"mine" not in _file(built, n - 5, "ls-ctx")

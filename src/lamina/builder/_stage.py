@@ -1384,6 +1384,14 @@ class StageBuilder:
     ) -> Callable[[], None]:
         """How ``mount`` is placed in the in-place root (checked now, done later)."""
         if isinstance(mount, TmpfsMount):
+            if mount.size is not None:
+                self.log.warning(
+                    "%s: RUN --mount=type=tmpfs,size=%d at %s: the size is not enforced with "
+                    "--isolation=none (the mount is an ordinary directory in the root)",
+                    loc,
+                    mount.size,
+                    mount.target,
+                )
             return lambda: em.tmpfs(mount.target)
         source = mount.source
         if stat.S_ISSOCK(os.stat(source).st_mode):  # an ssh agent: a symlink, if it survives
