@@ -518,23 +518,46 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _copy_entry(src: str, dst: str) -> None:
+    """One non-directory of a copied tree: regular files by content, nodes re-made.
+
+    A device node or FIFO must never be *read* (``/dev/zero`` of a stage would
+    fill the disk); it is re-created (devices as root only), sockets skipped.
+    """
+    st = os.lstat(src)
+    if stat.S_ISREG(st.st_mode):
+        shutil.copy2(src, dst, follow_symlinks=False)
+        return
+    if stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(dst, stat.S_IMODE(st.st_mode))
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        if os.geteuid() != 0:
+            return
+        os.mknod(dst, st.st_mode, st.st_rdev)
+    else:  # a socket: nothing to copy
+        return
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def _clone(source: Path, dest: Path) -> int:
     """Copy ``source`` (file or tree, symlinks kept) to ``dest`` with owners; files copied."""
     st = os.stat(source)
     if not stat.S_ISDIR(st.st_mode):
-        shutil.copy2(source, dest)
+        _copy_entry(str(source), str(dest))
         if os.geteuid() == 0:
             os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, stat.S_IMODE(st.st_mode))
         return 1
-    shutil.copytree(source, dest, symlinks=True)
+    shutil.copytree(source, dest, symlinks=True, copy_function=_copy_entry)
     count = 0
     if os.geteuid() == 0:
         for dirpath, dirnames, filenames in os.walk(source):
             rel = Path(dirpath).relative_to(source)
             for name in (".", *dirnames, *filenames):
                 s = os.lstat(Path(dirpath) / name)
-                os.lchown(dest / rel / name, s.st_uid, s.st_gid)
+                with contextlib.suppress(FileNotFoundError):  # a skipped socket
+                    os.lchown(dest / rel / name, s.st_uid, s.st_gid)
             count += len(filenames)
     else:
         count = sum(len(f) for _, _, f in os.walk(source))

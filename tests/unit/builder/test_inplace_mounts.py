@@ -217,3 +217,24 @@ def test_parent_with_only_a_new_ctime_is_left_out_of_the_changes(
     assert not any(str(c.path).startswith("/opt/") for c in changes)
     assert not any(str(c.path).startswith("/work") for c in changes)
     assert em.resolve("/link/x") == PurePosixPath("/work/x")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod and chown need root")
+def test_tree_copy_remakes_nodes_instead_of_reading_them(root: Path, tmp_path: Path) -> None:
+    src = tmp_path / "stage"
+    (src / "dev").mkdir(parents=True)
+    os.mknod(src / "dev/zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    os.mkfifo(src / "dev/fifo", 0o600)
+    (src / "f").write_text("f\n")
+    os.chown(src / "f", 12, 34)
+    em = _mounts(root)
+    em.bind(src, "/mnt")  # reading /dev/zero or the FIFO would never end
+    em.placed()
+    zero = os.lstat(root / "mnt/dev/zero")
+    assert stat.S_ISCHR(zero.st_mode)
+    assert zero.st_rdev == os.makedev(1, 5)
+    assert stat.S_ISFIFO(os.lstat(root / "mnt/dev/fifo").st_mode)
+    f = os.lstat(root / "mnt/f")
+    assert (f.st_uid, f.st_gid) == (12, 34)
+    em.restore()
+    assert not (root / "mnt").exists()
