@@ -609,13 +609,20 @@ class InPlaceMounts:
 
     def _host(self, target: str) -> Path:
         try:
-            return safe_join(self.root, target, follow_final=True)
+            host = safe_join(self.root, target, follow_final=True)
         except FilesystemError as exc:
             raise BuildStepError(
                 f"RUN --mount target {target}: {exc.message}",
                 hint="mount below a directory of the image",
                 location=self.location,
             ) from exc
+        if host == self.root:
+            raise BuildStepError(
+                f"RUN --mount target {target} is the root directory (through a symlink)",
+                hint="mount somewhere below the root, e.g. target=/mnt",
+                location=self.location,
+            )
+        return host
 
     def resolve(self, target: str) -> PurePosixPath:
         """The in-image path the mount at ``target`` occupies (symlinks resolved)."""

@@ -185,6 +185,9 @@ def test_target_below_a_file_is_refused(root: Path, tmp_path: Path) -> None:
     assert info.value.location == LOC
     with pytest.raises(BuildStepError, match="not a directory") as info:
         em.resolve("/etc/existing/sub/x")
+    (root / "up").symlink_to("/")
+    with pytest.raises(BuildStepError, match="root directory"):
+        em.tmpfs("/up")
     assert info.value.location == LOC
     em.restore()
     assert (root / "etc/existing").read_text() == "image\n"
