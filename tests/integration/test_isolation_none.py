@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from lamina.builder import (
 from lamina.errors import BuildStepError, NotSupportedError
 from lamina.oci import Digest, Image
 from lamina.registry import RegistryClient, RegistryOptions
-from lamina.sandbox import InPlaceRunner
+from lamina.sandbox import InPlaceRunner, RunResult, RunSpec
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.registry]
@@ -432,3 +432,43 @@ def test_heredoc_script_runs_in_place(
     built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
     assert built.names[-1] == ["hd"]
     assert _file(built, len(built.names) - 1, "hd") == b"hi\n"
+
+
+class _Interrupted(InPlaceRunner):
+    """Sees the emulated mounts in place, then is interrupted (as by Ctrl-C) mid-step."""
+
+    def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
+        assert os.listdir(self.root / "work") == []  # the tmpfs stand-in
+        assert (self.root / "c/old").is_file()  # the cache, renamed in
+        (self.root / "c/new").write_text("new\n")
+        raise KeyboardInterrupt
+
+
+def test_interrupted_step_still_restores_the_targets(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""FROM {busybox_image}
+RUN mkdir -p /work && echo mine > /work/mine
+RUN --mount=type=cache,target=/c,id=i touch /c/old
+RUN --mount=type=tmpfs,target=/work --mount=type=cache,target=/c,id=i true
+""",
+    )
+    root = _root(tmp_path)
+    cache_dir = tmp_path / "cache-mounts"
+    runner = InPlaceRunner(root=root)
+    _build(ctx, root / "kaniko", client, runner, cache_mount_dir=cache_dir)
+
+    calls = iter((runner, runner, _Interrupted(root=root)))
+
+    class _Steps(InPlaceRunner):
+        def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
+            return next(calls).run(spec, on_output=on_output)
+
+    with pytest.raises(KeyboardInterrupt):
+        _build(ctx, root / "kaniko", client, _Steps(root=root), cache_mount_dir=cache_dir)
+    assert sorted(os.listdir(root / "work")) == ["mine"]
+    assert not (root / "c").exists()
+    assert not list(root.rglob(".lamina-aside-*"))
+    assert sorted(p.name for p in cache_dir.glob("*/data/*")) == ["new", "old"]
