@@ -36,6 +36,12 @@ socket at the target (``/run/buildkit/ssh_agent.<n>`` by default) and set
 ``SSH_AUTH_SOCK``. The sandbox makes missing mount points outside the
 overlay's upper directory, so none of this reaches a layer; the history shows
 the command only, as BuildKit's does.
+
+With ``--isolation=none`` there are no mounts at all: :class:`InPlaceMounts`
+emulates every type in the one root (the image's entry at a target renamed
+aside, the mount's content placed, all undone after the step). Secrets still
+come from :func:`secret_mounts` and caches from :class:`CacheStore`, so the
+mode/owner, sharing and seeding rules are the same in every mode.
 """
 
 from __future__ import annotations
