@@ -1394,7 +1394,14 @@ class StageBuilder:
                 )
             return lambda: em.tmpfs(mount.target)
         source = mount.source
-        if stat.S_ISSOCK(os.stat(source).st_mode):  # an ssh agent: a symlink, if it survives
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(source).st_mode)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot read the RUN --mount source {source}: {exc.strerror or exc}",
+                location=loc,
+            ) from exc
+        if is_socket:  # an ssh agent: a symlink, if the socket survives the wipe
             inside = in_image_path(inplace.root, source)
             if inside is None or not inplace.ignore.matches(inside):
                 raise NotSupportedError(
