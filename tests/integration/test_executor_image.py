@@ -73,9 +73,16 @@ class Podman:
         )
 
     def executor(
-        self, context: Path, *flags: str, measure: bool = False
+        self,
+        context: Path,
+        *flags: str,
+        measure: bool = False,
+        volumes: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        """Run /kaniko/executor; ``measure``: print its peak RSS (KiB) as the last stdout line."""
+        """Run /kaniko/executor; ``measure``: print its peak RSS (KiB) as the last stdout line.
+
+        ``volumes``: more ``HOST:CONTAINER`` bind mounts for podman.
+        """
         wrap: tuple[str, ...] = ()
         if measure:
             wrap = ("--entrypoint", "/kaniko/python/bin/python3.11")
@@ -89,6 +96,7 @@ class Podman:
             "--ulimit=nproc=4096:4096",
             "-v",
             f"{context}:/workspace",
+            *(arg for v in volumes for arg in ("-v", v)),
             *wrap,
             TAG,
             *flags,
@@ -299,3 +307,55 @@ EOF
     assert "etc/.wh.debian_version" in top
     for name in top:
         assert not any(name == f or name.startswith(f + "/") for f in FORBIDDEN), name
+
+
+def test_executor_emulates_secret_and_cache_mounts(
+    tmp_path: Path,
+    executor_image: Podman,
+    registry_plain: RegistryServer,
+    busybox_image: str,
+    client: RegistryClient,
+) -> None:
+    """In ``/`` without mount rights: a secret is copied in and out, a cache (on another
+    filesystem: a podman volume) is moved in and back; neither reaches a layer or the log."""
+    value = b"lamina-executor-secret-" + os.urandom(8).hex().encode()
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "tok").write_bytes(value)
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"""\
+FROM {busybox_image}
+RUN --mount=type=secret,id=tok,mode=0400 sha256sum /run/secrets/tok | cut -c1-64 > /sum
+RUN --mount=type=cache,target=/root/.cache,id=deps echo fetched > /root/.cache/dep && \\
+    touch /step2
+RUN --mount=type=cache,target=/root/.cache,id=deps cat /root/.cache/dep > /seen && \\
+    test ! -e /run/secrets
+""")
+    host = registry_plain.host
+    dest = f"{host}/lamina/in-place-mounts:v1"
+    run = executor_image.executor(
+        ctx,
+        "--dockerfile=/workspace/Dockerfile",
+        f"--destination={dest}",
+        "--isolation=none",
+        f"--insecure-registry={host}",
+        "--secret=id=tok,src=/secrets/tok",
+        "--cache-mount-dir=/caches",
+        volumes=(f"{secrets_dir}:/secrets", f"{caches}:/caches"),
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert value.decode() not in run.stderr + run.stdout
+    image = client.pull(Reference.parse(dest), platform=Platform.host())
+    assert value not in image.raw_config()
+    layers = _members(image)
+    assert set(layers[-3]) == {"sum"}
+    assert set(layers[-2]) == {"step2"}  # not root/.cache, nor root/
+    assert set(layers[-1]) == {"seen"}
+    for layer in image.layers():
+        with layer.uncompressed() as f:
+            assert value not in f.read()
+    # the cache is back on the host volume it came from
+    assert [p.read_text() for p in caches.glob("*/data/dep")] == ["fetched\n"]

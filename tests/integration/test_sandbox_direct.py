@@ -132,9 +132,23 @@ def test_in_place_runs_in_slash() -> None:
     assert not _processes_with("32109")
 
 
-def test_in_place_needs_slash(rootfs: Path) -> None:
-    with pytest.raises(NotSupportedError, match="other than /"):
+def test_in_place_needs_its_own_root(rootfs: Path) -> None:
+    with pytest.raises(NotSupportedError, match="other than the runner's root"):
         InPlaceRunner().run(RunSpec(rootfs=rootfs, argv=("true",)), on_output=lambda _: None)
+
+
+def test_in_place_with_a_test_root_is_chrooted(rootfs: Path) -> None:
+    out = Collected()
+    spec = RunSpec(rootfs=rootfs, argv=("/bin/sh", "-c", "echo in > /inside; pwd"), cwd="/tmp")
+    result = InPlaceRunner(root=rootfs).run(spec, on_output=out)
+    assert result.ok, out.text
+    assert out.text == "/tmp\n"
+    assert (rootfs / "inside").read_text() == "in\n"
+    with pytest.raises(NotSupportedError, match="--mount with --isolation=none"):
+        InPlaceRunner(root=rootfs).run(
+            RunSpec(rootfs=rootfs, argv=("true",), mounts=(TmpfsMount(target="/t"),)),
+            on_output=lambda _: None,
+        )
 
 
 def test_select_runner(monkeypatch: pytest.MonkeyPatch) -> None:

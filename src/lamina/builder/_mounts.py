@@ -36,6 +36,12 @@ socket at the target (``/run/buildkit/ssh_agent.<n>`` by default) and set
 ``SSH_AUTH_SOCK``. The sandbox makes missing mount points outside the
 overlay's upper directory, so none of this reaches a layer; the history shows
 the command only, as BuildKit's does.
+
+With ``--isolation=none`` there are no mounts at all: :class:`InPlaceMounts`
+emulates every type in the one root (the image's entry at a target renamed
+aside, the mount's content placed, all undone after the step). Secrets still
+come from :func:`secret_mounts` and caches from :class:`CacheStore`, so the
+mode/owner, sharing and seeding rules are the same in every mode.
 """
 
 from __future__ import annotations
@@ -49,14 +55,14 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from lamina.builder.options import SecretSource, SSHSource
 from lamina.dockerfile import Heredoc, Mount
 from lamina.errors import BuildStepError, DockerfileError, FilesystemError, SourceLocation
-from lamina.fs import safe_join
+from lamina.fs import Change, ChangeKind, StatIndex, safe_join
 from lamina.sandbox import BindMount
 
 __all__ = [
@@ -66,6 +72,7 @@ __all__ = [
     "CacheLease",
     "CacheStore",
     "HeredocCommand",
+    "InPlaceMounts",
     "StepSecrets",
     "UpperCache",
     "check_secret_mounts",
@@ -492,3 +499,298 @@ def _own(path: Path, mode: int, uid: int, gid: int) -> None:
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
     os.chmod(path, mode)
+
+
+# ---------------------------------------------------------------------------- in place
+
+
+_ASIDE = ".lamina-aside-"
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _remove(path: Path) -> None:
+    st = _lstat(path)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _copy_entry(src: str, dst: str) -> None:
+    """One non-directory of a copied tree: regular files by content, nodes re-made.
+
+    A device node or FIFO must never be *read* (``/dev/zero`` of a stage would
+    fill the disk); it is re-created (devices as root only), sockets skipped.
+    """
+    st = os.lstat(src)
+    if stat.S_ISREG(st.st_mode):
+        shutil.copy2(src, dst, follow_symlinks=False)
+        return
+    if stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(dst, stat.S_IMODE(st.st_mode))
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        if os.geteuid() != 0:
+            return
+        os.mknod(dst, st.st_mode, st.st_rdev)
+    else:  # a socket: nothing to copy
+        return
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _clone(source: Path, dest: Path) -> int:
+    """Copy ``source`` (file or tree, symlinks kept) to ``dest`` with owners; files copied."""
+    st = os.stat(source)
+    if not stat.S_ISDIR(st.st_mode):
+        _copy_entry(str(source), str(dest))
+        if os.geteuid() == 0:
+            os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+        return 1
+    shutil.copytree(source, dest, symlinks=True, copy_function=_copy_entry)
+    count = 0
+    if os.geteuid() == 0:
+        for dirpath, dirnames, filenames in os.walk(source):
+            rel = Path(dirpath).relative_to(source)
+            for name in (".", *dirnames, *filenames):
+                s = os.lstat(Path(dirpath) / name)
+                with contextlib.suppress(FileNotFoundError):  # a skipped socket
+                    os.lchown(dest / rel / name, s.st_uid, s.st_gid)
+            count += len(filenames)
+    else:
+        count = sum(len(f) for _, _, f in os.walk(source))
+    shutil.copystat(source, dest)
+    return count
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One mount target taken over for a step: what the image had is moved aside."""
+
+    host: Path
+    aside: Path | None
+    cache: CacheLease | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class InPlaceMounts:
+    """``RUN --mount`` emulated in an in-place root (``--isolation=none``: no mount rights).
+
+    Each mount target is *claimed*: whatever the image has there is renamed
+    aside (a sibling ``.lamina-aside-*`` name, so a rename on one filesystem)
+    and missing parent directories are created. Then the target gets:
+
+    * a secret or bind file/tree (:meth:`bind`): a copy with the source's
+      owner and mode (a secret's file comes from :func:`secret_mounts`, so the
+      mount's ``mode``/``uid``/``gid`` hold); writes are discarded;
+    * a read-write cache (:meth:`cache`): the cache directory itself, renamed
+      in (copied only across filesystems) and renamed back after the step; a
+      read-only cache is copied in and discarded;
+    * a tmpfs (:meth:`tmpfs`): an empty 1777 directory;
+    * an ssh agent (:meth:`link`): a symlink to the agent socket's in-image path.
+
+    :meth:`restore` (always, in a ``finally``) removes what the step left at
+    each target, renames the image's entries back, removes the created
+    parents and restores the parents' times. The caller scans the root with
+    :attr:`ignored` added to its ignore list, so nothing at a target reaches a
+    layer even if restoring failed, and drops the parents whose only change
+    is the ctime the renames gave them (:meth:`unchanged_parents`).
+    """
+
+    root: Path
+    location: SourceLocation
+    log: Callable[[str], None]
+    claims: list[_Claim] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)
+    times: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    placed_mtime: dict[Path, int] = field(default_factory=dict)
+
+    def _host(self, target: str) -> Path:
+        try:
+            host = safe_join(self.root, target, follow_final=True)
+        except FilesystemError as exc:
+            raise BuildStepError(
+                f"RUN --mount target {target}: {exc.message}",
+                hint="mount below a directory of the image",
+                location=self.location,
+            ) from exc
+        if host == self.root:
+            raise BuildStepError(
+                f"RUN --mount target {target} is the root directory (through a symlink)",
+                hint="mount somewhere below the root, e.g. target=/mnt",
+                location=self.location,
+            )
+        return host
+
+    def resolve(self, target: str) -> PurePosixPath:
+        """The in-image path the mount at ``target`` occupies (symlinks resolved)."""
+        host = self._host(target)
+        return PurePosixPath("/", *host.relative_to(self.root).parts)
+
+    @property
+    def parents(self) -> list[PurePosixPath]:
+        """The image's directories whose entries the emulation renames."""
+        created = set(self.created)
+        return [
+            PurePosixPath("/", *d.relative_to(self.root).parts)
+            for d in self.times
+            if d not in created
+        ]
+
+    def _error(self, target: str, exc: OSError) -> FilesystemError:
+        return FilesystemError(
+            f"cannot emulate the RUN mount at {target} in place: {exc.strerror or exc}",
+            hint="--isolation=none emulates mounts by copying into the root; check free "
+            "space, or build with --isolation=namespace",
+            location=self.location,
+        )
+
+    def _remember(self, directory: Path) -> None:
+        if directory not in self.times:
+            st = os.lstat(directory)
+            self.times[directory] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def _claim(self, target: str) -> Path:
+        host = self._host(target)
+        missing: list[Path] = []
+        probe = host.parent
+        while _lstat(probe) is None:
+            missing.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            raise BuildStepError(
+                f"RUN --mount target {target}: {probe.relative_to(self.root)} is not a directory",
+                hint="mount below a directory of the image",
+                location=self.location,
+            )
+        self._remember(probe)
+        for d in reversed(missing):
+            d.mkdir(mode=0o755)
+            os.chmod(d, 0o755)
+            self.created.append(d)
+            self._remember(d)
+        aside: Path | None = None
+        if _lstat(host) is not None:
+            aside = host.parent / f"{_ASIDE}{os.getpid()}-{len(self.claims)}"
+            os.rename(host, aside)
+        self.claims.append(_Claim(host=host, aside=aside))
+        return host
+
+    def bind(self, source: Path, target: str) -> None:
+        """A copy of ``source`` (file, tree; a socket gets a symlink) at ``target``."""
+        try:
+            host = self._claim(target)
+            if stat.S_ISSOCK(os.stat(source).st_mode):
+                host.symlink_to(source)
+                return
+            files = _clone(source, host)
+            if source.is_dir():
+                self.log(
+                    f"RUN --mount at {target}: copied {files} file(s) in (--isolation=none "
+                    "has no bind mounts; the copy is removed after the step)"
+                )
+        except OSError as exc:
+            raise self._error(target, exc) from exc
+
+    def link(self, socket: PurePosixPath, target: str) -> None:
+        """A symlink at ``target`` to the in-image path ``socket`` (an ssh agent)."""
+        try:
+            self._claim(target).symlink_to(str(socket))
+        except OSError as exc:
+            raise self._error(target, exc) from exc
+
+    def tmpfs(self, target: str) -> None:
+        """An empty directory (mode 1777, as a fresh tmpfs) at ``target``."""
+        try:
+            host = self._claim(target)
+            host.mkdir()
+            os.chmod(host, 0o1777)
+        except OSError as exc:
+            raise self._error(target, exc) from exc
+
+    def cache(self, lease: CacheLease, target: str, *, readonly: bool) -> None:
+        """The cache ``lease`` at ``target``: renamed in (read-write) or copied (read-only)."""
+        try:
+            host = self._claim(target)
+            if readonly:
+                _clone(lease.data, host)
+            else:
+                _move(lease.data, host)
+                self.claims[-1].cache = lease
+        except OSError as exc:
+            raise self._error(target, exc) from exc
+
+    def placed(self) -> None:
+        """Call after the last mount is placed: later parent changes are the step's."""
+        for d in self.times:
+            st = _lstat(d)
+            if st is not None:
+                self.placed_mtime[d] = st.st_mtime_ns
+
+    def restore(self) -> None:
+        """Put back what the image had at every target (errors are collected, then raised)."""
+        keep: dict[Path, tuple[int, int]] = {}
+        for d, mtime in self.placed_mtime.items():
+            st = _lstat(d)
+            if st is not None and st.st_mtime_ns != mtime:  # the step changed this directory
+                keep[d] = (st.st_atime_ns, st.st_mtime_ns)
+        failures: list[str] = []
+        for claim in reversed(self.claims):
+            try:
+                lease = claim.cache
+                if lease is not None:
+                    st = _lstat(claim.host)
+                    if st is not None and stat.S_ISDIR(st.st_mode):
+                        _move(claim.host, lease.data)
+                    else:  # the step replaced the cache directory: keep an empty cache
+                        _remove(claim.host)
+                        lease.data.mkdir(exist_ok=True)
+                else:
+                    _remove(claim.host)
+                if claim.aside is not None:
+                    os.rename(claim.aside, claim.host)
+            except OSError as exc:
+                failures.append(f"{claim.host}: {exc.strerror or exc}")
+        self.claims.clear()
+        for d in reversed(self.created):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when the step put nothing else there
+        for d, (atime, mtime) in sorted(self.times.items(), reverse=True):
+            with contextlib.suppress(OSError):
+                os.utime(d, ns=keep.get(d, (atime, mtime)), follow_symlinks=False)
+        if failures:
+            raise FilesystemError(
+                "cannot restore the image's files after emulating RUN mounts in place: "
+                + "; ".join(failures),
+                hint="the snapshot leaves these paths out; check the build root",
+                location=self.location,
+            )
+
+    def unchanged_parents(
+        self, changes: Sequence[Change], before: StatIndex, after: StatIndex
+    ) -> list[Change]:
+        """``changes`` without the parent directories whose only change is their ctime."""
+        parents = {str(p) for p in self.parents}
+        out: list[Change] = []
+        for ch in changes:
+            if ch.kind is ChangeKind.ADD and str(ch.path) in parents:
+                old = before.record(str(ch.path))
+                new = after.record(str(ch.path))
+                if (
+                    old is not None
+                    and new is not None
+                    and stat.S_ISDIR(new[0])
+                    and (old[0], old[1], old[2], old[4], old[6])
+                    == (new[0], new[1], new[2], new[4], new[6])
+                ):
+                    continue
+            out.append(ch)
+        return out

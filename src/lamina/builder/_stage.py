@@ -7,6 +7,7 @@ text. The loop in :meth:`StageBuilder.build` applies the effects in order.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -54,12 +55,13 @@ from lamina.builder._history import (
     run_created_by,
 )
 from lamina.builder._ids import Ownership
-from lamina.builder._inplace import InPlace, wipe_root
+from lamina.builder._inplace import InPlace, in_image_path, wipe_root
 from lamina.builder._layers import make_layer
 from lamina.builder._mounts import (
     SANDBOX_PIPES_DIR,
     CacheLease,
     CacheStore,
+    InPlaceMounts,
     UpperCache,
     check_secret_mounts,
     heredoc_command,
@@ -1156,6 +1158,14 @@ class StageBuilder:
                 hint="use default, none or host",
                 location=loc,
             )
+        if network == "none" and self.env.inplace is not None:
+            raise NotSupportedError(
+                "RUN --network=none with --isolation=none",
+                hint="--isolation=none runs the step in the container's own namespaces, so "
+                "it cannot take the network away; drop --network=none or build with "
+                "--isolation=namespace",
+                location=loc,
+            )
         script: tuple[str, bytes] | None = None
         if instr.heredocs and not isinstance(instr.command, ShellCommand):
             raise DockerfileError(
@@ -1194,8 +1204,16 @@ class StageBuilder:
                 os.chmod(pipes, 0o755)
                 (pipes / script[0]).write_bytes(script[1])
                 os.chmod(pipes / script[0], 0o755)
-                if self.env.inplace is not None:  # in place: the build dir is in / (ignored)
-                    run_argv = (*argv[:-1], str(pipes / script[0]))
+                if self.env.inplace is not None:  # in place: the build dir is in the root
+                    inside = in_image_path(self.env.inplace.root, pipes / script[0])
+                    if inside is None:
+                        raise NotSupportedError(
+                            "a here-document script with --isolation=none and a build "
+                            "directory outside the root",
+                            hint="keep --kaniko-dir inside the root",
+                            location=loc,
+                        )
+                    run_argv = (*argv[:-1], str(inside))
                 else:
                     mounts.append(BindMount(source=pipes, target=SANDBOX_PIPES_DIR, readonly=True))
             for m in instr.mounts:
@@ -1227,13 +1245,16 @@ class StageBuilder:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        if caches and not runner.captures_upper:
+        if caches and not runner.captures_upper and self.env.inplace is None:
             shutil.rmtree(scratch, ignore_errors=True)
             raise NotSupportedError(
                 f"RUN --mount=type=cache with --isolation={runner.name}",
                 hint="cache mounts need --isolation=namespace",
                 location=loc,
             )
+        emulated: list[MountSpec] = []
+        if self.env.inplace is not None:  # no mount rights: emulated by _run_in_place
+            emulated, mounts = mounts, []
         spec = RunSpec(
             rootfs=rootfs,
             argv=run_argv,
@@ -1286,6 +1307,10 @@ class StageBuilder:
                 ownership.apply_upper(upper, rootfs)
                 ownership.remove(work)
                 ownership.remove(upper)
+            elif self.env.inplace is not None:
+                layer = self._run_in_place(
+                    self.env.inplace, runner, spec, emulated, caches, out, command_text, loc
+                )
             else:
                 before = self.env.scan(rootfs)
                 result = self._run_in(runner, spec, out, loc)
@@ -1300,6 +1325,95 @@ class StageBuilder:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
+
+    def _run_in_place(  # noqa: PLR0917 - one RUN's parts
+        self,
+        inplace: InPlace,
+        runner: Runner,
+        spec: RunSpec,
+        mounts: Sequence[MountSpec],
+        caches: Sequence[tuple[Mount, str]],
+        out: _Output,
+        command_text: str,
+        loc: SourceLocation,
+    ) -> Layer | None:
+        """A RUN in place (``--isolation=none``) with its mounts emulated by copies.
+
+        See :class:`InPlaceMounts`: the targets are left out of both scans and
+        restored, even when the step fails or the build is interrupted.
+        """
+        root = spec.rootfs
+        em = InPlaceMounts(root=root, location=loc, log=self.log.info)
+        places: list[tuple[str, Callable[[], None]]] = []
+        leases: list[CacheLease] = []
+        for mount in mounts:
+            places.append((mount.target, self._emulation(em, inplace, mount, loc)))
+        mode = self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
+        with released(leases, []):
+            for m, target in caches:
+                seed = self._mount_source(m, loc) if m.from_ else None
+                lease = self._cache_store().acquire(m, m.id or target, seed=seed, location=loc)
+                leases.append(lease)
+                places.append(
+                    (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
+                )
+            places.sort(key=lambda p: PurePosixPath(p[0]).parts)
+            ignore = inplace.ignore.with_paths(*(em.resolve(t) for t, _ in places))
+            before = StatIndex.scan(root, ignore)
+            try:
+                for _, place in places:
+                    place()
+                em.placed()
+                result = self._run_in(runner, spec, out, loc)
+            except BaseException:
+                try:
+                    em.restore()
+                except LaminaError as exc:
+                    self.log.warning("%s", exc.message)
+                raise
+            em.restore()
+        out.flush()
+        if not result.ok:
+            raise self._run_failure(result, command_text, loc)
+        after = StatIndex.scan(root, ignore)
+        changes = em.unchanged_parents(diff(before, after, mode=mode), before, after)  # type: ignore[arg-type]
+        return self._layer(changes, root)
+
+    def _emulation(
+        self, em: InPlaceMounts, inplace: InPlace, mount: MountSpec, loc: SourceLocation
+    ) -> Callable[[], None]:
+        """How ``mount`` is placed in the in-place root (checked now, done later)."""
+        if isinstance(mount, TmpfsMount):
+            if mount.size is not None:
+                self.log.warning(
+                    "%s: RUN --mount=type=tmpfs,size=%d at %s: the size is not enforced with "
+                    "--isolation=none (the mount is an ordinary directory in the root)",
+                    loc,
+                    mount.size,
+                    mount.target,
+                )
+            return lambda: em.tmpfs(mount.target)
+        source = mount.source
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(source).st_mode)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot read the RUN --mount source {source}: {exc.strerror or exc}",
+                location=loc,
+            ) from exc
+        if is_socket:  # an ssh agent: a symlink, if the socket survives the wipe
+            inside = in_image_path(inplace.root, source)
+            if inside is None or not inplace.ignore.matches(inside):
+                raise NotSupportedError(
+                    f"RUN --mount=type=ssh at {mount.target} with --isolation=none and the "
+                    f"agent socket {source}",
+                    hint="without mount rights the socket is reached through a symlink, so it "
+                    "must lie in a path the build keeps (the kaniko dir, --ignore-path, a "
+                    "mount point): move the socket there or use --isolation=namespace",
+                    location=loc,
+                )
+            return lambda: em.link(inside, mount.target)
+        return lambda: em.bind(source, mount.target)
 
     @staticmethod
     def _run_in(runner: Runner, spec: RunSpec, out: _Output, loc: SourceLocation) -> RunResult:

@@ -29,7 +29,10 @@
         (:func:`detect_container` lists the hints used; the error names what
         would be deleted). ``InPlaceRunner.root`` tells the builder where the
         one rootfs is; its snapshots skip kaniko's ignore list
-        (:func:`lamina.fs.default_ignore_list`).
+        (:func:`lamina.fs.default_ignore_list`). No mounts (the builder
+        emulates RUN mounts by copies, ``lamina.builder._mounts``), no
+        ``--network=none``. A ``root`` other than ``/`` (tests only) is
+        entered with ``chroot``.
     ``auto``
         the first that works of: namespace (as root), namespace (through a
         user namespace), chroot (root only), none -- the last only inside a

@@ -904,16 +904,22 @@ class ChrootRunner:
 class InPlaceRunner:
     """kaniko's mode: the command runs directly in ``/`` (the container's own root).
 
-    ``spec.rootfs`` must be ``/``; ``root`` (default ``/``) is where the
-    builder keeps the stage's filesystem, another directory only in tests of
-    the builder's in-place path (a RUN step is then refused). ``extra_files`` are not applied: the
-    container's own ``/etc/resolv.conf`` and ``/etc/hosts`` are already in
-    place (and, being mount points, on the ignore list). The command gets a
-    new process group; everything it leaves behind is killed after the step.
+    ``spec.rootfs`` must be ``root`` (default ``/``). ``extra_files`` are not
+    applied: the container's own ``/etc/resolv.conf`` and ``/etc/hosts`` are
+    already in place (and, being mount points, on the ignore list). The
+    command gets a new process group; everything it leaves behind is killed
+    after the step. ``spec.mounts`` must be empty: the builder emulates RUN
+    mounts in place (:mod:`lamina.builder._mounts`) before calling the runner.
+
+    A ``root`` other than ``/`` is a test and debugging facility: the builder
+    keeps the one rootfs in that directory and RUN steps are ``chroot``-ed
+    into it (root only), so the whole in-place path (ignore list, stat-index
+    snapshots, wipe, mount emulation) runs without giving up this machine's
+    ``/``. No ``/dev`` nodes or ``/proc`` are provided there.
     """
 
     #: the root filesystem the build changes in place: ``/`` for real builds;
-    #: tests give a directory (RUN is then refused)
+    #: tests give a directory (RUN is then chrooted into it, as root only)
     root: Path = Path("/")
 
     @property
@@ -926,14 +932,24 @@ class InPlaceRunner:
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         _direct_unsupported(spec, "none")
-        if spec.rootfs.resolve() != Path("/"):
+        root = self.root.resolve()
+        if spec.rootfs.resolve() != root:
             raise NotSupportedError(
-                f"--isolation=none with a root filesystem other than / ({spec.rootfs})",
+                f"--isolation=none with a root filesystem ({spec.rootfs}) other than "
+                f"the runner's root ({self.root})",
                 hint="use --isolation=namespace or chroot to build in a directory",
             )
+        mode = "inplace"
+        if root != Path("/"):
+            if os.geteuid() != 0:
+                raise NotSupportedError(
+                    f"--isolation=none with a root filesystem other than / ({root}) as non-root",
+                    hint="a test root is entered with chroot(2), which needs root",
+                )
+            mode = "chroot"
         user = resolve_user(spec.rootfs, spec.user)
         return _drive(
-            _command_payload(spec, user, "inplace"),
+            _command_payload(spec, user, mode),
             on_output,
             runner="none",
             graceful_cancel=True,
