@@ -62,7 +62,7 @@ from pathlib import Path, PurePosixPath
 from lamina.builder.options import SecretSource, SSHSource
 from lamina.dockerfile import Heredoc, Mount
 from lamina.errors import BuildStepError, DockerfileError, FilesystemError, SourceLocation
-from lamina.fs import Change, ChangeKind, StatIndex, safe_join
+from lamina.fs import safe_join
 from lamina.sandbox import BindMount
 
 __all__ = [
@@ -601,8 +601,8 @@ class InPlaceMounts:
     each target, renames the image's entries back, removes the created
     parents and restores the parents' times. The caller scans the root with
     :attr:`ignored` added to its ignore list, so nothing at a target reaches a
-    layer even if restoring failed, and drops the parents whose only change
-    is the ctime the renames gave them (:meth:`unchanged_parents`).
+    layer even if restoring failed; the parents, whose only change is the
+    ctime the renames gave them, are no change to the stat-index diff.
     """
 
     root: Path
@@ -773,24 +773,3 @@ class InPlaceMounts:
                 hint="the snapshot leaves these paths out; check the build root",
                 location=self.location,
             )
-
-    def unchanged_parents(
-        self, changes: Sequence[Change], before: StatIndex, after: StatIndex
-    ) -> list[Change]:
-        """``changes`` without the parent directories whose only change is their ctime."""
-        parents = {str(p) for p in self.parents}
-        out: list[Change] = []
-        for ch in changes:
-            if ch.kind is ChangeKind.ADD and str(ch.path) in parents:
-                old = before.record(str(ch.path))
-                new = after.record(str(ch.path))
-                if (
-                    old is not None
-                    and new is not None
-                    and stat.S_ISDIR(new[0])
-                    and (old[0], old[1], old[2], old[4], old[6])
-                    == (new[0], new[1], new[2], new[4], new[6])
-                ):
-                    continue
-            out.append(ch)
-        return out

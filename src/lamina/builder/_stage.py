@@ -1376,7 +1376,7 @@ class StageBuilder:
         if not result.ok:
             raise self._run_failure(result, command_text, loc)
         after = StatIndex.scan(root, ignore)
-        changes = em.unchanged_parents(diff(before, after, mode=mode), before, after)  # type: ignore[arg-type]
+        changes = diff(before, after, mode=mode)  # type: ignore[arg-type]
         return self._layer(changes, root)
 
     def _emulation(

@@ -158,6 +158,11 @@ def _changed(old: bytes, new: bytes, mode: SnapshotMode) -> bool:
             n[_SIZE],
             n[_MTIME],
         )
+    if stat.S_ISDIR(o[_MODE]) and stat.S_ISDIR(n[_MODE]):
+        # a directory's ctime also moves when a mount point, a placeholder or an entry set
+        # aside for a step is created and removed again: what the layer records of a
+        # directory is its mode, owner and mtime (kaniko's hasher ignores ctime too)
+        return o[:_CTIME] + o[_CTIME + 1 :] != n[:_CTIME] + n[_CTIME + 1 :]
     return True  # full: any difference, ctime and inode included
 
 
@@ -165,7 +170,7 @@ def diff(old: StatIndex, new: StatIndex, *, mode: SnapshotMode = "full") -> list
     """The changes from the scan ``old`` to the scan ``new`` of the same root.
 
     ``full`` (the default) reports a path whose mode, owner, size, mtime,
-    ctime, inode or symlink target changed, and for racy files (see the module
+    ctime (not for directories), inode or symlink target changed, and for racy files (see the module
     docstring) whose content hash changed. ``redo`` compares mode, owner, size
     and mtime (kaniko's ``RedoHasher``), ``time`` only the mtime (and the file
     type), so they can miss changes, as in kaniko. Paths in ``old`` but not in

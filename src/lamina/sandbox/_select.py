@@ -203,20 +203,29 @@ def auto_in_place(
     probe_root: Path,
     ignore: IgnoreList | None,
     log: Callable[[str], None],
+    installed_at: Path = Path(__file__),
 ) -> InPlaceRunner:
     """``auto``'s last resort after ``failures``: in place, only in a kaniko-like container.
 
-    Needs a container hint (:func:`detect_container`) and a ``kaniko``
-    directory in ``probe_root``; otherwise raises, whatever ``--force`` says.
+    Needs a container hint (:func:`detect_container`), a ``kaniko`` directory
+    in ``probe_root`` and lamina itself installed under it (``installed_at``:
+    this module's file), which is what the executor image looks like; a
+    machine, or a CI container that merely has a ``/kaniko`` directory, never
+    gets its ``/`` emptied by ``auto``. Otherwise raises, whatever ``--force`` says.
     """
     reasons = "; ".join(failures)
     container = detect_container(environ, root=probe_root)
-    if container is None or not (probe_root / "kaniko").is_dir():
+    kaniko = probe_root / "kaniko"
+    if (
+        container is None
+        or not kaniko.is_dir()
+        or not installed_at.resolve().is_relative_to(kaniko.resolve())
+    ):
         raise BuildStepError(
             "--isolation=auto found no way to isolate RUN steps here ("
             + reasons
-            + "), and it picks the in-place mode only inside a container with a /kaniko "
-            "directory (the executor image)",
+            + "), and it picks the in-place mode only inside a container with lamina "
+            "installed under /kaniko (the executor image)",
             hint="give the build the rights for user namespaces, run it as root, or run "
             "the executor image; --isolation=none --force builds in this machine's own / "
             f"(it would delete: {_would_delete(probe_root, ignore)})",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.fs import ChangeKind, IgnoreList, StatIndex, diff
+from lamina.fs import Change, ChangeKind, IgnoreList, StatIndex, diff
 
 
 def tree(root: Path) -> None:
@@ -122,3 +122,21 @@ def test_index_is_compact(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert len(idx) == 10_100
     assert size / len(idx) < 300  # bytes per path
+
+
+def test_a_directory_whose_only_change_is_its_ctime_is_unchanged(tmp_path: Path) -> None:
+    d = tmp_path / "etc"
+    d.mkdir()
+    f = tmp_path / "file"
+    f.write_text("x")
+    before = StatIndex.scan(tmp_path)
+    st = d.stat()
+    (d / "placeholder").write_text("")  # a mount-point placeholder, created and removed
+    (d / "placeholder").unlink()
+    os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime moved
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns))  # a file's ctime counts
+    after = StatIndex.scan(tmp_path)
+    assert d.stat().st_ctime_ns != st.st_ctime_ns
+    assert diff(before, after) == [Change.add("file")]
+    os.chmod(d, 0o700)  # a real change of the directory still shows
+    assert Change.add("etc") in diff(before, StatIndex.scan(tmp_path))

@@ -97,12 +97,23 @@ def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
         )
     assert not logged
     (root / "kaniko").mkdir()
+    # lamina not installed under /kaniko: a CI container that merely has the directory
+    with pytest.raises(BuildStepError, match="installed under /kaniko"):
+        auto_in_place(
+            ["namespace: EPERM"],
+            environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+            probe_root=root,
+            ignore=None,
+            log=logged.append,
+        )
+    assert not logged
     runner = auto_in_place(
         ["namespace: EPERM"],
         environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
         probe_root=root,
         ignore=None,
         log=logged.append,
+        installed_at=root / "kaniko/python/lib/lamina/sandbox/_select.py",
     )
     assert isinstance(runner, InPlaceRunner)
     assert logged == [
