@@ -13,6 +13,7 @@ import pytest
 # ============================================================================ registries
 # Real Docker distribution registries on loopback (see tests/support/registry.py).
 # Session-scoped; tests using them are marked ``@pytest.mark.registry``.
+from lamina.registry import RegistryClient, RegistryOptions
 from tests.support.registry import (
     LayoutImage,
     RegistryKind,
@@ -51,6 +52,19 @@ def registry_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
 
 
 PushImage = Callable[..., LayoutImage]
+
+
+@pytest.fixture
+def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
+    """A registry client that talks plain HTTP to ``registry_plain`` (no credentials)."""
+    c = RegistryClient(
+        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
+        docker_config_dir=None,
+    )
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture

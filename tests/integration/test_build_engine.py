@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from lamina.builder import (
 from lamina.errors import BuildStepError, ContextError, DockerfileError, NotSupportedError
 from lamina.oci import Image, ImageConfig, Reference
 from lamina.oci.oci_layout import OCILayout
-from lamina.registry import RegistryClient, RegistryOptions
+from lamina.registry import RegistryClient
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces]
@@ -122,18 +122,6 @@ def skopeo_inspect_oci(layout: Path, *extra: str) -> dict[str, object]:
     doc = json.loads(proc.stdout)
     assert isinstance(doc, dict)
     return doc
-
-
-@pytest.fixture
-def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
-    c = RegistryClient(
-        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
-        docker_config_dir=None,
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 # ------------------------------------------------------------------ from scratch

@@ -10,9 +10,7 @@ import pytest
 
 from lamina.errors import UsageError
 from lamina.registry import RegistryClient
-from tests.integration.test_build_engine import client, make_context, run_build
-
-__all__ = ["client"]
+from tests.integration.test_build_engine import make_context, run_build
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces, pytest.mark.registry]
 

@@ -26,7 +26,7 @@ import pytest
 
 from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_and_output
 from lamina.oci import Image, Platform, Reference
-from lamina.registry import RegistryClient, RegistryOptions
+from lamina.registry import RegistryClient
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.registry]
@@ -131,18 +131,6 @@ def executor_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]
     finally:
         podman("rmi", "-a", "-f")
         shutil.rmtree(runroot, ignore_errors=True)
-
-
-@pytest.fixture
-def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
-    c = RegistryClient(
-        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
-        docker_config_dir=None,
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _members(image: Image) -> list[dict[str, tarfile.TarInfo]]:
