@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from lamina.builder._cache import CacheSession
@@ -13,7 +15,13 @@ from lamina.builder._inplace import prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
-from lamina.cache import BaseImageCache, DirLayerCache, LayerCache
+from lamina.cache import (
+    BaseImageCache,
+    CorruptedCacheError,
+    DirLayerCache,
+    LayerCache,
+    fetch_all,
+)
 from lamina.context import LocalContext
 from lamina.errors import (
     ContextError,
@@ -227,35 +235,7 @@ def build_image(
         base_images=base_images,
     )
     try:
-        for index in plan.order:
-            sp = plan.stages[index]
-            log.info("building stage %s (FROM %s)", sp.display, sp.base)
-            builder = StageBuilder(env, sp, is_target=index == plan.target)
-            result = builder.build()
-            if session is not None and result.rootfs is None:
-                # materialised only if a later step that misses reads it
-                env.stage_rootfs[index] = builder.materialise
-            elif result.rootfs is None and any(
-                index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
-            ):
-                if env.inplace is not None:
-                    # one shared root: COPY --from reads a private copy of the stage
-                    rootfs = build_dir.path / f"stage-{index}"
-                    rootfs.mkdir(mode=0o755)
-                    env.extract(result.image, rootfs)
-                else:
-                    rootfs = builder.ensure_fs()
-                result = StageResult(
-                    index=result.index,
-                    name=result.name,
-                    image=result.image,
-                    rootfs=rootfs,
-                    scope=result.scope,
-                    layers_added=result.layers_added,
-                )
-            env.results[index] = result
-            _drop_unneeded_rootfs(env, plan, index)
-        image = env.results[plan.target].image
+        image = _build_stages(env, plan, session, log)
         if build.cleanup and env.inplace is not None:
             log.info("--cleanup: emptying %s", env.inplace.root)
             wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
@@ -280,6 +260,112 @@ def build_image(
         build_dir=build_dir,
         cache=session,
     )
+
+
+#: how often corrupted cache entries may restart the stage loop (each restart marks at
+#: least one more key bad, so this only bounds a pathological cache)
+_MAX_REBUILDS = 20
+
+
+def _build_stages(
+    env: BuildEnv, plan: BuildPlan, session: CacheSession | None, log: logging.Logger
+) -> Image:
+    """Build the planned stages in order; the target stage's image, its layers verified.
+
+    A cache hit's layer that turns out corrupted when read (materialising a stage,
+    ``COPY --from``, the final verification of the output's layers) marks its key bad
+    and rebuilds from the first stage that used it: that stage's and every later
+    stage's results are discarded, and the bad key misses from then on.
+    """
+    order = list(plan.order)
+    pos = 0
+    rebuilds = 0
+    while True:
+        try:
+            while pos < len(order):
+                _build_stage(env, plan, order[pos], session)
+                pos += 1
+            image = env.results[plan.target].image
+            if session is not None:
+                # the outputs read these layers: lazy cache hits are fetched and verified now
+                fetch_all(image.layers())
+            return image
+        except CorruptedCacheError as exc:
+            if session is None or rebuilds >= _MAX_REBUILDS:
+                raise
+            session.mark_bad(exc.keys, exc.message)
+            used = [order.index(i) for k in exc.keys for i in session.hit_stages.get(k, ())]
+            if not used:
+                raise
+            rebuilds += 1
+            pos = min(used)
+            log.warning(
+                "layer cache: rebuilding from stage %s without the corrupted entries",
+                plan.stages[order[pos]].display,
+            )
+            _discard(env, order[pos:], session)
+
+
+def _build_stage(env: BuildEnv, plan: BuildPlan, index: int, session: CacheSession | None) -> None:
+    sp = plan.stages[index]
+    env.log.info("building stage %s (FROM %s)", sp.display, sp.base)
+    builder = StageBuilder(env, sp, is_target=index == plan.target)
+    result = builder.build()
+    if session is not None and result.rootfs is None:
+        # materialised only if a later step that misses reads it
+        env.stage_rootfs[index] = builder.materialise
+    elif result.rootfs is None and any(
+        index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
+    ):
+        if env.inplace is not None:
+            # one shared root: COPY --from reads a private copy of the stage
+            rootfs = env.build_dir.path / f"stage-{index}"
+            rootfs.mkdir(mode=0o755)
+            env.extract(result.image, rootfs)
+        else:
+            rootfs = builder.ensure_fs()
+        result = StageResult(
+            index=result.index,
+            name=result.name,
+            image=result.image,
+            rootfs=rootfs,
+            scope=result.scope,
+            layers_added=result.layers_added,
+        )
+    env.results[index] = result
+    _drop_unneeded_rootfs(env, plan, index)
+
+
+def _discard(env: BuildEnv, stages: Sequence[int], session: CacheSession) -> None:
+    """Forget the results of ``stages`` so they are built again."""
+    for index in stages:
+        env.results.pop(index, None)
+        env.stage_rootfs.pop(index, None)
+        old = env.build_dir.path / f"stage-{index}"
+        if old.exists() or old.is_symlink():
+            # renamed, not removed: rootless trees go with the build directory's removers
+            try:
+                old.rename(env.build_dir.path / f"stage-{index}.discarded-{env.next_id()}")
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot set {old} aside to rebuild the stage: {exc.strerror or exc}"
+                ) from exc
+    session.discard(set(stages))
+    # earlier stages whose rootfs was already dropped: extracted again if a rebuilt
+    # stage reads them
+    for index, result in env.results.items():
+        if result.rootfs is None and index not in env.stage_rootfs:
+            env.stage_rootfs[index] = partial(_extract_again, env, result)
+
+
+def _extract_again(env: BuildEnv, result: StageResult) -> Path:
+    root = env.build_dir.path / f"stage-{result.index}.again-{env.next_id()}"
+    try:
+        root.mkdir(mode=0o755)
+    except OSError as exc:
+        raise FilesystemError(f"cannot create {root}: {exc.strerror or exc}") from exc
+    env.extract(result.image, root)
+    return root
 
 
 def _summary(session: CacheSession, log: logging.Logger) -> None:

@@ -173,6 +173,8 @@ class StepRecord:
     layer_digest: str | None = None
     size: int | None = None
     seconds: float = 0.0
+    #: the stage's index in the Dockerfile (not reported; a rebuilt stage drops its records)
+    stage_index: int = -1
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -485,6 +487,12 @@ class CacheSession:
         self._pool: ThreadPoolExecutor | None = None
         self._prefetched: dict[str, Future[CacheLookup]] = {}
         self._closed = False
+        #: keys whose entry turned out corrupted when read: they miss from then on
+        self.bad: dict[str, str] = {}
+        #: the stages that used each hit, by key (where a rebuild starts)
+        self.hit_stages: dict[str, set[int]] = {}
+        #: hits already given (a rebuilt stage asks again)
+        self._answers: dict[str, CacheLookup] = {}
 
     def slot(self, stage: str, step: int, keyword: str) -> str:
         return f"{self.dockerfile}:{stage}:{step}:{keyword}"
@@ -496,14 +504,43 @@ class CacheSession:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-lookup")
         for key in keys:
-            if key not in self._prefetched:
+            if key not in self._prefetched and key not in self._answers and key not in self.bad:
                 self._prefetched[key] = self._pool.submit(self._lookup, key)
 
     def lookup(self, key: str) -> CacheLookup:
+        if key in self.bad:
+            return CacheLookup(hit=None, reason=f"corrupted: {self.bad[key]}")
+        found = self._answers.get(key)
+        if found is not None:
+            return found
         future = self._prefetched.pop(key, None)
-        if future is not None:
-            return future.result()  # _lookup never raises
-        return self._lookup(key)
+        found = future.result() if future is not None else self._lookup(key)  # never raises
+        if found.hit is not None:
+            self._answers[key] = found
+        return found
+
+    def note_hit(self, key: str, stage: int) -> None:
+        self.hit_stages.setdefault(key, set()).add(stage)
+
+    def mark_bad(self, keys: Sequence[str], why: str) -> None:
+        """Entries found corrupted when read: warn, and make them miss from now on."""
+        for key in keys:
+            if key in self.bad:
+                continue
+            self.bad[key] = why
+            self._answers.pop(key, None)
+            self.log.warning(
+                "layer cache %s: entry %s corrupted: %s; treated as a miss",
+                self.cache.description,
+                key[:12],
+                why,
+            )
+
+    def discard(self, stages: set[int]) -> None:
+        """Forget what ``stages`` did (they are rebuilt): their keys and report lines."""
+        for index in stages:
+            self.stage_keys.pop(index, None)
+        self.records = [r for r in self.records if r.stage_index not in stages]
 
     def _lookup(self, key: str) -> CacheLookup:
         try:
