@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ print(json.dumps({"code": code, "before": before, "after": sorted(sys.modules)})
 """
 
 
-def _modules(*argv: str) -> dict[str, object]:
+def _modules(*argv: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
@@ -36,7 +37,7 @@ def _modules(*argv: str) -> dict[str, object]:
 
 
 def test_importing_the_cli_pulls_in_no_builder_registry_client_or_http() -> None:
-    loaded = set(_modules("version")["before"])  # type: ignore[arg-type]
+    loaded = set(_modules("version")["before"])
     heavy = {
         "httpx",
         "importlib.metadata",
@@ -53,7 +54,7 @@ def test_importing_the_cli_pulls_in_no_builder_registry_client_or_http() -> None
 def test_version_reads_the_version_and_still_imports_no_builder() -> None:
     out = _modules("version")
     assert out["code"] == 0
-    after = set(out["after"])  # type: ignore[arg-type]
+    after = set(out["after"])
     assert "importlib.metadata" in after
     assert "lamina.builder._build" not in after
     assert "httpx" not in after
@@ -71,4 +72,4 @@ def test_lazy_package_exports_resolve() -> None:
         for name in pkg.__all__:
             assert getattr(pkg, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
-        _ = lamina.builder.no_such_name  # type: ignore[attr-defined]
+        _ = lamina.builder.no_such_name
