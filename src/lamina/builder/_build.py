@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -171,13 +173,6 @@ def build_image(
         log.warning("build argument %s is not consumed by any stage that is built", name)
     _, dockerfile, context_dir = _read_dockerfile(build)
     context = LocalContext.open(context_dir, dockerfile=dockerfile)
-    if (
-        output.destinations
-        and not output.no_push
-        and not output.skip_push_permission_check
-        and registry is not None
-    ):
-        registry.check_push_permission([Reference.parse(d) for d in output.destinations])
     epoch = _epoch(build)
     created = (
         datetime.fromtimestamp(epoch, tz=UTC)
@@ -187,16 +182,34 @@ def build_image(
     platform = Platform.parse(build.platform) if build.platform else Platform.host()
     build_dir = BuildDir.create(build.kaniko_dir)
     compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
+    # choosing the runner probes the kernel (a subprocess): meanwhile the registry is asked
+    # for push permission and the base images
+    setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-setup")
+    chosen = setup.submit(
+        prepare_inplace,
+        build,
+        plan,
+        runner,
+        keep=[build_dir.path, context_dir, dockerfile],
+        environ=dict(build.container_env),
+        log=log,
+    )
+    setup.shutdown(wait=False)
     try:
-        runner, inplace = prepare_inplace(
-            build,
-            plan,
-            runner,
-            keep=[build_dir.path, context_dir, dockerfile],
-            environ=dict(build.container_env),
-            log=log,
-        )
+        if (
+            output.destinations
+            and not output.no_push
+            and not output.skip_push_permission_check
+            and registry is not None
+        ):
+            registry.check_push_permission([Reference.parse(d) for d in output.destinations])
+        if registry is not None:
+            registry = _Prepulled(registry, plan, platform, log)
+        runner, inplace = chosen.result()
     except BaseException:
+        chosen.cancel()
+        with contextlib.suppress(BaseException):
+            chosen.result()
         build_dir.cleanup()
         raise
     session: CacheSession | None = None
@@ -260,6 +273,44 @@ def build_image(
         build_dir=build_dir,
         cache=session,
     )
+
+
+class _Prepulled:
+    """The registry, with the plan's base images already resolved (manifest and config).
+
+    Pulled while the runner is being chosen; a failure is left for the stage that
+    needs the image to report, with its Dockerfile line.
+    """
+
+    def __init__(
+        self, inner: ImageSource, plan: BuildPlan, platform: Platform, log: logging.Logger
+    ) -> None:
+        self._inner = inner
+        self._images: dict[tuple[str, str], Image] = {}
+        for index in plan.order:
+            sp = plan.stages[index]
+            if sp.base_stage is not None or sp.is_scratch:
+                continue
+            try:
+                want = Platform.parse(sp.platform) if sp.platform else platform
+                ref = Reference.parse(sp.base)
+                key = (str(ref), str(want))
+                if key not in self._images:
+                    image = inner.pull(ref, platform=want)
+                    image.config()
+                    self._images[key] = image
+            except LaminaError as exc:
+                log.debug("pulling %s ahead failed: %s", sp.base, exc.message)
+
+    def pull(self, ref: Reference, *, platform: Platform) -> Image:
+        found = self._images.get((str(ref), str(platform)))
+        return found if found is not None else self._inner.pull(ref, platform=platform)
+
+    def push(self, image: Image, refs: Sequence[Reference]) -> Digest:
+        return self._inner.push(image, refs)
+
+    def check_push_permission(self, refs: Sequence[Reference]) -> None:
+        self._inner.check_push_permission(refs)
 
 
 #: how often corrupted cache entries may restart the stage loop (each restart marks at

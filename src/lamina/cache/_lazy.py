@@ -14,6 +14,7 @@ When the fetch finds the blob corrupted (or cannot get it), the read raises
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ class LazyLayer:
         what: str,
         source_registry: str | None = None,
         source_repository: str | None = None,
+        source_verifies: bool = False,
     ) -> None:
         self.key = key
         self._open_blob = open_blob
@@ -69,6 +71,8 @@ class LazyLayer:
         #: where a push to the same registry can mount the blob from
         self.source_registry = source_registry
         self.source_repository = source_repository
+        #: ``open_blob`` checks digest and size itself (a registry blob): not hashed twice
+        self._source_verifies = source_verifies
         self._lock = threading.Lock()
         self._file: FileLayer | None = None
         self._failed: str | None = None
@@ -145,12 +149,15 @@ class LazyLayer:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             with self._open_blob() as src, partial.open("wb") as out:
-                reader = DigestingReader(
-                    src, expected=self._digest, expected_size=self._size, what=self._what
-                )
-                while chunk := reader.read(CHUNK):
-                    out.write(chunk)
-                reader.verify()
+                if self._source_verifies:
+                    shutil.copyfileobj(src, out, CHUNK)
+                else:
+                    reader = DigestingReader(
+                        src, expected=self._digest, expected_size=self._size, what=self._what
+                    )
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                    reader.verify()
             partial.replace(dest)
         except OSError as exc:
             raise FilesystemError(

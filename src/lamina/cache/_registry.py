@@ -31,7 +31,13 @@ from lamina.cache._entry_image import (
 from lamina.cache._keys import KeyInputs
 from lamina.cache._lazy import LazyLayer
 from lamina.cache._store import CacheHit, CacheLookup
-from lamina.errors import AuthError, FilesystemError, LaminaError, RegistryError
+from lamina.errors import (
+    AuthError,
+    FilesystemError,
+    ImageFormatError,
+    LaminaError,
+    RegistryError,
+)
 from lamina.oci import Digest, Layer, Reference
 from lamina.registry import RegistryClient, RemoteImage
 
@@ -75,7 +81,10 @@ class RegistryLayerCache:
         if down is not None:
             return CacheLookup(hit=None, reason=f"{down} (not asked again)")
         try:
-            present = self._client.head_manifest(ref) is not None
+            # one GET: a 404 is a miss, a manifest is read right away (no HEAD first)
+            found = self._client.find_index_or_image(ref)
+        except ImageFormatError as exc:
+            return self._warn_miss(ref, f"corrupted: {exc.message}")
         except LaminaError as exc:
             # the repository itself fails: say so once, then stop asking this build
             kind = "access denied" if isinstance(exc, AuthError) else "unreachable"
@@ -86,10 +95,9 @@ class RegistryLayerCache:
                 "layer cache %s: %s; no layer cache lookups in this build", self.repo, reason
             )
             return CacheLookup(hit=None, reason=reason)
-        if not present:
+        if found is None:
             return CacheLookup(hit=None, reason="no entry")
         try:
-            found = self._client.get_index_or_image(ref)
             if not isinstance(found, RemoteImage):
                 raise WrongShapeError(f"{found.media_type()} is an index, not an image")
             shape = read_entry(found)
@@ -150,6 +158,7 @@ class RegistryLayerCache:
             what=f"cache layer {digest.short} of {ref}",
             source_registry=remote.source_registry,
             source_repository=remote.source_repository,
+            source_verifies=True,  # RemoteLayer.compressed checks digest and size
         )
 
     # ------------------------------------------------------------------ store

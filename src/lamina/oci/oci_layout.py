@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from lamina.oci._image import BlobImage, BlobIndex, read_json_blob
 from lamina.oci._json import dumps
 from lamina.oci._mutate import with_media_types
 from lamina.oci._platform import Platform
-from lamina.oci._protocols import Image, ImageIndex
+from lamina.oci._protocols import Image, ImageIndex, Layer
 from lamina.oci._records import Descriptor, Index
 
 __all__ = [
@@ -245,12 +246,23 @@ class OCILayout:
         if oci_media_types and mt.is_docker(image.media_type()):
             image = with_media_types(image, "oci")
         manifest = image.manifest()
+        todo: dict[Digest, Layer] = {}
         for layer in image.layers():
-            d = layer.digest()
-            if self.has_blob(d):
-                continue
+            if not self.has_blob(layer.digest()):
+                todo.setdefault(layer.digest(), layer)
+
+        def write(layer: Layer) -> None:
             with layer.compressed() as f:
-                self.write_blob_stream(f, d, layer.size())
+                self.write_blob_stream(f, layer.digest(), layer.size())
+
+        if len(todo) <= 1:
+            for layer in todo.values():
+                write(layer)
+        else:
+            # blobs are independent files: fetch, hash and write them in parallel
+            with ThreadPoolExecutor(max_workers=min(4, len(todo))) as pool:
+                for future in [pool.submit(write, layer) for layer in todo.values()]:
+                    future.result()
         raw_config = image.raw_config()
         self.write_blob_bytes(raw_config, manifest.config.digest)
         raw_manifest = image.raw_manifest()
