@@ -47,6 +47,7 @@ from lamina.oci import (
 )
 from lamina.oci.docker_archive import write_docker_archive
 from lamina.oci.oci_layout import OCILayout
+from lamina.registry import RegistryClient, RemoteLayer
 from lamina.sandbox import Runner
 
 __all__ = [
@@ -248,7 +249,8 @@ def build_image(
         base_images=base_images,
     )
     try:
-        image = _build_stages(env, plan, session, log)
+        local_outputs = bool(output.oci_layout_path or output.tar_path)
+        image = _build_stages(env, plan, session, log, local_outputs=local_outputs)
         if build.cleanup and env.inplace is not None:
             log.info("--cleanup: emptying %s", env.inplace.root)
             wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
@@ -319,7 +321,12 @@ _MAX_REBUILDS = 20
 
 
 def _build_stages(
-    env: BuildEnv, plan: BuildPlan, session: CacheSession | None, log: logging.Logger
+    env: BuildEnv,
+    plan: BuildPlan,
+    session: CacheSession | None,
+    log: logging.Logger,
+    *,
+    local_outputs: bool = False,
 ) -> Image:
     """Build the planned stages in order; the target stage's image, its layers verified.
 
@@ -339,7 +346,7 @@ def _build_stages(
             image = env.results[plan.target].image
             if session is not None:
                 # the outputs read these layers: lazy cache hits are fetched and verified now
-                fetch_all(image.layers())
+                _fetch_output_layers(env, image, local_outputs=local_outputs)
             return image
         except CorruptedCacheError as exc:
             if session is None or rebuilds >= _MAX_REBUILDS:
@@ -355,6 +362,26 @@ def _build_stages(
                 plan.stages[order[pos]].display,
             )
             _discard(env, order[pos:], session)
+
+
+def _fetch_output_layers(env: BuildEnv, image: Image, *, local_outputs: bool) -> None:
+    """Fetch and verify the image's lazy cache hits; with a tarball or layout output also
+    download its registry layers meanwhile (the writers then read local files)."""
+    layers = image.layers()
+    if not local_outputs or not any(isinstance(layer, RemoteLayer) for layer in layers):
+        fetch_all(layers)
+        return
+    blobs = env.build_dir.path / "base-blobs"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-base-blobs") as pool:
+        base = pool.submit(RegistryClient.download_layers, image, blobs)
+        try:
+            fetch_all(layers)
+        except BaseException:
+            base.cancel()
+            with contextlib.suppress(Exception):
+                base.result()
+            raise
+        base.result()
 
 
 def _build_stage(env: BuildEnv, plan: BuildPlan, index: int, session: CacheSession | None) -> None:

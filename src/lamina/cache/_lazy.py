@@ -105,6 +105,11 @@ class LazyLayer:
     def fetched(self) -> bool:
         return self._file is not None
 
+    def verified_file(self) -> Path | None:
+        """The fetched, verified blob file (None before the first read)."""
+        done = self._file
+        return done.path if done is not None else None
+
     def after_fetch(self, callback: Callable[[Layer], None]) -> None:
         """Call ``callback(verified file layer)`` once the blob is fetched (now if it is)."""
         with self._lock:

@@ -8,6 +8,7 @@ content-addressed ``blobs/<algorithm>/<hex>``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -231,6 +232,26 @@ class OCILayout:
                     hint="the layer source is corrupt or changed while being read",
                 )
 
+    def _link_verified(self, layer: Layer) -> bool:
+        """Hard-link a layer's already verified local blob (a fetched cache hit) in place.
+
+        Layers that offer ``verified_file()`` (duck-typed) have checked the file against
+        their digest; False when there is none or it cannot be linked (other filesystem).
+        """
+        verified = getattr(layer, "verified_file", None)
+        local = verified() if callable(verified) else None
+        if not isinstance(local, Path):
+            return False
+        path = self.blob_path(layer.digest())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(local, path)
+        except FileExistsError:
+            return True
+        except OSError:
+            return False
+        return True
+
     def write_image(
         self, image: Image, *, ref_name: str | None = None, oci_media_types: bool = False
     ) -> Descriptor:
@@ -252,6 +273,8 @@ class OCILayout:
                 todo.setdefault(layer.digest(), layer)
 
         def write(layer: Layer) -> None:
+            if self._link_verified(layer):
+                return
             with layer.compressed() as f:
                 self.write_blob_stream(f, layer.digest(), layer.size())
 
