@@ -8,6 +8,7 @@ Dockerfile), so corrupting a blob in the registry's storage touches no other tes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -143,6 +144,8 @@ class Runner:
             text = f.read().decode("utf-8", "replace")
         requests = [(m, urllib.parse.unquote(u), int(s)) for m, u, s in _REQUEST.findall(text)]
         assert OCILayout.open(layout).image().digest() == result.digest
+        for blob in (layout / "blobs" / "sha256").iterdir():  # linked or written: intact
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
         return Built(
             digest=str(result.digest),
             log=self.caplog.text,
