@@ -45,7 +45,6 @@ from lamina.oci import (
     image_name_with_digest_text,
     mediatypes,
 )
-from lamina.oci.docker_archive import write_docker_archive
 from lamina.oci.oci_layout import OCILayout
 from lamina.registry import RegistryClient, RemoteLayer
 from lamina.sandbox import Runner
@@ -536,6 +535,8 @@ def write_outputs(result: BuildResult, output: OutputOptions, registry: ImageSou
             Path(output.tar_path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FilesystemError(f"cannot create the directory of {output.tar_path}") from exc
+        from lamina.oci.docker_archive import write_docker_archive  # only for --tar-path
+
         write_docker_archive(Path(output.tar_path), image, tags)
     if output.no_push or not destinations:
         return
