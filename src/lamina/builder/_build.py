@@ -6,14 +6,14 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from lamina.builder._cache import CacheSession
-from lamina.builder._inplace import prepare_inplace, wipe_root
+from lamina.builder._inplace import InPlace, prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
@@ -47,7 +47,7 @@ from lamina.oci import (
 )
 from lamina.oci.oci_layout import OCILayout
 from lamina.registry import RegistryClient, RemoteLayer
-from lamina.sandbox import Runner
+from lamina.sandbox import Runner, detect_container
 
 __all__ = [
     "DUMMY_DESTINATION",
@@ -183,17 +183,23 @@ def build_image(
     build_dir = BuildDir.create(build.kaniko_dir)
     compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
     # choosing the runner probes the kernel (a subprocess): meanwhile the registry is asked
-    # for push permission and the base images
+    # for push permission and the base images. Where --isolation=auto cannot end up in
+    # place, the choice waits for the first RUN that runs (a fully cached build never
+    # probes at all).
     setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-setup")
-    chosen = setup.submit(
-        prepare_inplace,
-        build,
-        plan,
-        runner,
-        keep=[build_dir.path, context_dir, dockerfile],
-        environ=dict(build.container_env),
-        log=log,
-    )
+    if runner is None and build.isolation == "auto" and not _in_place_possible(build):
+        chosen: Future[tuple[Runner | None, InPlace | None]] = Future()
+        chosen.set_result((None, None))
+    else:
+        chosen = setup.submit(
+            prepare_inplace,
+            build,
+            plan,
+            runner,
+            keep=[build_dir.path, context_dir, dockerfile],
+            environ=dict(build.container_env),
+            log=log,
+        )
     setup.shutdown(wait=False)
     try:
         if (
@@ -273,6 +279,15 @@ def build_image(
         plan=plan,
         build_dir=build_dir,
         cache=session,
+    )
+
+
+def _in_place_possible(build: BuildOptions) -> bool:
+    """Could ``--isolation=auto`` choose to build in place (a kaniko-like container)?"""
+    root = Path("/")
+    return (
+        detect_container(dict(build.container_env), root=root) is not None
+        and (root / "kaniko").is_dir()
     )
 
 
