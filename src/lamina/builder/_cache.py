@@ -65,6 +65,7 @@ is the back end's business (it keeps the local tier writable).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
@@ -84,6 +85,7 @@ from lamina.cache import (
     CacheLookup,
     KeyInputs,
     LayerCache,
+    LazyLayer,
     SourceEntry,
     cache_key,
 )
@@ -463,6 +465,11 @@ def chain_after_layer(decision: StepDecision, layer: Layer | None) -> str:
 # --------------------------------------------------------------------- session
 
 
+def _quietly(layer: LazyLayer) -> None:
+    with contextlib.suppress(LaminaError):
+        layer.fetch()
+
+
 class CacheSession:
     """The build-wide side of the cache: lookups, background stores, records, the report."""
 
@@ -485,6 +492,7 @@ class CacheSession:
         #: source descriptions by what was described (the context does not change mid-build)
         self.memo: dict[object, tuple[SourceEntry, ...]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._fetcher: ThreadPoolExecutor | None = None
         self._prefetched: dict[str, Future[CacheLookup]] = {}
         self._closed = False
         #: keys whose entry turned out corrupted when read: they miss from then on
@@ -518,6 +526,18 @@ class CacheSession:
         if found.hit is not None:
             self._answers[key] = found
         return found
+
+    def fetch_ahead(self, layer: Layer | None) -> None:
+        """Start downloading a lazy hit's layer that the output will need anyway.
+
+        A failure is remembered by the layer and raised where it is read (the final
+        verification at the latest), so it is not reported here.
+        """
+        if not isinstance(layer, LazyLayer) or layer.fetched or self._closed:
+            return
+        if self._fetcher is None:
+            self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-fetch")
+        self._fetcher.submit(_quietly, layer)
 
     def note_hit(self, key: str, stage: int) -> None:
         self.hit_stages.setdefault(key, set()).add(stage)
@@ -580,6 +600,8 @@ class CacheSession:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._fetcher is not None:
+            self._fetcher.shutdown(wait=True, cancel_futures=True)
         try:
             self.cache.close()
         except Exception as exc:

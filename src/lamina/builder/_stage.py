@@ -889,6 +889,8 @@ class StageBuilder:
             self.log.info("HIT: %s (%s)", key[:12], found.hit.source)
             cache.note_hit(key, self.sp.index)
             layer = found.hit.layer
+            if self.is_target:
+                cache.fetch_ahead(layer)  # the output needs it: download while going on
             effect = self._hit_effect(expanded, layer)
             if layer is not None:
                 self.pending.append(layer)
