@@ -52,7 +52,12 @@ written and leaves the root filesystem alone: the layer is *pending*, and the st
 filesystem is only built (base extracted, pending layers applied in order, whiteouts
 included) when a later step misses or a later stage reads it. A stage whose steps all hit
 is never extracted. Lookups of a stage start together (lookahead): a dry pass assuming
-every step hits gives exactly the keys the real pass asks for.
+every step hits gives exactly the keys the real pass asks for. A registry hit's layer is
+lazy (:class:`~lamina.cache.LazyLayer`): downloaded and verified when a stage is
+materialised, or before the outputs are written (the target stage's hits start
+downloading as soon as they hit). One found corrupted then raises
+:class:`~lamina.cache.CorruptedCacheError`: :meth:`CacheSession.mark_bad` makes its key
+miss from then on and the build loop rebuilds from the first stage that used it.
 
 **Hits and misses.** A lookup never fails the build (the back end turns trouble into a
 miss with a reason). A miss's reason is the back end's when it has one (expired,
