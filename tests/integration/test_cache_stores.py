@@ -12,11 +12,14 @@ import pytest
 
 from lamina.cache import (
     BackgroundCache,
+    CorruptedCacheError,
     DirLayerCache,
     KeyInputs,
+    LazyLayer,
     OCILayoutLayerCache,
     RegistryLayerCache,
     cache_key,
+    fetch_all,
     open_layer_cache,
 )
 from lamina.oci import Reference
@@ -134,25 +137,59 @@ def test_registry_ttl_expiry(registry_plain: RegistryServer, tmp_path: Path) -> 
     assert miss.reason.endswith(", ttl 336h)")
 
 
-def test_registry_corrupted_blob_is_a_warned_miss(
-    registry_plain: RegistryServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_registry_corrupted_blob_is_found_when_the_lazy_hit_is_read(
+    registry_plain: RegistryServer, tmp_path: Path
 ) -> None:
     layer = _layer(tmp_path, b"corrupt me\n" * 500)
     inputs = _inputs("RUN corrupt")
+    key = cache_key(inputs)
     with _client(registry_plain, tmp_path) as client:
         cache = _cache(registry_plain, client, tmp_path, "corrupt/cache", Clock())
-        cache.store(cache_key(inputs), layer, inputs, slot="s")
+        cache.store(key, layer, inputs, slot="s")
         data_file = _blob_data_file(registry_plain, layer.digest().hex)
         data = bytearray(data_file.read_bytes())
         data[len(data) // 2] ^= 0xFF
         data_file.write_bytes(bytes(data))
-        with caplog.at_level(logging.WARNING, logger="test.cachestores"):
-            miss = cache.lookup(cache_key(inputs))
+        found = cache.lookup(key)  # the lookup reads manifest and config only
+        assert found.hit is not None
+        lazy = found.hit.layer
+        assert isinstance(lazy, LazyLayer)
+        assert lazy.digest() == layer.digest()
+        for _ in range(2):  # the failure is remembered, not downloaded again
+            with pytest.raises(CorruptedCacheError) as info:
+                fetch_all([lazy])
+            assert info.value.keys == (key,)
+            assert "digest" in info.value.message
         cache.close()
-    assert miss.hit is None
-    assert miss.reason.startswith("corrupted: ")
-    assert "digest" in miss.reason
-    assert "treated as a miss" in caplog.text
+
+
+def test_registry_lazy_hit_is_downloaded_once(
+    registry_plain: RegistryServer, tmp_path: Path
+) -> None:
+    layer = _layer(tmp_path, b"lazy\n" * 500)
+    inputs = _inputs("RUN lazy")
+    key = cache_key(inputs)
+    with _client(registry_plain, tmp_path) as client:
+        cache = _cache(registry_plain, client, tmp_path, "lazy/cache", Clock())
+        cache.store(key, layer, inputs, slot="s")
+        found = cache.lookup(key)
+        assert found.hit is not None
+        lazy = found.hit.layer
+        assert isinstance(lazy, LazyLayer)
+        assert not lazy.fetched
+        assert lazy.source_repository == "lazy/cache"
+        with lazy.compressed() as f:
+            assert f.read() == layer.path.read_bytes()
+        assert lazy.fetched
+        data_file = _blob_data_file(registry_plain, layer.digest().hex)
+        original = data_file.read_bytes()
+        try:
+            data_file.write_bytes(b"x" * len(original))  # later reads use the local file
+            with lazy.uncompressed() as f, layer.uncompressed() as want:
+                assert f.read() == want.read()
+        finally:
+            data_file.write_bytes(original)
+        cache.close()
 
 
 def test_registry_wrong_shape_is_a_warned_miss(
@@ -304,6 +341,10 @@ def test_composite_writes_remote_hits_through_to_the_dir(
         assert hit is not None
         assert hit.source == remote_only.description
         local = DirLayerCache(tmp_path / "cachedir", TTL, LOG)
+        # written through once the build reads the layer (never for an unread hit)
+        assert local.lookup(key).hit is None
+        assert isinstance(hit.layer, LazyLayer)
+        fetch_all([hit.layer])
         again = local.lookup(key).hit
         assert again is not None
         assert again.layer is not None

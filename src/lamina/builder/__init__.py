@@ -12,24 +12,27 @@ or :func:`build_and_output` for both. :func:`plan_build` / :func:`make_plan`
 plan without building (stages needed for ``--target``, in dependency order).
 """
 
-from lamina.builder._build import (
-    DUMMY_DESTINATION,
-    BuildResult,
-    build_and_output,
-    build_image,
-    plan_build,
-    write_outputs,
-)
-from lamina.builder._plan import BuildPlan, StagePlan, make_plan
-from lamina.builder._stage import ImageSource, StageResult, StepEffect
-from lamina.builder.options import (
-    BuildOptions,
-    CacheOptions,
-    GitOptions,
-    OutputOptions,
-    SecretSource,
-    SSHSource,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.builder._build import (
+        DUMMY_DESTINATION,
+        BuildResult,
+        build_and_output,
+        build_image,
+        plan_build,
+        write_outputs,
+    )
+    from lamina.builder._plan import BuildPlan, StagePlan, make_plan
+    from lamina.builder._stage import ImageSource, StageResult, StepEffect
+    from lamina.builder.options import (
+        BuildOptions,
+        CacheOptions,
+        GitOptions,
+        OutputOptions,
+        SecretSource,
+        SSHSource,
+    )
 
 __all__ = [
     "DUMMY_DESTINATION",
@@ -51,3 +54,37 @@ __all__ = [
     "plan_build",
     "write_outputs",
 ]
+
+#: what each name is imported from, on first use: ``lamina.builder.options`` (the CLI's
+#: flags) must not pull the whole builder in
+_EXPORTS = {
+    "BuildOptions": "lamina.builder.options",
+    "BuildPlan": "lamina.builder._plan",
+    "BuildResult": "lamina.builder._build",
+    "CacheOptions": "lamina.builder.options",
+    "DUMMY_DESTINATION": "lamina.builder._build",
+    "GitOptions": "lamina.builder.options",
+    "ImageSource": "lamina.builder._stage",
+    "OutputOptions": "lamina.builder.options",
+    "SSHSource": "lamina.builder.options",
+    "SecretSource": "lamina.builder.options",
+    "StagePlan": "lamina.builder._plan",
+    "StageResult": "lamina.builder._stage",
+    "StepEffect": "lamina.builder._stage",
+    "build_and_output": "lamina.builder._build",
+    "build_image": "lamina.builder._build",
+    "make_plan": "lamina.builder._plan",
+    "plan_build": "lamina.builder._build",
+    "write_outputs": "lamina.builder._build",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from lamina.builder._cache import CacheSession
-from lamina.builder._inplace import prepare_inplace, wipe_root
+from lamina.builder._inplace import InPlace, prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
-from lamina.cache import BaseImageCache, DirLayerCache, LayerCache
+from lamina.cache import (
+    BaseImageCache,
+    CorruptedCacheError,
+    DirLayerCache,
+    LayerCache,
+    fetch_all,
+)
 from lamina.context import LocalContext
 from lamina.errors import (
     ContextError,
@@ -35,9 +45,9 @@ from lamina.oci import (
     image_name_with_digest_text,
     mediatypes,
 )
-from lamina.oci.docker_archive import write_docker_archive
 from lamina.oci.oci_layout import OCILayout
-from lamina.sandbox import Runner
+from lamina.registry import RegistryClient, RemoteLayer
+from lamina.sandbox import Runner, detect_container
 
 __all__ = [
     "DUMMY_DESTINATION",
@@ -163,13 +173,6 @@ def build_image(
         log.warning("build argument %s is not consumed by any stage that is built", name)
     _, dockerfile, context_dir = _read_dockerfile(build)
     context = LocalContext.open(context_dir, dockerfile=dockerfile)
-    if (
-        output.destinations
-        and not output.no_push
-        and not output.skip_push_permission_check
-        and registry is not None
-    ):
-        registry.check_push_permission([Reference.parse(d) for d in output.destinations])
     epoch = _epoch(build)
     created = (
         datetime.fromtimestamp(epoch, tz=UTC)
@@ -179,8 +182,17 @@ def build_image(
     platform = Platform.parse(build.platform) if build.platform else Platform.host()
     build_dir = BuildDir.create(build.kaniko_dir)
     compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
-    try:
-        runner, inplace = prepare_inplace(
+    # choosing the runner probes the kernel (a subprocess): meanwhile the registry is asked
+    # for push permission and the base images. Where --isolation=auto cannot end up in
+    # place, the choice waits for the first RUN that runs (a fully cached build never
+    # probes at all).
+    setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-setup")
+    if runner is None and build.isolation == "auto" and not _in_place_possible(build):
+        chosen: Future[tuple[Runner | None, InPlace | None]] = Future()
+        chosen.set_result((None, None))
+    else:
+        chosen = setup.submit(
+            prepare_inplace,
             build,
             plan,
             runner,
@@ -188,7 +200,22 @@ def build_image(
             environ=dict(build.container_env),
             log=log,
         )
+    setup.shutdown(wait=False)
+    try:
+        if (
+            output.destinations
+            and not output.no_push
+            and not output.skip_push_permission_check
+            and registry is not None
+        ):
+            registry.check_push_permission([Reference.parse(d) for d in output.destinations])
+        if registry is not None:
+            registry = _Prepulled(registry, plan, platform, log)
+        runner, inplace = chosen.result()
     except BaseException:
+        chosen.cancel()
+        with contextlib.suppress(BaseException):
+            chosen.result()
         build_dir.cleanup()
         raise
     session: CacheSession | None = None
@@ -227,35 +254,8 @@ def build_image(
         base_images=base_images,
     )
     try:
-        for index in plan.order:
-            sp = plan.stages[index]
-            log.info("building stage %s (FROM %s)", sp.display, sp.base)
-            builder = StageBuilder(env, sp, is_target=index == plan.target)
-            result = builder.build()
-            if session is not None and result.rootfs is None:
-                # materialised only if a later step that misses reads it
-                env.stage_rootfs[index] = builder.materialise
-            elif result.rootfs is None and any(
-                index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
-            ):
-                if env.inplace is not None:
-                    # one shared root: COPY --from reads a private copy of the stage
-                    rootfs = build_dir.path / f"stage-{index}"
-                    rootfs.mkdir(mode=0o755)
-                    env.extract(result.image, rootfs)
-                else:
-                    rootfs = builder.ensure_fs()
-                result = StageResult(
-                    index=result.index,
-                    name=result.name,
-                    image=result.image,
-                    rootfs=rootfs,
-                    scope=result.scope,
-                    layers_added=result.layers_added,
-                )
-            env.results[index] = result
-            _drop_unneeded_rootfs(env, plan, index)
-        image = env.results[plan.target].image
+        local_outputs = bool(output.oci_layout_path or output.tar_path)
+        image = _build_stages(env, plan, session, log, local_outputs=local_outputs)
         if build.cleanup and env.inplace is not None:
             log.info("--cleanup: emptying %s", env.inplace.root)
             wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
@@ -280,6 +280,184 @@ def build_image(
         build_dir=build_dir,
         cache=session,
     )
+
+
+def _in_place_possible(build: BuildOptions) -> bool:
+    """Could ``--isolation=auto`` choose to build in place (a kaniko-like container)?"""
+    root = Path("/")
+    return (
+        detect_container(dict(build.container_env), root=root) is not None
+        and (root / "kaniko").is_dir()
+    )
+
+
+class _Prepulled:
+    """The registry, with the plan's base images already resolved (manifest and config).
+
+    Pulled while the runner is being chosen; a failure is left for the stage that
+    needs the image to report, with its Dockerfile line.
+    """
+
+    def __init__(
+        self, inner: ImageSource, plan: BuildPlan, platform: Platform, log: logging.Logger
+    ) -> None:
+        self._inner = inner
+        self._images: dict[tuple[str, str], Image] = {}
+        for index in plan.order:
+            sp = plan.stages[index]
+            if sp.base_stage is not None or sp.is_scratch:
+                continue
+            try:
+                want = Platform.parse(sp.platform) if sp.platform else platform
+                ref = Reference.parse(sp.base)
+                key = (str(ref), str(want))
+                if key not in self._images:
+                    image = inner.pull(ref, platform=want)
+                    image.config()
+                    self._images[key] = image
+            except LaminaError as exc:
+                log.debug("pulling %s ahead failed: %s", sp.base, exc.message)
+
+    def pull(self, ref: Reference, *, platform: Platform) -> Image:
+        found = self._images.get((str(ref), str(platform)))
+        return found if found is not None else self._inner.pull(ref, platform=platform)
+
+    def push(self, image: Image, refs: Sequence[Reference]) -> Digest:
+        return self._inner.push(image, refs)
+
+    def check_push_permission(self, refs: Sequence[Reference]) -> None:
+        self._inner.check_push_permission(refs)
+
+
+#: how often corrupted cache entries may restart the stage loop (each restart marks at
+#: least one more key bad, so this only bounds a pathological cache)
+_MAX_REBUILDS = 20
+
+
+def _build_stages(
+    env: BuildEnv,
+    plan: BuildPlan,
+    session: CacheSession | None,
+    log: logging.Logger,
+    *,
+    local_outputs: bool = False,
+) -> Image:
+    """Build the planned stages in order; the target stage's image, its layers verified.
+
+    A cache hit's layer that turns out corrupted when read (materialising a stage,
+    ``COPY --from``, the final verification of the output's layers) marks its key bad
+    and rebuilds from the first stage that used it: that stage's and every later
+    stage's results are discarded, and the bad key misses from then on.
+    """
+    order = list(plan.order)
+    pos = 0
+    rebuilds = 0
+    while True:
+        try:
+            while pos < len(order):
+                _build_stage(env, plan, order[pos], session)
+                pos += 1
+            image = env.results[plan.target].image
+            if session is not None:
+                # the outputs read these layers: lazy cache hits are fetched and verified now
+                _fetch_output_layers(env, image, local_outputs=local_outputs)
+            return image
+        except CorruptedCacheError as exc:
+            if session is None or rebuilds >= _MAX_REBUILDS:
+                raise
+            session.mark_bad(exc.keys, exc.message)
+            used = [order.index(i) for k in exc.keys for i in session.hit_stages.get(k, ())]
+            if not used:
+                raise
+            rebuilds += 1
+            pos = min(used)
+            log.warning(
+                "layer cache: rebuilding from stage %s without the corrupted entries",
+                plan.stages[order[pos]].display,
+            )
+            _discard(env, order[pos:], session)
+
+
+def _fetch_output_layers(env: BuildEnv, image: Image, *, local_outputs: bool) -> None:
+    """Fetch and verify the image's lazy cache hits; with a tarball or layout output also
+    download its registry layers meanwhile (the writers then read local files)."""
+    layers = image.layers()
+    if not local_outputs or not any(isinstance(layer, RemoteLayer) for layer in layers):
+        fetch_all(layers)
+        return
+    blobs = env.build_dir.path / "base-blobs"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-base-blobs") as pool:
+        base = pool.submit(RegistryClient.download_layers, image, blobs)
+        try:
+            fetch_all(layers)
+        except BaseException:
+            base.cancel()
+            with contextlib.suppress(Exception):
+                base.result()
+            raise
+        base.result()
+
+
+def _build_stage(env: BuildEnv, plan: BuildPlan, index: int, session: CacheSession | None) -> None:
+    sp = plan.stages[index]
+    env.log.info("building stage %s (FROM %s)", sp.display, sp.base)
+    builder = StageBuilder(env, sp, is_target=index == plan.target)
+    result = builder.build()
+    if session is not None and result.rootfs is None:
+        # materialised only if a later step that misses reads it
+        env.stage_rootfs[index] = builder.materialise
+    elif result.rootfs is None and any(
+        index in plan.stages[d].copy_from_stages for d in plan.dependents(index)
+    ):
+        if env.inplace is not None:
+            # one shared root: COPY --from reads a private copy of the stage
+            rootfs = env.build_dir.path / f"stage-{index}"
+            rootfs.mkdir(mode=0o755)
+            env.extract(result.image, rootfs)
+        else:
+            rootfs = builder.ensure_fs()
+        result = StageResult(
+            index=result.index,
+            name=result.name,
+            image=result.image,
+            rootfs=rootfs,
+            scope=result.scope,
+            layers_added=result.layers_added,
+        )
+    env.results[index] = result
+    _drop_unneeded_rootfs(env, plan, index)
+
+
+def _discard(env: BuildEnv, stages: Sequence[int], session: CacheSession) -> None:
+    """Forget the results of ``stages`` so they are built again."""
+    for index in stages:
+        env.results.pop(index, None)
+        env.stage_rootfs.pop(index, None)
+        old = env.build_dir.path / f"stage-{index}"
+        if old.exists() or old.is_symlink():
+            # renamed, not removed: rootless trees go with the build directory's removers
+            try:
+                old.rename(env.build_dir.path / f"stage-{index}.discarded-{env.next_id()}")
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot set {old} aside to rebuild the stage: {exc.strerror or exc}"
+                ) from exc
+    session.discard(set(stages))
+    # earlier stages whose rootfs was already dropped: extracted again if a rebuilt
+    # stage reads them
+    for index, result in env.results.items():
+        if result.rootfs is None and index not in env.stage_rootfs:
+            env.stage_rootfs[index] = partial(_extract_again, env, result)
+
+
+def _extract_again(env: BuildEnv, result: StageResult) -> Path:
+    root = env.build_dir.path / f"stage-{result.index}.again-{env.next_id()}"
+    try:
+        root.mkdir(mode=0o755)
+    except OSError as exc:
+        raise FilesystemError(f"cannot create {root}: {exc.strerror or exc}") from exc
+    env.extract(result.image, root)
+    return root
 
 
 def _summary(session: CacheSession, log: logging.Logger) -> None:
@@ -372,6 +550,8 @@ def write_outputs(result: BuildResult, output: OutputOptions, registry: ImageSou
             Path(output.tar_path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FilesystemError(f"cannot create the directory of {output.tar_path}") from exc
+        from lamina.oci.docker_archive import write_docker_archive  # only for --tar-path
+
         write_docker_archive(Path(output.tar_path), image, tags)
     if output.no_push or not destinations:
         return

@@ -52,7 +52,12 @@ written and leaves the root filesystem alone: the layer is *pending*, and the st
 filesystem is only built (base extracted, pending layers applied in order, whiteouts
 included) when a later step misses or a later stage reads it. A stage whose steps all hit
 is never extracted. Lookups of a stage start together (lookahead): a dry pass assuming
-every step hits gives exactly the keys the real pass asks for.
+every step hits gives exactly the keys the real pass asks for. A registry hit's layer is
+lazy (:class:`~lamina.cache.LazyLayer`): downloaded and verified when a stage is
+materialised, or before the outputs are written (the target stage's hits start
+downloading as soon as they hit). One found corrupted then raises
+:class:`~lamina.cache.CorruptedCacheError`: :meth:`CacheSession.mark_bad` makes its key
+miss from then on and the build loop rebuilds from the first stage that used it.
 
 **Hits and misses.** A lookup never fails the build (the back end turns trouble into a
 miss with a reason). A miss's reason is the back end's when it has one (expired,
@@ -65,6 +70,7 @@ is the back end's business (it keeps the local tier writable).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
@@ -84,6 +90,7 @@ from lamina.cache import (
     CacheLookup,
     KeyInputs,
     LayerCache,
+    LazyLayer,
     SourceEntry,
     cache_key,
 )
@@ -173,6 +180,8 @@ class StepRecord:
     layer_digest: str | None = None
     size: int | None = None
     seconds: float = 0.0
+    #: the stage's index in the Dockerfile (not reported; a rebuilt stage drops its records)
+    stage_index: int = -1
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -461,6 +470,11 @@ def chain_after_layer(decision: StepDecision, layer: Layer | None) -> str:
 # --------------------------------------------------------------------- session
 
 
+def _quietly(layer: LazyLayer) -> None:
+    with contextlib.suppress(LaminaError):
+        layer.fetch()
+
+
 class CacheSession:
     """The build-wide side of the cache: lookups, background stores, records, the report."""
 
@@ -483,8 +497,15 @@ class CacheSession:
         #: source descriptions by what was described (the context does not change mid-build)
         self.memo: dict[object, tuple[SourceEntry, ...]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._fetcher: ThreadPoolExecutor | None = None
         self._prefetched: dict[str, Future[CacheLookup]] = {}
         self._closed = False
+        #: keys whose entry turned out corrupted when read: they miss from then on
+        self.bad: dict[str, str] = {}
+        #: the stages that used each hit, by key (where a rebuild starts)
+        self.hit_stages: dict[str, set[int]] = {}
+        #: hits already given (a rebuilt stage asks again)
+        self._answers: dict[str, CacheLookup] = {}
 
     def slot(self, stage: str, step: int, keyword: str) -> str:
         return f"{self.dockerfile}:{stage}:{step}:{keyword}"
@@ -496,14 +517,55 @@ class CacheSession:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-lookup")
         for key in keys:
-            if key not in self._prefetched:
+            if key not in self._prefetched and key not in self._answers and key not in self.bad:
                 self._prefetched[key] = self._pool.submit(self._lookup, key)
 
     def lookup(self, key: str) -> CacheLookup:
+        if key in self.bad:
+            return CacheLookup(hit=None, reason=f"corrupted: {self.bad[key]}")
+        found = self._answers.get(key)
+        if found is not None:
+            return found
         future = self._prefetched.pop(key, None)
-        if future is not None:
-            return future.result()  # _lookup never raises
-        return self._lookup(key)
+        found = future.result() if future is not None else self._lookup(key)  # never raises
+        if found.hit is not None:
+            self._answers[key] = found
+        return found
+
+    def fetch_ahead(self, layer: Layer | None) -> None:
+        """Start downloading a lazy hit's layer that the output will need anyway.
+
+        A failure is remembered by the layer and raised where it is read (the final
+        verification at the latest), so it is not reported here.
+        """
+        if not isinstance(layer, LazyLayer) or layer.fetched or self._closed:
+            return
+        if self._fetcher is None:
+            self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-fetch")
+        self._fetcher.submit(_quietly, layer)
+
+    def note_hit(self, key: str, stage: int) -> None:
+        self.hit_stages.setdefault(key, set()).add(stage)
+
+    def mark_bad(self, keys: Sequence[str], why: str) -> None:
+        """Entries found corrupted when read: warn, and make them miss from now on."""
+        for key in keys:
+            if key in self.bad:
+                continue
+            self.bad[key] = why
+            self._answers.pop(key, None)
+            self.log.warning(
+                "layer cache %s: entry %s corrupted: %s; treated as a miss",
+                self.cache.description,
+                key[:12],
+                why,
+            )
+
+    def discard(self, stages: set[int]) -> None:
+        """Forget what ``stages`` did (they are rebuilt): their keys and report lines."""
+        for index in stages:
+            self.stage_keys.pop(index, None)
+        self.records = [r for r in self.records if r.stage_index not in stages]
 
     def _lookup(self, key: str) -> CacheLookup:
         try:
@@ -543,6 +605,8 @@ class CacheSession:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._fetcher is not None:
+            self._fetcher.shutdown(wait=True, cancel_futures=True)
         try:
             self.cache.close()
         except Exception as exc:

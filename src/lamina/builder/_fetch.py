@@ -18,7 +18,6 @@ import posixpath
 import re
 import tempfile
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -137,6 +136,8 @@ class Fetched:
 def _last_modified(value: str | None) -> float | None:
     if not value:
         return None
+    from email.utils import parsedate_to_datetime  # slow to import; only ADD <url> needs it
+
     try:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

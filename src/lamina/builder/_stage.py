@@ -72,7 +72,7 @@ from lamina.builder._mounts import (
 )
 from lamina.builder._plan import BuildPlan, StagePlan
 from lamina.builder.options import SecretSource, SSHSource
-from lamina.cache import BaseImageCache, cache_key
+from lamina.cache import BaseImageCache, cache_key, fetch_all
 from lamina.context import ContextSource, LocalContext, has_glob
 from lamina.dockerfile import (
     AddInstruction,
@@ -339,6 +339,7 @@ class BuildEnv:
         ``ignore`` are neither written nor deleted (in-place builds).
         """
         layers = [self.warmed_layers.get(layer.digest(), layer) for layer in image.layers()]
+        fetch_all(layers)  # lazy cache hits: download and verify first, in parallel
         self.ownership().extract(layers, root, warn=self.log.warning, ignore=ignore)
 
     def scan(self, root: Path) -> StatIndex:
@@ -701,6 +702,7 @@ class StageBuilder:
                         instruction=instr.original or instr.keyword,
                         key=self.cache_parent,
                         status="metadata",
+                        stage_index=self.sp.index,
                     )
                 )
             return effect
@@ -740,6 +742,8 @@ class StageBuilder:
 
     def materialise(self) -> Path:
         """The rootfs with every pending cached layer applied (extracting it if needed)."""
+        if self.pending:
+            fetch_all(self.pending)  # lazy cache hits: download and verify first, in parallel
         root = self.ensure_fs()
         pending, self.pending = self.pending, []
         if pending:
@@ -859,6 +863,7 @@ class StageBuilder:
                     layer_digest=str(layer.digest()) if layer is not None else None,
                     size=layer.size() if layer is not None else None,
                     seconds=time.monotonic() - started,
+                    stage_index=self.sp.index,
                 )
             )
 
@@ -884,7 +889,10 @@ class StageBuilder:
         found = cache.lookup(key)
         if found.hit is not None:
             self.log.info("HIT: %s (%s)", key[:12], found.hit.source)
+            cache.note_hit(key, self.sp.index)
             layer = found.hit.layer
+            if self.is_target:
+                cache.fetch_ahead(layer)  # the output needs it: download while going on
             effect = self._hit_effect(expanded, layer)
             if layer is not None:
                 self.pending.append(layer)

@@ -12,7 +12,7 @@ Rules (``--cache=true`` only; otherwise there is no layer cache):
   are left alone. The local tier is written even with ``--no-push-cache`` (nothing is
   pushed to it).
 * With both tiers, lookups try local first, then remote; a remote hit is written
-  through to the local tier (when it recorded its inputs); stores go to both.
+  through to the local tier (when it recorded its inputs) once its layer is read; stores go to both.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from lamina.cache._dir import DirLayerCache
 from lamina.cache._keys import KeyInputs
+from lamina.cache._lazy import LazyLayer
 from lamina.cache._oci import OCILayoutLayerCache
 from lamina.cache._registry import RegistryLayerCache
 from lamina.cache._store import CacheLookup, LayerCache
@@ -70,16 +72,11 @@ class CompositeLayerCache:
             return near
         far = self.remote.lookup(key)
         if far.hit is not None and far.hit.inputs is not None:
-            try:
-                self.local.store(key, far.hit.layer, far.hit.inputs, slot=_HIT_SLOT)
-            except LaminaError as exc:
-                self._log.warning(
-                    "layer cache %s: copying key %s from %s failed: %s",
-                    self.local.description,
-                    key,
-                    self.remote.description,
-                    exc.message,
-                )
+            copy = partial(self._write_through, key, far.hit.inputs)
+            if isinstance(far.hit.layer, LazyLayer):
+                far.hit.layer.after_fetch(copy)  # only if the build reads the layer
+            else:
+                copy(far.hit.layer)
         if far.hit is not None:
             return far
         if near.reason == far.reason:
@@ -89,6 +86,18 @@ class CompositeLayerCache:
             reason=f"{self.local.description}: {near.reason}; {self.remote.description}: "
             f"{far.reason}",
         )
+
+    def _write_through(self, key: str, inputs: KeyInputs, layer: Layer | None) -> None:
+        try:
+            self.local.store(key, layer, inputs, slot=_HIT_SLOT)
+        except LaminaError as exc:
+            self._log.warning(
+                "layer cache %s: copying key %s from %s failed: %s",
+                self.local.description,
+                key,
+                self.remote.description,
+                exc.message,
+            )
 
     def store(self, key: str, layer: Layer | None, inputs: KeyInputs, *, slot: str) -> None:
         first: LaminaError | None = None

@@ -4,14 +4,15 @@ Each entry is an image tagged with its key (see :mod:`lamina.cache._entry_image`
 for the shape). A slot's latest entry is also tagged ``lamina-slot-<hash>``, so
 :meth:`RegistryLayerCache.previous` can read the inputs of the step's last build.
 
-A hit downloads the layer blob once into ``work_dir`` while verifying its digest
-(streamed, bounded memory) and returns it as a file-backed layer carrying the
-original digest and media type: the built image reuses the very same blob.
+A lookup reads the entry's manifest and config only. A hit's layer is a
+:class:`~lamina.cache._lazy.LazyLayer`: its blob is downloaded into ``work_dir`` and
+verified (streamed, bounded memory) when first read, and it names the cache repository
+as its source, so a push to the same registry mounts the blob instead of uploading it.
+The built image reuses the very same blob (digest and media type).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from lamina.cache._common import CHUNK, Clock, check_key, expired_reason, utcnow
+from lamina.cache._common import Clock, check_key, expired_reason, utcnow
 from lamina.cache._entry_image import (
     WrongShapeError,
     entry_image,
@@ -28,9 +29,16 @@ from lamina.cache._entry_image import (
     slot_tag,
 )
 from lamina.cache._keys import KeyInputs
+from lamina.cache._lazy import LazyLayer
 from lamina.cache._store import CacheHit, CacheLookup
-from lamina.errors import AuthError, FilesystemError, LaminaError, RegistryError
-from lamina.oci import Digest, DigestingReader, FileLayer, Layer, Reference
+from lamina.errors import (
+    AuthError,
+    FilesystemError,
+    ImageFormatError,
+    LaminaError,
+    RegistryError,
+)
+from lamina.oci import Digest, Layer, Reference
 from lamina.registry import RegistryClient, RemoteImage
 
 __all__ = ["RegistryLayerCache"]
@@ -73,7 +81,10 @@ class RegistryLayerCache:
         if down is not None:
             return CacheLookup(hit=None, reason=f"{down} (not asked again)")
         try:
-            present = self._client.head_manifest(ref) is not None
+            # one GET: a 404 is a miss, a manifest is read right away (no HEAD first)
+            found = self._client.find_index_or_image(ref)
+        except ImageFormatError as exc:
+            return self._warn_miss(ref, f"corrupted: {exc.message}")
         except LaminaError as exc:
             # the repository itself fails: say so once, then stop asking this build
             kind = "access denied" if isinstance(exc, AuthError) else "unreachable"
@@ -84,10 +95,9 @@ class RegistryLayerCache:
                 "layer cache %s: %s; no layer cache lookups in this build", self.repo, reason
             )
             return CacheLookup(hit=None, reason=reason)
-        if not present:
+        if found is None:
             return CacheLookup(hit=None, reason="no entry")
         try:
-            found = self._client.get_index_or_image(ref)
             if not isinstance(found, RemoteImage):
                 raise WrongShapeError(f"{found.media_type()} is an index, not an image")
             shape = read_entry(found)
@@ -96,7 +106,7 @@ class RegistryLayerCache:
                 return CacheLookup(hit=None, reason=expired)
             layer: Layer | None = None
             if shape.layer is not None:
-                layer = self._download(found, ref, shape.layer)
+                layer = self._lazy(key, found, ref, shape.layer)
         except WrongShapeError as exc:
             return self._warn_miss(ref, f"wrong shape: {exc}")
         except AuthError as exc:
@@ -132,32 +142,24 @@ class RegistryLayerCache:
                     ) from exc
             return self._tmp
 
-    def _download(
-        self, image: RemoteImage, ref: Reference, desc: tuple[Digest, int, str, Digest]
-    ) -> FileLayer:
+    def _lazy(
+        self, key: str, image: RemoteImage, ref: Reference, desc: tuple[Digest, int, str, Digest]
+    ) -> LazyLayer:
         digest, size, media_type, diff_id = desc
         remote = image.layer_by_digest(digest)
-        dest = self._blob_dir() / f"{digest.algorithm}-{digest.hex}"
-        if not dest.exists():
-            partial = dest.with_name(dest.name + f".{threading.get_ident()}.partial")
-            try:
-                with remote.compressed() as src, partial.open("wb") as out:
-                    reader = DigestingReader(
-                        src, expected=digest, expected_size=size, what=f"cache layer of {ref}"
-                    )
-                    while chunk := reader.read(CHUNK):
-                        out.write(chunk)
-                    reader.verify()
-                partial.replace(dest)
-            except OSError as exc:
-                raise FilesystemError(
-                    f"cannot write {partial}: {exc.strerror or exc}",
-                    hint="check the work directory's free space",
-                ) from exc
-            finally:
-                with contextlib.suppress(OSError):
-                    partial.unlink()
-        return FileLayer(dest, media_type=media_type, digest=digest, size=size, diff_id=diff_id)
+        return LazyLayer(
+            key=key,
+            open_blob=remote.compressed,
+            dest=self._blob_dir() / f"{digest.algorithm}-{digest.hex}",
+            digest=digest,
+            size=size,
+            media_type=media_type,
+            diff_id=diff_id,
+            what=f"cache layer {digest.short} of {ref}",
+            source_registry=remote.source_registry,
+            source_repository=remote.source_repository,
+            source_verifies=True,  # RemoteLayer.compressed checks digest and size
+        )
 
     # ------------------------------------------------------------------ store
     def store(self, key: str, layer: Layer | None, inputs: KeyInputs, *, slot: str) -> None:

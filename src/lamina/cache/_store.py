@@ -12,8 +12,10 @@ Rules every back end follows:
 * :meth:`LayerCache.lookup` never raises for cache trouble (unreachable, read-only,
   corrupted, expired, wrong shape): it returns a miss whose ``reason`` says what happened,
   and logs a warning where the user should know.
-* A hit's layer has been verified (its bytes match its digest) and stays readable until
-  :meth:`LayerCache.close`.
+* A hit's layer has been verified (its bytes match its digest) or is a
+  :class:`~lamina.cache.LazyLayer`, verified when first read (a corrupted blob then
+  raises :class:`~lamina.cache.CorruptedCacheError` naming the key); either stays
+  readable until :meth:`LayerCache.close`.
 * :meth:`LayerCache.store` may raise :class:`~lamina.errors.LaminaError`; callers run it
   in the background and turn failures into warnings, never into build failures.
 """

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from lamina import __version__
+import lamina
 from lamina.builder.options import default_kaniko_dir
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
@@ -202,7 +202,7 @@ def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     from lamina.registry import RegistryClient, default_docker_config_dir
 
     config = _default_kaniko_dir(config, env)
-    log.info("lamina %s: building %s", __version__, config.build.dockerfile)
+    log.info("lamina %s: building %s", lamina.__version__, config.build.dockerfile)
     with RegistryClient(
         config.registry, docker_config_dir=default_docker_config_dir(env)
     ) as client:
@@ -312,7 +312,7 @@ def _warm(config: WarmConfig, env: Mapping[str, str]) -> int:
 
 
 def version_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> int:
-    sys.stdout.write(f"lamina {__version__}\n")
+    sys.stdout.write(f"lamina {lamina.__version__}\n")
     return 0
 
 

@@ -8,8 +8,10 @@ content-addressed ``blobs/<algorithm>/<hex>``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +25,7 @@ from lamina.oci._image import BlobImage, BlobIndex, read_json_blob
 from lamina.oci._json import dumps
 from lamina.oci._mutate import with_media_types
 from lamina.oci._platform import Platform
-from lamina.oci._protocols import Image, ImageIndex
+from lamina.oci._protocols import Image, ImageIndex, Layer
 from lamina.oci._records import Descriptor, Index
 
 __all__ = [
@@ -230,6 +232,26 @@ class OCILayout:
                     hint="the layer source is corrupt or changed while being read",
                 )
 
+    def _link_verified(self, layer: Layer) -> bool:
+        """Hard-link a layer's already verified local blob (a fetched cache hit) in place.
+
+        Layers that offer ``verified_file()`` (duck-typed) have checked the file against
+        their digest; False when there is none or it cannot be linked (other filesystem).
+        """
+        verified = getattr(layer, "verified_file", None)
+        local = verified() if callable(verified) else None
+        if not isinstance(local, Path):
+            return False
+        path = self.blob_path(layer.digest())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(local, path)
+        except FileExistsError:
+            return True
+        except OSError:
+            return False
+        return True
+
     def write_image(
         self, image: Image, *, ref_name: str | None = None, oci_media_types: bool = False
     ) -> Descriptor:
@@ -245,12 +267,25 @@ class OCILayout:
         if oci_media_types and mt.is_docker(image.media_type()):
             image = with_media_types(image, "oci")
         manifest = image.manifest()
+        todo: dict[Digest, Layer] = {}
         for layer in image.layers():
-            d = layer.digest()
-            if self.has_blob(d):
-                continue
+            if not self.has_blob(layer.digest()):
+                todo.setdefault(layer.digest(), layer)
+
+        def write(layer: Layer) -> None:
+            if self._link_verified(layer):
+                return
             with layer.compressed() as f:
-                self.write_blob_stream(f, d, layer.size())
+                self.write_blob_stream(f, layer.digest(), layer.size())
+
+        if len(todo) <= 1:
+            for layer in todo.values():
+                write(layer)
+        else:
+            # blobs are independent files: fetch, hash and write them in parallel
+            with ThreadPoolExecutor(max_workers=min(4, len(todo))) as pool:
+                for future in [pool.submit(write, layer) for layer in todo.values()]:
+                    future.result()
         raw_config = image.raw_config()
         self.write_blob_bytes(raw_config, manifest.config.digest)
         raw_manifest = image.raw_manifest()

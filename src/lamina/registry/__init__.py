@@ -10,11 +10,14 @@ Logging goes to ``logging.getLogger("lamina.registry")``; credentials never do.
 
 from __future__ import annotations
 
-from ._auth import Credential, Keychain, default_docker_config_dir
-from ._client import RegistryClient
-from ._options import RegistryOptions
-from ._pull import RemoteImage, RemoteIndex, RemoteLayer
-from ._transport import user_agent
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._auth import Credential, Keychain, default_docker_config_dir
+    from ._client import RegistryClient
+    from ._options import RegistryOptions
+    from ._pull import RemoteImage, RemoteIndex, RemoteLayer
+    from ._transport import user_agent
 
 __all__ = [
     "Credential",
@@ -27,3 +30,28 @@ __all__ = [
     "default_docker_config_dir",
     "user_agent",
 ]
+
+#: what each name is imported from, on first use (``RegistryOptions`` alone must not
+#: import the HTTP client)
+_EXPORTS = {
+    "Credential": "lamina.registry._auth",
+    "Keychain": "lamina.registry._auth",
+    "RegistryClient": "lamina.registry._client",
+    "RegistryOptions": "lamina.registry._options",
+    "RemoteImage": "lamina.registry._pull",
+    "RemoteIndex": "lamina.registry._pull",
+    "RemoteLayer": "lamina.registry._pull",
+    "default_docker_config_dir": "lamina.registry._auth",
+    "user_agent": "lamina.registry._transport",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

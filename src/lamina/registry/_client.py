@@ -79,6 +79,18 @@ class RegistryClient:
             hint="check the --registry-map / --registry-mirror values",
         )
 
+    def find_index_or_image(self, ref: Reference) -> RemoteImage | RemoteIndex | None:
+        """The manifest at ``ref`` (no mirrors), or None when it is absent: a single GET."""
+        repo = self._repository(ref, ref)
+        found = repo.fetch_manifest_if_present(ref.identifier)
+        if found is None:
+            return None
+        raw, media_type, digest = found
+        target = ref.with_digest(digest) if ref.digest is None else ref
+        if mt.is_index(media_type):
+            return RemoteIndex(repo, target, raw, media_type, digest)
+        return RemoteImage(repo, target, raw, media_type, digest)
+
     def pull(self, ref: Reference, *, platform: Platform) -> RemoteImage:
         """The image at ``ref`` for ``platform`` (an index is resolved to one child)."""
         found = self.get_index_or_image(ref)

@@ -73,9 +73,17 @@ class RemoteRepository:
     # ------------------------------------------------------------------ manifests
     def fetch_manifest(self, identifier: str) -> tuple[bytes, str, Digest]:
         """(raw bytes, media type, digest) of the manifest at a tag or digest."""
-        return self.retry(lambda: self._fetch_manifest(identifier))
+        found = self.retry(lambda: self._fetch_manifest(identifier))
+        assert found is not None
+        return found
 
-    def _fetch_manifest(self, identifier: str) -> tuple[bytes, str, Digest]:
+    def fetch_manifest_if_present(self, identifier: str) -> tuple[bytes, str, Digest] | None:
+        """Like :meth:`fetch_manifest`, but None when the registry answers 404 (one GET)."""
+        return self.retry(lambda: self._fetch_manifest(identifier, missing_ok=True))
+
+    def _fetch_manifest(
+        self, identifier: str, *, missing_ok: bool = False
+    ) -> tuple[bytes, str, Digest] | None:
         path = f"/v2/{self.repository}/manifests/{identifier}"
         accept = ", ".join(mt.MANIFEST_ACCEPT)
         response = self.endpoint.send(
@@ -88,6 +96,8 @@ class RemoteRepository:
             follow_redirects=True,
         )
         with contextlib.closing(response):
+            if response.status_code == 404 and missing_ok:
+                return None
             if response.status_code != 200:
                 raise error_from_response(response, self.what)
             declared = int(response.headers.get("content-length") or 0)

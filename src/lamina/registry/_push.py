@@ -18,12 +18,11 @@ from typing import BinaryIO, TypeVar
 import httpx
 
 from lamina.errors import LaminaError, RegistryError
-from lamina.oci import Digest, Image, Reference
+from lamina.oci import Digest, Image, Layer, Reference
 
 from ._auth import normalize_registry
 from ._errors import error_from_response, with_retries
 from ._options import RegistryOptions
-from ._pull import RemoteLayer
 from ._streams import CHUNK
 from ._transport import Endpoint, RegistryTransport
 
@@ -41,6 +40,15 @@ class _Blob:
     open: Callable[[], AbstractContextManager[BinaryIO]]
     mount_from: tuple[str, str] | None = None  # (registry, repository)
     label: str = "blob"
+
+
+def _mount_origin(layer: Layer) -> tuple[str, str] | None:
+    """Where a layer's blob already is: a pulled layer, or a lazy cache hit (duck-typed)."""
+    registry = getattr(layer, "source_registry", None)
+    repository = getattr(layer, "source_repository", None)
+    if isinstance(registry, str) and isinstance(repository, str):
+        return (registry, repository)
+    return None
 
 
 def run_parallel(fn: Callable[[_T], None], items: Iterable[_T], parallel: int) -> None:
@@ -170,9 +178,7 @@ class Pusher:
             if desc.digest in seen:
                 continue
             seen.add(desc.digest)
-            mount = None
-            if isinstance(layer, RemoteLayer):
-                mount = (layer.source_registry, layer.source_repository)
+            mount = _mount_origin(layer)
             blobs.append(
                 _Blob(
                     digest=desc.digest,

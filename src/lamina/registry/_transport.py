@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 
 import httpx
 
-from lamina import __version__
+import lamina
 from lamina.errors import AuthError, RegistryError
 
 from ._auth import Credential, Keychain, normalize_registry
@@ -53,7 +53,7 @@ def basic_header(cred: Credential) -> str:
 
 
 def user_agent(suffix: str = "") -> str:
-    base = f"lamina/{__version__}"
+    base = f"lamina/{lamina.__version__}"
     return f"{base} {suffix}".strip() if suffix else base
 
 

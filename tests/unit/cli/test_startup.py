@@ -1,0 +1,75 @@
+"""Start-up cost: a command imports only what it uses (``lamina version`` no builder,
+no HTTP client, no importlib.metadata until the version is asked for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[3] / "src"
+
+_PROBE = """
+import json, sys
+from lamina.cli.main import run
+before = sorted(sys.modules)
+code = run(sys.argv[1:], {}, prog="lamina")
+print(json.dumps({"code": code, "before": before, "after": sorted(sys.modules)}))
+"""
+
+
+def _modules(*argv: str) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    return dict(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def test_importing_the_cli_pulls_in_no_builder_registry_client_or_http() -> None:
+    loaded = set(_modules("version")["before"])
+    heavy = {
+        "httpx",
+        "importlib.metadata",
+        "lamina.builder._build",
+        "lamina.builder._stage",
+        "lamina.registry._client",
+        "lamina.sandbox",
+        "lamina.cache",
+        "lamina.dockerfile",
+    }
+    assert loaded & heavy == set()
+
+
+def test_version_reads_the_version_and_still_imports_no_builder() -> None:
+    out = _modules("version")
+    assert out["code"] == 0
+    after = set(out["after"])
+    assert "importlib.metadata" in after
+    assert "lamina.builder._build" not in after
+    assert "httpx" not in after
+
+
+def test_lazy_package_exports_resolve() -> None:
+    import lamina
+    import lamina.builder
+    import lamina.registry
+
+    assert isinstance(lamina.__version__, str)
+    assert lamina.builder.build_image.__module__ == "lamina.builder._build"
+    assert lamina.registry.RegistryClient.__module__ == "lamina.registry._client"
+    for pkg in (lamina.builder, lamina.registry):
+        for name in pkg.__all__:
+            assert getattr(pkg, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = lamina.builder.no_such_name
