@@ -155,3 +155,13 @@ RUN ls /work > /after && test ! -e /scratch
     assert set(built.layer_files(n - 3)) == {"mode", "listing"}
     assert set(built.layer_files(n - 2)) == {"done"}
     assert built.read_file(n - 1, "after") == b"keep\n"
+
+
+def test_what_stays_impossible_names_the_line(tmp_path: Path) -> None:
+    """No namespaces, no private network: refused before the step, with its line."""
+    ctx = context(tmp_path / "ctx", "FROM base\nRUN --network=none true\n")
+    proc = build_without_mount_rights(tmp_path, ctx, tmp_path / "out")
+    text = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0
+    assert "Dockerfile:5" in text
+    assert "RUN --network=none with --isolation=chroot" in text
