@@ -12,12 +12,14 @@ import pytest
 
 from lamina.errors import NotSupportedError, UsageError
 from lamina.sandbox import (
+    BindMount,
     ChrootRunner,
     InPlaceRunner,
     NamespaceRunner,
     RunSpec,
     TmpfsMount,
     detect_container,
+    probe_mounts,
     select_runner,
 )
 from tests.integration.test_sandbox_namespace import (
@@ -174,3 +176,24 @@ def test_none_refused_outside_a_container() -> None:
         select_runner("none", force=False, log=lambda _: None)
     assert "--force" in (err.value.hint or "")
     assert isinstance(select_runner("none", force=True, log=lambda _: None), InPlaceRunner)
+
+
+def test_chroot_without_mount_rights_refuses_mounts(rootfs: Path, tmp_path: Path) -> None:
+    """The builder emulates mounts when ``can_mount`` is false; a spec with one is refused."""
+    src = tmp_path / "secret"
+    src.write_text("s\n")
+    spec = RunSpec(
+        rootfs=rootfs,
+        argv=("/bin/sh", "-c", "true"),
+        mounts=(BindMount(source=src, target="/run/secrets/s", readonly=True),),
+    )
+    with pytest.raises(NotSupportedError, match="no mount rights"):
+        ChrootRunner(mount_rights=False).run(spec, on_output=Collected())
+    assert not (rootfs / "run/secrets").exists()
+
+
+@pytest.mark.namespaces
+def test_chroot_mount_probe_as_root_with_caps() -> None:
+    """The test process is root with CAP_SYS_ADMIN: the probe passes, real mounts are used."""
+    assert probe_mounts() is None
+    assert ChrootRunner().can_mount

@@ -37,16 +37,19 @@ socket at the target (``/run/buildkit/ssh_agent.<n>`` by default) and set
 overlay's upper directory, so none of this reaches a layer; the history shows
 the command only, as BuildKit's does.
 
-With ``--isolation=none`` there are no mounts at all: :class:`InPlaceMounts`
-emulates every type in the one root (the image's entry at a target renamed
-aside, the mount's content placed, all undone after the step). Secrets still
-come from :func:`secret_mounts` and caches from :class:`CacheStore`, so the
-mode/owner, sharing and seeding rules are the same in every mode.
+Where the runner cannot mount (``--isolation=none``, and ``chroot`` without
+CAP_SYS_ADMIN: ``Runner.can_mount`` is false) :class:`InPlaceMounts`
+emulates every type in the root the step runs in (the image's entry at a
+target renamed aside, the mount's content placed, all undone after the step,
+the targets left out of the snapshot). Secrets still come from
+:func:`secret_mounts` and caches from :class:`CacheStore`, so the mode/owner,
+sharing and seeding rules are the same in every mode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -61,7 +64,13 @@ from pathlib import Path, PurePosixPath
 
 from lamina.builder.options import SecretSource, SSHSource
 from lamina.dockerfile import Heredoc, Mount
-from lamina.errors import BuildStepError, DockerfileError, FilesystemError, SourceLocation
+from lamina.errors import (
+    BuildStepError,
+    DockerfileError,
+    FilesystemError,
+    NotSupportedError,
+    SourceLocation,
+)
 from lamina.fs import safe_join
 from lamina.sandbox import BindMount
 
@@ -582,7 +591,11 @@ class _Claim:
 
 @dataclass(slots=True, kw_only=True)
 class InPlaceMounts:
-    """``RUN --mount`` emulated in an in-place root (``--isolation=none``: no mount rights).
+    """``RUN --mount`` emulated in the step's root, for a runner without mount rights.
+
+    Used for ``--isolation=none`` (the one in-place root) and for ``chroot``
+    without CAP_SYS_ADMIN (the stage's private rootfs); ``isolation`` names
+    the mode in messages.
 
     Each mount target is *claimed*: whatever the image has there is renamed
     aside (a sibling ``.lamina-aside-*`` name, so a rename on one filesystem)
@@ -595,7 +608,8 @@ class InPlaceMounts:
       in (copied only across filesystems) and renamed back after the step; a
       read-only cache is copied in and discarded;
     * a tmpfs (:meth:`tmpfs`): an empty 1777 directory;
-    * an ssh agent (:meth:`link`): a symlink to the agent socket's in-image path.
+    * an ssh agent: a symlink to the agent socket's in-image path (:meth:`link`,
+      in place) or a hard link to the socket (:meth:`socket`, a chroot).
 
     :meth:`restore` (always, in a ``finally``) removes what the step left at
     each target, renames the image's entries back, removes the created
@@ -608,6 +622,7 @@ class InPlaceMounts:
     root: Path
     location: SourceLocation
     log: Callable[[str], None]
+    isolation: str = "none"
     claims: list[_Claim] = field(default_factory=list)
     created: list[Path] = field(default_factory=list)
     times: dict[Path, tuple[int, int]] = field(default_factory=dict)
@@ -648,8 +663,8 @@ class InPlaceMounts:
     def _error(self, target: str, exc: OSError) -> FilesystemError:
         return FilesystemError(
             f"cannot emulate the RUN mount at {target} in place: {exc.strerror or exc}",
-            hint="--isolation=none emulates mounts by copying into the root; check free "
-            "space, or build with --isolation=namespace",
+            hint=f"--isolation={self.isolation} without mount rights emulates mounts by "
+            "copying into the root; check free space, or build with --isolation=namespace",
             location=self.location,
         )
 
@@ -694,8 +709,9 @@ class InPlaceMounts:
             files = _clone(source, host)
             if source.is_dir():
                 self.log(
-                    f"RUN --mount at {target}: copied {files} file(s) in (--isolation=none "
-                    "has no bind mounts; the copy is removed after the step)"
+                    f"RUN --mount at {target}: copied {files} file(s) in (--isolation="
+                    f"{self.isolation} has no bind mounts here; the copy is removed after "
+                    "the step)"
                 )
         except OSError as exc:
             raise self._error(target, exc) from exc
@@ -705,6 +721,26 @@ class InPlaceMounts:
         try:
             self._claim(target).symlink_to(str(socket))
         except OSError as exc:
+            raise self._error(target, exc) from exc
+
+    def socket(self, source: Path, target: str) -> None:
+        """A hard link to the socket ``source`` at ``target`` (connecting reaches the agent).
+
+        A chroot cannot follow a symlink out of its root; a hard link needs
+        the socket on the root's filesystem.
+        """
+        try:
+            host = self._claim(target)
+            os.link(source, host, follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise NotSupportedError(
+                    f"RUN --mount=type=ssh at {target} with --isolation={self.isolation} "
+                    f"without mount rights and the agent socket {source} on another filesystem",
+                    hint="the socket is hard-linked into the root: put it on the filesystem of "
+                    "--kaniko-dir, grant CAP_SYS_ADMIN, or use --isolation=namespace",
+                    location=self.location,
+                ) from exc
             raise self._error(target, exc) from exc
 
     def tmpfs(self, target: str) -> None:

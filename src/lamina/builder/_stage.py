@@ -1166,12 +1166,13 @@ class StageBuilder:
                 hint="use default, none or host",
                 location=loc,
             )
-        if network == "none" and self.env.inplace is not None:
+        runner = self.env.get_runner()
+        if network == "none" and not runner.captures_upper:
             raise NotSupportedError(
-                "RUN --network=none with --isolation=none",
-                hint="--isolation=none runs the step in the container's own namespaces, so "
-                "it cannot take the network away; drop --network=none or build with "
-                "--isolation=namespace",
+                f"RUN --network=none with --isolation={runner.name}",
+                hint=f"--isolation={runner.name} runs the step in lamina's own network "
+                "namespace, so it cannot take the network away; drop --network=none or build "
+                "with --isolation=namespace",
                 location=loc,
             )
         script: tuple[str, bytes] | None = None
@@ -1191,7 +1192,7 @@ class StageBuilder:
         args = [(k, v if v is not None else "") for k, v in self.scope.args]
         created_by = run_created_by(argv, args)
         rootfs = self.ensure_fs()
-        runner = self.env.get_runner()
+        emulate = not runner.can_mount  # mounts emulated in the rootfs (InPlaceMounts)
         cwd = self.runtime.working_dir or "/"
         run_argv = argv
         if script is not None:
@@ -1253,7 +1254,7 @@ class StageBuilder:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        if caches and not runner.captures_upper and self.env.inplace is None:
+        if caches and not runner.captures_upper and not emulate:
             shutil.rmtree(scratch, ignore_errors=True)
             raise NotSupportedError(
                 f"RUN --mount=type=cache with --isolation={runner.name}",
@@ -1261,7 +1262,7 @@ class StageBuilder:
                 location=loc,
             )
         emulated: list[MountSpec] = []
-        if self.env.inplace is not None:  # no mount rights: emulated by _run_in_place
+        if emulate:  # no mount rights: emulated by _run_emulated
             emulated, mounts = mounts, []
         spec = RunSpec(
             rootfs=rootfs,
@@ -1315,10 +1316,8 @@ class StageBuilder:
                 ownership.apply_upper(upper, rootfs)
                 ownership.remove(work)
                 ownership.remove(upper)
-            elif self.env.inplace is not None:
-                layer = self._run_in_place(
-                    self.env.inplace, runner, spec, emulated, caches, out, command_text, loc
-                )
+            elif emulate:
+                layer = self._run_emulated(runner, spec, emulated, caches, out, command_text, loc)
             else:
                 before = self.env.scan(rootfs)
                 result = self._run_in(runner, spec, out, loc)
@@ -1334,9 +1333,8 @@ class StageBuilder:
             shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
 
-    def _run_in_place(  # noqa: PLR0917 - one RUN's parts
+    def _run_emulated(  # noqa: PLR0917 - one RUN's parts
         self,
-        inplace: InPlace,
         runner: Runner,
         spec: RunSpec,
         mounts: Sequence[MountSpec],
@@ -1345,13 +1343,16 @@ class StageBuilder:
         command_text: str,
         loc: SourceLocation,
     ) -> Layer | None:
-        """A RUN in place (``--isolation=none``) with its mounts emulated by copies.
+        """A RUN whose runner cannot mount, its mounts emulated in ``spec.rootfs``.
 
-        See :class:`InPlaceMounts`: the targets are left out of both scans and
+        ``--isolation=none`` (the one in-place root) and ``chroot`` without
+        mount rights (the stage's private rootfs) take this one path. See
+        :class:`InPlaceMounts`: the targets are left out of both scans and
         restored, even when the step fails or the build is interrupted.
         """
         root = spec.rootfs
-        em = InPlaceMounts(root=root, location=loc, log=self.log.info)
+        inplace = self.env.inplace
+        em = InPlaceMounts(root=root, location=loc, log=self.log.info, isolation=runner.name)
         places: list[tuple[str, Callable[[], None]]] = []
         leases: list[CacheLease] = []
         for mount in mounts:
@@ -1366,7 +1367,8 @@ class StageBuilder:
                     (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
                 )
             places.sort(key=lambda p: PurePosixPath(p[0]).parts)
-            ignore = inplace.ignore.with_paths(*(em.resolve(t) for t, _ in places))
+            base = inplace.ignore if inplace is not None else IgnoreList()
+            ignore = base.with_paths(*(em.resolve(t) for t, _ in places))
             before = StatIndex.scan(root, ignore)
             try:
                 for _, place in places:
@@ -1388,17 +1390,19 @@ class StageBuilder:
         return self._layer(changes, root)
 
     def _emulation(
-        self, em: InPlaceMounts, inplace: InPlace, mount: MountSpec, loc: SourceLocation
+        self, em: InPlaceMounts, inplace: InPlace | None, mount: MountSpec, loc: SourceLocation
     ) -> Callable[[], None]:
-        """How ``mount`` is placed in the in-place root (checked now, done later)."""
+        """How ``mount`` is placed in the step's root (checked now, done later)."""
         if isinstance(mount, TmpfsMount):
             if mount.size is not None:
                 self.log.warning(
                     "%s: RUN --mount=type=tmpfs,size=%d at %s: the size is not enforced with "
-                    "--isolation=none (the mount is an ordinary directory in the root)",
+                    "--isolation=%s without mount rights (the mount is an ordinary directory "
+                    "in the root)",
                     loc,
                     mount.size,
                     mount.target,
+                    em.isolation,
                 )
             return lambda: em.tmpfs(mount.target)
         source = mount.source
@@ -1409,7 +1413,9 @@ class StageBuilder:
                 f"cannot read the RUN --mount source {source}: {exc.strerror or exc}",
                 location=loc,
             ) from exc
-        if is_socket:  # an ssh agent: a symlink, if the socket survives the wipe
+        if is_socket and inplace is None:  # an ssh agent in a chroot: a hard link
+            return lambda: em.socket(source, mount.target)
+        if is_socket and inplace is not None:  # in place: a symlink, if the socket survives
             inside = in_image_path(inplace.root, source)
             if inside is None or not inplace.ignore.matches(inside):
                 raise NotSupportedError(
@@ -1428,10 +1434,10 @@ class StageBuilder:
         """``runner.run``; a sandbox set-up error gets the RUN's Dockerfile line."""
         try:
             return runner.run(spec, on_output=out)
-        except BuildStepError as exc:
+        except (BuildStepError, NotSupportedError) as exc:
             if exc.location is not None:
                 raise
-            raise BuildStepError(exc.message, hint=exc.hint, location=loc) from exc
+            raise type(exc)(exc.message, hint=exc.hint, location=loc) from exc
 
     def _copy_heredocs(
         self,

@@ -18,10 +18,13 @@
         only ``lo``. Every process the step leaves behind dies with it.
         Supports ``RUN --mount=type=bind|tmpfs``.
     ``chroot``
-        for root without mount rights: ``chroot`` into the image. No fresh
+        for root without namespaces: ``chroot`` into the image. No fresh
         ``/proc``; missing standard ``/dev`` nodes are created for the step and
-        removed after. Leftover processes are killed. No ``--mount``, no
-        ``--network=none``.
+        removed after. Leftover processes are killed. Read-only bind mounts
+        are real mounts in a private mount namespace when
+        :attr:`ChrootRunner.can_mount` (CAP_SYS_ADMIN, :func:`probe_mounts`);
+        otherwise ``spec.mounts`` must be empty and the builder emulates every
+        RUN mount in the rootfs, as for ``none``. No ``--network=none``.
     ``none``
         kaniko's mode for unprivileged Kubernetes pods: the container's own
         ``/`` is the image; the step runs directly in it (new process group,
@@ -54,6 +57,7 @@ from lamina.sandbox._runners import (
     InPlaceRunner,
     NamespaceRunner,
     host_network_files,
+    probe_mounts,
 )
 from lamina.sandbox._select import (
     ISOLATIONS,
@@ -92,6 +96,7 @@ __all__ = [
     "failure_error",
     "host_network_files",
     "probe_chroot",
+    "probe_mounts",
     "probe_namespace",
     "read_image_file",
     "resolve_user",

@@ -724,17 +724,18 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
 def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
     """The chroot's read-only bind mounts, in a private mount namespace.
 
-    Where no mount namespace can be made (no CAP_SYS_ADMIN), regular files
-    (secrets) are copied over their mount points instead (the parent made
-    them and removes them after the step); directories and sockets cannot be.
+    The builder emulates mounts in the rootfs when the mount probe fails, so
+    a failure here means the rights went away after the probe.
     """
     try:
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     except OSError as exc:
-        for item in binds:
-            _copy_bind(rootfs, item, exc)
-        return
+        raise SetupError(
+            f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
+            "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
+            "emulates them when the mount probe says so before the step",
+        ) from exc
     for item in binds:
         _bind(
             str(item["source"]),
@@ -742,29 +743,6 @@ def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
             readonly=True,
             rootless=False,
         )
-
-
-def _copy_bind(rootfs: str, item: dict[str, Any], why: OSError) -> None:
-    target = str(item["target"])
-    if item["kind"] != "file":
-        raise SetupError(
-            f"cannot mount {target}: no private mount namespace here ({why.strerror or why})",
-            "with --isolation=chroot, RUN --mount of a directory or socket (type=ssh, a bind "
-            "of a directory, a here-document script) needs mount rights (CAP_SYS_ADMIN); "
-            "secrets work without; or use --isolation=namespace",
-        )
-    host = resolve_in_root(rootfs, target)
-    source = str(item["source"])
-    st = os.stat(source)
-    fd = os.open(host, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        with open(source, "rb") as src:
-            while chunk := src.read(65536):
-                os.write(fd, chunk)
-        os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    finally:
-        os.close(fd)
 
 
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
@@ -822,6 +800,11 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
 def _probe(kind: str, arg: str, userns: bool) -> int:
     if kind == "chroot":
         os.chroot("/")
+        return 0
+    if kind == "mounts":  # what ChrootRunner's real mounts need (the namespace dies with us)
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        mount(arg, arg, None, MS_BIND, None)
         return 0
     flags = CLONE_NEWNS | CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
     uid, gid = os.geteuid(), os.getegid()

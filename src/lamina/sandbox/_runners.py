@@ -25,13 +25,21 @@ from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
 
-__all__ = ["ChrootRunner", "IdMap", "InPlaceRunner", "NamespaceRunner", "host_network_files"]
+__all__ = [
+    "ChrootRunner",
+    "IdMap",
+    "InPlaceRunner",
+    "NamespaceRunner",
+    "host_network_files",
+    "probe_mounts",
+]
 
 INIT_SCRIPT = Path(_init.__file__)
 T = TypeVar("T")
 _TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
 _KILL_GRACE_SECONDS = 5.0
+_PROBE_TIMEOUT = 20.0
 
 
 def host_network_files(
@@ -585,6 +593,10 @@ class NamespaceRunner:
     def captures_upper(self) -> bool:
         return True
 
+    @property
+    def can_mount(self) -> bool:
+        return True
+
     def effective_id_map(self) -> IdMap | None:
         """The id map runs use; ``None`` without a user namespace (host ids as they are).
 
@@ -777,8 +789,7 @@ def _swapped_files(
     """Put ``files`` and missing /dev nodes into the rootfs for the step, then restore it.
 
     ``binds`` (in-image target -> is a directory) are mount points for the
-    step's read-only bind mounts: made when missing, and an image file there
-    is saved and restored (the init may copy a secret over it).
+    step's read-only bind mounts, made when missing and removed afterwards.
     """
     saved: list[tuple[Path, bytes, os.stat_result]] = []
     stubs = _Stubs(rootfs)
@@ -796,9 +807,7 @@ def _swapped_files(
                 host.write_bytes(content)
         for target, directory in sorted((binds or {}).items()):
             host = safe_join(rootfs, target, follow_final=True)
-            if not directory and host.is_file():
-                saved.append((host, host.read_bytes(), host.stat()))
-            elif not os.path.lexists(host):
+            if not os.path.lexists(host):
                 stubs.add(rootfs, target, directory=directory)
         stubs.restore_times()
         yield
@@ -812,6 +821,29 @@ def _swapped_files(
                 os.chmod(host, stat.S_IMODE(st.st_mode))
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
         stubs.remove()
+
+
+def probe_mounts() -> str | None:
+    """Can this process make a private mount namespace with bind mounts? ``None`` if so.
+
+    What :class:`ChrootRunner` needs for real mounts (root with CAP_SYS_ADMIN).
+    """
+    tmp = tempfile.mkdtemp(prefix="lamina-probe-")
+    try:
+        proc = subprocess.run(
+            _init_command("--probe", "mounts", tmp),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    finally:
+        remove_tree(Path(tmp))
+    if proc.returncode == 0:
+        return None
+    return proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
 
 
 def _direct_unsupported(spec: RunSpec, isolation: str, *, read_only_binds: bool = False) -> None:
@@ -838,14 +870,14 @@ def _direct_unsupported(spec: RunSpec, isolation: str, *, read_only_binds: bool 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChrootRunner:
-    """``chroot(2)`` into the rootfs: for root without mount rights.
+    """``chroot(2)`` into the rootfs: for root without a mount + pid namespace.
 
     Read-only bind mounts (secrets, the ssh agent socket, bind mounts,
-    heredoc scripts) are mounted in a private mount namespace when the kernel
-    allows one (root with CAP_SYS_ADMIN); without it, file mounts (secrets)
-    are copied to their target with the source's owner and mode for the step
-    and removed (or the image's file restored) before the snapshot, while
-    directory and socket mounts are refused with a clear error.
+    heredoc scripts) are mounted in a private mount namespace: only when
+    :attr:`can_mount` (root with CAP_SYS_ADMIN, probed once with
+    :func:`probe_mounts` unless ``mount_rights`` says). Without it the builder
+    emulates every RUN mount in the rootfs itself (as for ``--isolation=none``)
+    and passes none; a spec with mounts is then refused.
 
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
@@ -855,6 +887,12 @@ class ChrootRunner:
     are restored too. Changes land in ``spec.rootfs``.
     """
 
+    #: whether real mounts work here; ``None``: probe on first use
+    mount_rights: bool | None = None
+    _probed: dict[str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     @property
     def name(self) -> str:
         return "chroot"
@@ -863,8 +901,23 @@ class ChrootRunner:
     def captures_upper(self) -> bool:
         return False
 
+    @property
+    def can_mount(self) -> bool:
+        if self.mount_rights is not None:
+            return self.mount_rights
+        if "mounts" not in self._probed:
+            self._probed["mounts"] = probe_mounts()
+        return self._probed["mounts"] is None
+
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         _direct_unsupported(spec, "chroot", read_only_binds=True)
+        if spec.mounts and not self.can_mount:
+            raise NotSupportedError(
+                "RUN --mount with --isolation=chroot and no mount rights",
+                hint="a private mount namespace cannot be made here "
+                f"({self._probed.get('mounts')}); the builder emulates mounts in the rootfs "
+                "instead of passing them",
+            )
         user = resolve_user(spec.rootfs, spec.user)
         binds: list[dict[str, str]] = []
         targets: dict[str, bool] = {}
@@ -873,20 +926,14 @@ class ChrootRunner:
             target = _abs_target(spec, mount.target)
             source = mount.source.absolute()
             try:
-                st = os.stat(source)
+                is_dir = source.is_dir()
+                os.stat(source)
             except OSError as exc:
                 raise BuildStepError(
                     f"bind mount source {source} for {target}: {exc.strerror or exc}"
                 ) from exc
-            kind = (
-                "dir"
-                if stat.S_ISDIR(st.st_mode)
-                else "file"
-                if stat.S_ISREG(st.st_mode)
-                else "other"
-            )
-            binds.append({"source": str(source), "target": target, "kind": kind})
-            targets[target] = kind == "dir"
+            binds.append({"source": str(source), "target": target})
+            targets[target] = is_dir
         with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
                 {
@@ -928,6 +975,10 @@ class InPlaceRunner:
 
     @property
     def captures_upper(self) -> bool:
+        return False
+
+    @property
+    def can_mount(self) -> bool:
         return False
 
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:

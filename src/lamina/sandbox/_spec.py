@@ -155,6 +155,12 @@ class Runner(Protocol):
         """True when changes land in ``spec.upper``; else they go to ``spec.rootfs``."""
         ...
 
+    @property
+    def can_mount(self) -> bool:
+        """True when ``spec.mounts`` are real mounts; False: pass none (the builder
+        emulates RUN mounts in ``spec.rootfs``)."""
+        ...
+
     def run(self, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> RunResult:
         """Run the command, streaming merged stdout/stderr chunks to ``on_output``."""
         ...

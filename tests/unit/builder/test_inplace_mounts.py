@@ -239,3 +239,27 @@ def test_tree_copy_remakes_nodes_instead_of_reading_them(root: Path, tmp_path: P
     assert (f.st_uid, f.st_gid) == (12, 34)
     em.restore()
     assert not (root / "mnt").exists()
+
+
+def test_socket_is_hard_linked_and_reaches_the_agent(root: Path, tmp_path: Path) -> None:
+    """A chroot cannot follow a symlink out of its root: the agent socket is hard-linked."""
+    before = _tree(root)
+    sock = tmp_path / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock))
+        server.listen(1)
+        em = _mounts(root)
+        em.socket(sock, "/run/buildkit/ssh_agent.0")
+        em.placed()
+        placed = root / "run/buildkit/ssh_agent.0"
+        assert not placed.is_symlink()
+        assert os.lstat(placed).st_ino == os.lstat(sock).st_ino
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(placed))
+            conn, _ = server.accept()
+            client.sendall(b"ping")
+            assert conn.recv(4) == b"ping"
+            conn.close()
+        em.restore()
+    assert _tree(root) == before
+    assert sock.exists()  # the agent's own socket is left alone
