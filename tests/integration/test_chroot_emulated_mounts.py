@@ -1,9 +1,10 @@
-"""``--isolation=chroot`` without mount rights: every RUN mount is emulated in the rootfs.
+"""``--isolation=chroot``: RUN mounts the chroot runner does not mount are emulated.
 
-The CLI runs under ``setpriv`` with CAP_SYS_ADMIN dropped from the bounding
-and inheritable sets, so the chroot runner's mount probe fails and the
-builder places cache, bind, tmpfs (and secret, ssh) mounts with
-``InPlaceMounts`` in the stage's private rootfs, as for ``--isolation=none``.
+Without mount rights (the CLI runs under ``setpriv`` with CAP_SYS_ADMIN
+dropped from the bounding and inheritable sets, so the chroot runner's mount
+probe fails) every mount is; with them, cache, tmpfs and writable bind mounts
+are (read-only binds and secrets are real mounts). The builder places them
+with ``InPlaceMounts`` in the stage's private rootfs, as for ``--isolation=none``.
 Nothing at a mount target may reach a layer; the image's own files at a
 target are hidden for the step and back afterwards.
 """
@@ -44,13 +45,13 @@ def context(where: Path, body: str) -> Path:
 
 
 def build_without_mount_rights(
-    tmp_path: Path, ctx: Path, out: Path, *extra: str
+    tmp_path: Path, ctx: Path, out: Path, *extra: str, rights: bool = False
 ) -> subprocess.CompletedProcess[bytes]:
-    """``lamina build --isolation=chroot`` with CAP_SYS_ADMIN dropped (no mount namespace)."""
+    """``lamina build --isolation=chroot`` with CAP_SYS_ADMIN dropped (no mount namespace),
+    or with it (``rights``)."""
+    drop = [SETPRIV or "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
     command = [
-        SETPRIV or "setpriv",
-        "--bounding-set=-sys_admin",
-        "--inh-caps=-sys_admin",
+        *([] if rights else drop),
         sys.executable,
         "-m",
         "lamina",
@@ -74,7 +75,10 @@ def built_ok(proc: subprocess.CompletedProcess[bytes], out: Path) -> Built:
     return Built(result=None, layout=out, image=image)  # type: ignore[arg-type]
 
 
-def test_cache_mount_persists_between_builds_and_stays_out_of_layers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rights", [False, True], ids=["no-mount-rights", "mount-rights"])
+def test_cache_mount_persists_between_builds_and_stays_out_of_layers(
+    tmp_path: Path, rights: bool
+) -> None:
     ctx = context(
         tmp_path / "ctx",
         """FROM base
@@ -88,7 +92,12 @@ RUN ls /var/cache/pkg > /after
     caches = tmp_path / "caches"
     first = built_ok(
         build_without_mount_rights(
-            tmp_path, ctx, tmp_path / "out1", "--build-arg=N=1", f"--cache-mount-dir={caches}"
+            tmp_path,
+            ctx,
+            tmp_path / "out1",
+            "--build-arg=N=1",
+            f"--cache-mount-dir={caches}",
+            rights=rights,
         ),
         tmp_path / "out1",
     )
@@ -98,7 +107,12 @@ RUN ls /var/cache/pkg > /after
     assert first.read_file(n - 1, "after") == b"img\n"
     second = built_ok(
         build_without_mount_rights(
-            tmp_path, ctx, tmp_path / "out2", "--build-arg=N=2", f"--cache-mount-dir={caches}"
+            tmp_path,
+            ctx,
+            tmp_path / "out2",
+            "--build-arg=N=2",
+            f"--cache-mount-dir={caches}",
+            rights=rights,
         ),
         tmp_path / "out2",
     )
@@ -109,7 +123,8 @@ RUN ls /var/cache/pkg > /after
     assert sorted(data) == ["from-1", "from-2"]
 
 
-def test_bind_from_context_and_heredoc_script(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rights", [False, True], ids=["no-mount-rights", "mount-rights"])
+def test_bind_from_context_and_heredoc_script(tmp_path: Path, rights: bool) -> None:
     ctx = context(
         tmp_path / "ctx",
         """FROM base
@@ -127,7 +142,10 @@ RUN cat /etc/one > /after && test ! -e /mnt/data
     (ctx / "data").mkdir()
     (ctx / "data" / "a").write_text("from-context\n")
     (ctx / "one.txt").write_text("one\n")
-    built = built_ok(build_without_mount_rights(tmp_path, ctx, tmp_path / "out"), tmp_path / "out")
+    built = built_ok(
+        build_without_mount_rights(tmp_path, ctx, tmp_path / "out", rights=rights),
+        tmp_path / "out",
+    )
     n = len(built.image.layers())
     assert built.read_file(n - 3, "got") == b"from-context\none\n"
     assert set(built.layer_files(n - 3)) == {"got"}  # no mnt/, no etc/one
@@ -137,7 +155,8 @@ RUN cat /etc/one > /after && test ! -e /mnt/data
     assert (ctx / "data" / "a").read_text() == "from-context\n"  # rw writes are discarded
 
 
-def test_tmpfs_is_empty_sticky_and_discarded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rights", [False, True], ids=["no-mount-rights", "mount-rights"])
+def test_tmpfs_is_empty_sticky_and_discarded(tmp_path: Path, rights: bool) -> None:
     ctx = context(
         tmp_path / "ctx",
         """FROM base
@@ -148,7 +167,10 @@ RUN --mount=type=tmpfs,target=/scratch/deep touch /scratch/deep/x && echo ok > /
 RUN ls /work > /after && test ! -e /scratch
 """,
     )
-    built = built_ok(build_without_mount_rights(tmp_path, ctx, tmp_path / "out"), tmp_path / "out")
+    built = built_ok(
+        build_without_mount_rights(tmp_path, ctx, tmp_path / "out", rights=rights),
+        tmp_path / "out",
+    )
     n = len(built.image.layers())
     assert built.read_file(n - 3, "mode") == b"1777\n"
     assert built.read_file(n - 3, "listing") == b""

@@ -1192,7 +1192,15 @@ class StageBuilder:
         args = [(k, v if v is not None else "") for k, v in self.scope.args]
         created_by = run_created_by(argv, args)
         rootfs = self.ensure_fs()
-        emulate = not runner.can_mount  # mounts emulated in the rootfs (InPlaceMounts)
+        # mounts emulated in the rootfs (InPlaceMounts): without mount rights, and for what
+        # the chroot runner does not mount itself (cache, tmpfs, writable binds)
+        emulate = not runner.can_mount or (
+            not runner.captures_upper
+            and any(
+                m.type in ("cache", "tmpfs") or (m.type == "bind" and not m.readonly)
+                for m in instr.mounts
+            )
+        )
         cwd = self.runtime.working_dir or "/"
         run_argv = argv
         if script is not None:
