@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_and_
 from lamina.cache import LayerCache, open_layer_cache
 from lamina.cli import run as cli_run
 from lamina.oci.oci_layout import OCILayout
-from lamina.registry import RegistryClient, RegistryOptions
+from lamina.registry import RegistryClient
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces, pytest.mark.registry]
@@ -63,18 +63,6 @@ class Outcome:
             if r["step"] == step and r["stage"] == stage:
                 return r
         raise AssertionError(f"no record for step {step} of stage {stage}: {self.records}")
-
-
-@pytest.fixture
-def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
-    c = RegistryClient(
-        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
-        docker_config_dir=None,
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def make_context(root: Path, dockerfile: str, files: Mapping[str, str]) -> Path:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_and_output
 from lamina.cache import open_layer_cache
 from lamina.oci.oci_layout import OCILayout
-from lamina.registry import RegistryClient, RegistryOptions
+from lamina.registry import RegistryClient
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces, pytest.mark.registry]
@@ -70,18 +69,6 @@ class Built:
         return sum(
             1 for m, uri, _ in self.requests if m == "GET" and uri.endswith(f"/blobs/{digest}")
         )
-
-
-@pytest.fixture
-def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
-    c = RegistryClient(
-        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
-        docker_config_dir=None,
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 class Runner:

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +32,8 @@ from lamina.builder import (
 )
 from lamina.errors import BuildStepError, NotSupportedError
 from lamina.oci import Digest, Image
-from lamina.registry import RegistryClient, RegistryOptions
+from lamina.registry import RegistryClient
 from lamina.sandbox import InPlaceRunner, RunResult, RunSpec
-from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.registry]
 
@@ -42,18 +41,6 @@ LOG = logging.getLogger("lamina.tests.none")
 
 if os.geteuid() != 0:  # pragma: no cover - environment guard
     pytest.skip("extracting base images needs root", allow_module_level=True)
-
-
-@pytest.fixture
-def client(registry_plain: RegistryServer) -> Iterator[RegistryClient]:
-    c = RegistryClient(
-        RegistryOptions(insecure_registries=frozenset({registry_plain.host})),
-        docker_config_dir=None,
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:

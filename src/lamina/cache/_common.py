@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
 from lamina.errors import FilesystemError
-from lamina.oci import Digest, DigestingReader, Layer, format_time
+from lamina.oci import Digest, DigestingReader, Layer, atomic_file, format_time
 
 __all__ = [
     "CHUNK",
@@ -61,38 +59,9 @@ def expired_reason(created: datetime, ttl: timedelta, now: datetime) -> str | No
     return f"expired (written {format_time(created)}, ttl {format_ttl(ttl)})"
 
 
-@contextlib.contextmanager
-def atomic_write(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
-    """Write ``path`` through a unique temp file in its directory, renamed on success.
-
-    Concurrent writers of the same path never see each other's partial files: the
-    last rename wins and every reader sees a complete file or none.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise FilesystemError(
-            f"cannot create a temporary file in {path.parent}: {exc.strerror or exc}",
-            hint="check the cache directory's permissions and free space",
-        ) from exc
-    ok = False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        ok = True
-    except OSError as exc:
-        raise FilesystemError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint="check the cache directory's permissions and free space",
-        ) from exc
-    finally:
-        if not ok:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+def atomic_write(path: Path, mode: int = 0o644) -> AbstractContextManager[IO[bytes]]:
+    """:func:`lamina.oci.atomic_file` with the cache directory's hint."""
+    return atomic_file(path, mode, hint="check the cache directory's permissions and free space")
 
 
 def copy_layer_blob(layer: Layer, dest: Path) -> None:

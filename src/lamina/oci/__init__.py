@@ -14,6 +14,7 @@ from lamina.oci._digestfiles import (
     image_name_tag_with_digest_text,
     image_name_with_digest_text,
 )
+from lamina.oci._fsutil import atomic_file
 from lamina.oci._image import (
     MAX_JSON_BLOB,
     BlobFetcher,
@@ -85,6 +86,7 @@ __all__ = [
     "Reference",
     "StaticImage",
     "append_layers",
+    "atomic_file",
     "canonical",
     "compress_layer",
     "decompress",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from lamina.errors import ImageFormatError
+from lamina.errors import FilesystemError, ImageFormatError
 
 __all__ = ["BoundedReader", "atomic_file", "copy_stream", "oserror"]
 
@@ -25,16 +25,21 @@ def oserror(
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
-    """Write ``path`` via a temp file in the same directory renamed on success.
+def atomic_file(path: Path, mode: int = 0o644, *, hint: str | None = None) -> Iterator[IO[bytes]]:
+    """Write ``path`` through a unique temp file in its directory, renamed on success.
 
-    On any exception the temp file is removed and ``path`` is left as it was.
+    On any exception the temp file is removed and ``path`` is left as it was;
+    concurrent writers of one path never see each other's partial files (the
+    last rename wins). OS failures raise :class:`FilesystemError` with ``hint``.
     """
+    hint = hint or "check the path, free space and permissions"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise oserror("creating a temporary file next to", path, exc) from exc
+        raise FilesystemError(
+            f"cannot create a temporary file in {path.parent}: {exc.strerror or exc}", hint=hint
+        ) from exc
     ok = False
     try:
         with os.fdopen(fd, "wb") as f:
@@ -44,7 +49,7 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
         os.replace(tmp, path)
         ok = True
     except OSError as exc:
-        raise oserror("writing", path, exc) from exc
+        raise FilesystemError(f"cannot write {path}: {exc.strerror or exc}", hint=hint) from exc
     finally:
         if not ok:
             with contextlib.suppress(OSError):
