@@ -16,7 +16,8 @@ the same run:
    five), and the same one-file change.
 
 Both tools write an image: lamina an OCI layout (``--no-push``, so every blob, base
-layers included, is fetched and written), buildah its local storage.
+layers included, is fetched and written) and, as CI jobs do, a push to the registry that
+holds the cache (blobs are mounted or already there); buildah its local storage.
 
 ``LAMINA_BENCH_PYTHON`` names the interpreter that runs lamina (default: this one); use a
 runtime-only environment (``pip install .``), since a development one may hold optional
@@ -102,8 +103,13 @@ def main() -> None:
         lamina_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         lamina_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
 
-        def lamina(report: Path) -> float:
+        def lamina(report: Path, *, push: bool = False) -> float:
             i = next(n)
+            output = (
+                [f"--destination={host}/bench/app:warm"]
+                if push
+                else ["--no-push", f"--oci-layout-path={work / f'out-{i}'}"]
+            )
             return timed(
                 [
                     os.environ.get("LAMINA_BENCH_PYTHON", sys.executable),
@@ -111,8 +117,7 @@ def main() -> None:
                     "lamina",
                     "build",
                     f"--context={ctx}",
-                    "--no-push",
-                    f"--oci-layout-path={work / f'out-{i}'}",
+                    *output,
                     f"--insecure-registry={host}",
                     f"--build-arg=REGISTRY={host}",
                     f"--kaniko-dir={work / f'kaniko-{i}'}",
@@ -156,6 +161,9 @@ def main() -> None:
         cold = lamina(reports[0])
         # warm rebuilds are short: best of five for both tools (the machine is shared)
         warm = min(lamina(reports[1]) for _ in range(5))
+        # the CI way: push to the registry that holds the cache (blobs mounted or present)
+        lamina(reports[1], push=True)
+        warm_push = min(lamina(reports[1], push=True) for _ in range(5))
         b_cold = buildah()
         b_warm = min(buildah() for _ in range(5))
         (ctx / "app/main.py").write_text("from lib.util import greet\nprint(greet('moon'))\n")
@@ -170,12 +178,14 @@ def main() -> None:
         )
         print(f"lamina cold            {cold:7.2f}s")
         print(f"lamina warm            {warm:7.2f}s   ({warm_hits} of {len(cached)} steps hit)")
+        print(f"lamina warm, pushed    {warm_push:7.2f}s   (--destination on the cache's registry)")
         print(f"lamina one file changed {changed:6.2f}s")
         print(f"buildah --layers cold  {b_cold:7.2f}s")
         print(f"buildah --layers warm  {b_warm:7.2f}s")
         print(f"buildah one file changed {b_changed:5.2f}s")
         print(f"warm / cold            {warm / cold:7.3f}   (target <= 0.15)")
         print(f"lamina warm / buildah warm {warm / b_warm:5.2f}   (target <= 1.0)")
+        print(f"lamina warm pushed / buildah warm {warm_push / b_warm:5.2f}")
         print(
             f"one file changed: every earlier cacheable step hit: {earlier_hit}; "
             f"last step {last['status']}: {last['reason']}"
