@@ -14,6 +14,8 @@ plan without building (stages needed for ``--target``, in dependency order).
 
 from typing import TYPE_CHECKING
 
+from lamina._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from lamina.builder._build import (
         DUMMY_DESTINATION,
@@ -79,12 +81,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
