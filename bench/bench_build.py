@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.buildah import BuildahStore  # noqa: E402
 from tests.support.images import (  # noqa: E402
     build_busybox_layout,
     build_debian_layout,
@@ -148,51 +149,18 @@ def main() -> None:
                         flush=True,
                     )
                     continue
-                storage = work / f"buildah-{name}-{run}"
-                runroot = short / f"{name}{run}"
-                env = dict(os.environ, BUILDAH_ISOLATION="chroot")
+                store = BuildahStore(work / f"buildah-{name}-{run}", short / f"{name}{run}")
                 bah_t, _, _ = timed(
-                    [
-                        "buildah",
-                        "--root",
-                        str(storage),
-                        "--runroot",
-                        str(runroot),
-                        "--storage-driver",
-                        "overlay",
-                        "bud",
-                        "--isolation=chroot",
-                        "--layers=false",
-                        "--tls-verify=false",
-                        "--format",
-                        "oci",
-                        "--build-arg",
-                        f"REGISTRY={host}",
-                        "-f",
-                        str(ctx / "Dockerfile"),
-                        "-t",
-                        f"localhost/bench-{name}",
-                        str(ctx),
-                    ],
-                    env=env,
+                    store.bud(
+                        ctx,
+                        tag=f"localhost/bench-{name}",
+                        layers=False,
+                        build_args={"REGISTRY": host},
+                        dockerfile=ctx / "Dockerfile",
+                    ),
+                    env=store.env,
                 )
-                subprocess.run(
-                    [
-                        "buildah",
-                        "--root",
-                        str(storage),
-                        "--runroot",
-                        str(runroot),
-                        "--storage-driver",
-                        "overlay",
-                        "rm",
-                        "--all",
-                    ],
-                    capture_output=True,
-                    check=False,
-                )
-                subprocess.run(["umount", "-R", str(storage)], capture_output=True, check=False)
-                shutil.rmtree(storage, ignore_errors=True)
+                store.remove()
                 ratios.append(lam_t / bah_t)
                 print(
                     f"{name:10} run {run}: lamina {lam_t:6.2f}s (own peak RSS {lam_own:5.1f} "

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.buildah import BuildahStore  # noqa: E402
 from tests.support.images import build_debian_layout, push_layout  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
@@ -129,32 +130,14 @@ def main() -> None:
                 env=lamina_env,
             )
 
-        storage, runroot = work / "buildah", short / "rr"
-        env = dict(os.environ, BUILDAH_ISOLATION="chroot")
+        store = BuildahStore(work / "buildah", short / "rr")
 
         def buildah() -> float:
             return timed(
-                [
-                    "buildah",
-                    "--root",
-                    str(storage),
-                    "--runroot",
-                    str(runroot),
-                    "--storage-driver",
-                    "overlay",
-                    "bud",
-                    "--isolation=chroot",
-                    "--layers",
-                    "--tls-verify=false",
-                    "--format",
-                    "oci",
-                    "--build-arg",
-                    f"REGISTRY={host}",
-                    "-t",
-                    "localhost/bench-cache",
-                    str(ctx),
-                ],
-                env=env,
+                store.bud(
+                    ctx, tag="localhost/bench-cache", layers=True, build_args={"REGISTRY": host}
+                ),
+                env=store.env,
             )
 
         reports = [work / f"report-{i}.json" for i in range(3)]
@@ -191,22 +174,7 @@ def main() -> None:
             f"last step {last['status']}: {last['reason']}"
         )
     finally:
-        subprocess.run(
-            [
-                "buildah",
-                "--root",
-                str(work / "buildah"),
-                "--runroot",
-                str(short / "rr"),
-                "--storage-driver",
-                "overlay",
-                "rm",
-                "--all",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        subprocess.run(["umount", "-R", str(work / "buildah")], capture_output=True, check=False)
+        BuildahStore(work / "buildah", short / "rr").remove()
         running.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(short, ignore_errors=True)
