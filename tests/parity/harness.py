@@ -40,6 +40,9 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 
 
+BUILDAH_MEMFD_RACE = "sealing memfd copy: Device or resource busy"
+
+
 class ParityHarnessError(RuntimeError):
     """A build or an unpack failed."""
 
@@ -153,6 +156,24 @@ class Buildah:
     def run(self, *args: str) -> str:
         return _run([*self._global(), *args], env=self.env)
 
+    def _bud(self, *args: str) -> None:
+        """``buildah bud``, retried when buildah's own re-exec trips over a known race.
+
+        buildah 1.28 copies itself into a sealed memfd before running a chroot RUN;
+        under load the seal sometimes fails with EBUSY ("sealing memfd copy: Device
+        or resource busy") and the step exits 1 before the command ran. That is the
+        peer's flake, not a build result, so the same build is tried again (at most
+        three times); any other failure is reported at once.
+        """
+        for attempt in range(3):
+            try:
+                self.run(*args)
+                return
+            except ParityHarnessError as exc:
+                if BUILDAH_MEMFD_RACE not in str(exc) or attempt == 2:
+                    raise
+                subprocess.run([*self._global(), "rm", "--all"], capture_output=True, check=False)
+
     def build(
         self,
         context: Path,
@@ -182,7 +203,7 @@ class Buildah:
         if target is not None:
             cmd += ["--target", target]
         cmd += extra_args
-        self.run(*cmd, str(context))
+        self._bud(*cmd, str(context))
         try:
             self.run("push", "--quiet", "--tls-verify=false", name, f"oci:{out}:{tag}")
             inspect = json.loads(self.run("inspect", "--type", "image", name))
