@@ -14,10 +14,12 @@ import base64
 import ipaddress
 import json
 import logging
+import os
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -45,6 +47,45 @@ Body = bytes | Iterator[bytes] | Callable[[], Iterable[bytes]] | None
 
 _DOCKER_HUB_API = "registry-1.docker.io"
 _V = TypeVar("_V")
+
+
+class SystemTrustContext(ssl.SSLContext):
+    """A client TLS context (as ``ssl.create_default_context()`` makes) that loads the
+    system's CA certificates on its first handshake rather than when it is made.
+
+    Loading them costs tens of milliseconds; an endpoint that only ever speaks plain
+    HTTP (an ``--insecure-registry``) never pays it. Certificates given explicitly
+    (a registry's CA, a client certificate) are loaded at once by the caller, so
+    their errors still come up front.
+    """
+
+    def __new__(cls) -> SystemTrustContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._trust_lock = threading.Lock()
+        self._trust_loaded = False
+        keylog = os.environ.get("SSLKEYLOGFILE")  # as create_default_context honours it
+        if keylog and not sys.flags.ignore_environment:
+            self.keylog_filename = keylog
+
+    def _load_trust(self) -> None:
+        with self._trust_lock:
+            if not self._trust_loaded:
+                if self.verify_mode != ssl.CERT_NONE:
+                    self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                self._trust_loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if not self._trust_loaded:
+            self._load_trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        if not self._trust_loaded:
+            self._load_trust()
+        return super().wrap_bio(*args, **kwargs)
 
 
 def basic_header(cred: Credential) -> str:
@@ -317,6 +358,7 @@ class RegistryTransport:
         self._lock = threading.Lock()
         self._endpoints: dict[tuple[str, Purpose], Endpoint] = {}
         self._clients: list[httpx.Client] = []
+        self._ssl_contexts: dict[object, ssl.SSLContext] = {}
 
     def endpoint(self, registry: str, purpose: Purpose) -> Endpoint:
         key = (normalize_registry(registry), purpose)
@@ -339,8 +381,15 @@ class RegistryTransport:
         return purpose == "pull" and opts.skip_tls_verify_pull
 
     def _ssl_context(self, registry: str, purpose: Purpose) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
+        """The TLS settings for ``registry``, one shared context per distinct setting."""
         ca = _lookup(registry, self.options.registry_certificates)
+        client_cert = _lookup(registry, self.options.registry_client_certs)
+        skip = self._skip_verify(registry, purpose)
+        key = (ca, client_cert, skip)
+        found = self._ssl_contexts.get(key)
+        if found is not None:
+            return found
+        ctx = SystemTrustContext()
         if ca is not None:
             try:
                 ctx.load_verify_locations(cafile=str(ca))
@@ -349,19 +398,20 @@ class RegistryTransport:
                     f"cannot load the CA certificate {ca} given for {registry}: {exc}",
                     hint="--registry-certificate expects registry=/path/to/ca.pem (PEM)",
                 ) from None
-        client_cert = _lookup(registry, self.options.registry_client_certs)
         if client_cert is not None:
-            cert, key = client_cert
+            cert, key_file = client_cert
             try:
-                ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+                ctx.load_cert_chain(certfile=str(cert), keyfile=str(key_file))
             except (OSError, ssl.SSLError) as exc:
                 raise RegistryError(
-                    f"cannot load the client certificate {cert} / key {key} for {registry}: {exc}",
+                    f"cannot load the client certificate {cert} / key {key_file} for "
+                    f"{registry}: {exc}",
                     hint="--registry-client-cert expects registry=/path/cert.pem,/path/key.pem",
                 ) from None
-        if self._skip_verify(registry, purpose):
+        if skip:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        self._ssl_contexts[key] = ctx
         return ctx
 
     def _make_endpoint(self, registry: str, purpose: Purpose) -> Endpoint:

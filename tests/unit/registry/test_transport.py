@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
+import ssl
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from lamina.errors import AuthError, RegistryError
 from lamina.registry._auth import Keychain
 from lamina.registry._options import RegistryOptions
-from lamina.registry._transport import RegistryTransport, user_agent
+from lamina.registry._transport import RegistryTransport, SystemTrustContext, user_agent
 
 SECRET = "pa55-w0rd-XYZ"
 
@@ -249,3 +255,62 @@ def test_no_credentials_to_other_hosts(tmp_path: Path) -> None:
     ep.send("GET", "https://reg.test/v2/a", scopes=("s",), what="x")
     assert _basic_ok(seen[-1])
     t.close()
+
+
+def _handshake_start(ctx: ssl.SSLContext) -> None:
+    """Make the context start a client handshake in memory (no network needed)."""
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="reg.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+
+
+def test_system_trust_loaded_on_first_handshake_only() -> None:
+    if ssl.create_default_context().cert_store_stats()["x509_ca"] == 0:
+        pytest.skip("this machine has no system CA certificates")
+    ctx = SystemTrustContext()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 0  # nothing loaded while unused
+    _handshake_start(ctx)
+    assert ctx.cert_store_stats()["x509_ca"] > 0
+    skipping = SystemTrustContext()
+    skipping.check_hostname = False
+    skipping.verify_mode = ssl.CERT_NONE
+    _handshake_start(skipping)
+    assert skipping.cert_store_stats()["x509_ca"] == 0  # not verifying: never loaded
+
+
+def test_endpoints_share_tls_contexts_per_setting(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    t = RegistryTransport(
+        RegistryOptions(registry_certificates={"own.test": ca}), Keychain(tmp_path)
+    )
+    try:
+        contexts = {
+            (host, purpose): t.endpoint(host, purpose).client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            for host in ("a.test", "b.test", "own.test")
+            for purpose in ("pull", "push")
+        }
+        shared = contexts["a.test", "pull"]
+        assert all(contexts[h, p] is shared for h in ("a.test", "b.test") for p in ("pull", "push"))
+        own = contexts["own.test", "pull"]
+        assert own is not shared
+        assert contexts["own.test", "push"] is own
+        assert own.cert_store_stats()["x509_ca"] == 1  # the given CA: loaded at once
+    finally:
+        t.close()
