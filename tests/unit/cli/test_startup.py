@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from lamina.cli.main import LAMINA_USAGE
+
 SRC = Path(__file__).resolve().parents[3] / "src"
 
 _PROBE = """
@@ -73,3 +75,44 @@ def test_lazy_package_exports_resolve() -> None:
             assert getattr(pkg, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = lamina.builder.no_such_name
+
+
+def test_fast_exit_keeps_output_and_exit_code(tmp_path: Path) -> None:
+    """The console entry ends with os._exit: what was written must still arrive whole
+    (through a pipe and into a file) and the exit code must be the command's."""
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env.pop("LAMINA_SLOW_EXIT", None)
+    help_piped = subprocess.run(
+        [sys.executable, "-m", "lamina", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert help_piped.returncode == 0
+    assert help_piped.stdout == LAMINA_USAGE
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:  # a regular file: block-buffered, only flushed at exit
+        code = subprocess.run(
+            [sys.executable, "-m", "lamina", "--help"], stdout=fh, env=env, check=False
+        ).returncode
+    assert code == 0
+    assert out.read_text() == help_piped.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "lamina", "no-such-command"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert 'unknown command "no-such-command"' in bad.stderr
+    slow = subprocess.run(
+        [sys.executable, "-m", "lamina", "--help"],
+        capture_output=True,
+        text=True,
+        env={**env, "LAMINA_SLOW_EXIT": "1"},
+        check=False,
+    )
+    assert slow.returncode == 0
+    assert slow.stdout == help_piped.stdout
