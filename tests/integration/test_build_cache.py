@@ -402,3 +402,45 @@ def test_warmed_base_image_layers_are_read_from_the_cache_dir(
     assert f"using the warmed base image {image.digest()}" in cached.log
     assert "stage 0: extracting" in cached.log
     assert cached.digest == plain.digest
+
+
+def test_no_push_permission_fails_before_any_step_runs_cold_and_fully_cached(
+    tmp_path: Path,
+    ctx: Path,
+    registry_plain: RegistryServer,
+    registry_htpasswd: RegistryServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The push-permission check runs beside the base-image pull and the cache lookups,
+    but its failure still stops the build before a rootfs is made or a step runs, and a
+    fully cached build does not get as far as its outputs."""
+    no_creds = tmp_path / "no-creds"
+    no_creds.mkdir()
+    env = {"DOCKER_CONFIG": str(no_creds)}
+    cache_repo = f"{registry_plain.host}/perm/cache"
+    common = [
+        f"--context={ctx}",
+        f"--insecure-registry={registry_plain.host}",
+        f"--insecure-registry={registry_htpasswd.host}",
+        "--cache=true",
+        f"--cache-repo={cache_repo}",
+        "--reproducible",
+    ]
+    denied = [*common, f"--destination={registry_htpasswd.host}/perm/app:1"]
+    capsys.readouterr()
+    assert cli_run([*denied, f"--kaniko-dir={tmp_path / 'k1'}"], env, prog="executor") != 0
+    err = capsys.readouterr().err
+    assert "401" in err
+    assert f"{registry_htpasswd.host}/perm/app:1" in err
+    assert "extracting" not in err  # no rootfs was made
+    assert not (tmp_path / "k1").exists() or not any((tmp_path / "k1").iterdir())
+    # fill the cache with a build that may push (to the plain registry), then retry the
+    # denied destination: every step hits, and it still fails before writing anything
+    allowed = [*common, f"--destination={registry_plain.host}/perm/app:1"]
+    assert cli_run([*allowed, f"--kaniko-dir={tmp_path / 'k2'}"], env, prog="executor") == 0
+    capsys.readouterr()
+    assert cli_run([*denied, f"--kaniko-dir={tmp_path / 'k3'}"], env, prog="executor") != 0
+    err = capsys.readouterr().err
+    assert "401" in err
+    assert "pushed" not in err
+    assert "built image" not in err

@@ -182,11 +182,22 @@ def build_image(
     platform = Platform.parse(build.platform) if build.platform else Platform.host()
     build_dir = BuildDir.create(build.kaniko_dir)
     compression: mediatypes.Compression = output.compression  # type: ignore[assignment]
-    # choosing the runner probes the kernel (a subprocess): meanwhile the registry is asked
-    # for push permission and the base images. Where --isolation=auto cannot end up in
-    # place, the choice waits for the first RUN that runs (a fully cached build never
-    # probes at all).
-    setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-setup")
+    # choosing the runner probes the kernel (a subprocess) and the registry is asked for
+    # push permission, both meanwhile; the base images are resolved in the meantime. Where
+    # --isolation=auto cannot end up in place, the choice waits for the first RUN that runs
+    # (a fully cached build never probes at all). The permission answer is awaited before
+    # the first step does real work (StageBuilder.ensure_fs) and before the result is
+    # returned, so a build that may not push still fails before it builds anything.
+    setup = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lamina-setup")
+    preflight: Future[None] | None = None
+    if (
+        output.destinations
+        and not output.no_push
+        and not output.skip_push_permission_check
+        and registry is not None
+    ):
+        refs = [Reference.parse(d) for d in output.destinations]
+        preflight = setup.submit(registry.check_push_permission, refs)
     if runner is None and build.isolation == "auto" and not _in_place_possible(build):
         chosen: Future[tuple[Runner | None, InPlace | None]] = Future()
         chosen.set_result((None, None))
@@ -201,21 +212,20 @@ def build_image(
             log=log,
         )
     setup.shutdown(wait=False)
+
+    def abandon_setup() -> None:
+        for future in (chosen, preflight):
+            if future is not None:
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    future.result()
+
     try:
-        if (
-            output.destinations
-            and not output.no_push
-            and not output.skip_push_permission_check
-            and registry is not None
-        ):
-            registry.check_push_permission([Reference.parse(d) for d in output.destinations])
         if registry is not None:
             registry = _Prepulled(registry, plan, platform, log)
         runner, inplace = chosen.result()
     except BaseException:
-        chosen.cancel()
-        with contextlib.suppress(BaseException):
-            chosen.result()
+        abandon_setup()
         build_dir.cleanup()
         raise
     session: CacheSession | None = None
@@ -252,10 +262,12 @@ def build_image(
         inplace=inplace,
         cache=session,
         base_images=base_images,
+        preflight=preflight,
     )
     try:
         local_outputs = bool(output.oci_layout_path or output.tar_path)
         image = _build_stages(env, plan, session, log, local_outputs=local_outputs)
+        env.await_preflight()
         if build.cleanup and env.inplace is not None:
             log.info("--cleanup: emptying %s", env.inplace.root)
             wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
@@ -263,6 +275,7 @@ def build_image(
             image = canonical(image, epoch=epoch or 0)
         digest = image.digest()
     except BaseException:
+        abandon_setup()
         if session is not None:
             _report(session, cache, log)
             session.close()

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -278,6 +279,13 @@ class BuildEnv:
     base_images: BaseImageCache | None = None
     #: layers of warmed base images by digest: extraction reads them instead of the registry
     warmed_layers: dict[Digest, Layer] = field(default_factory=dict)
+    #: the destinations' push-permission check, running meanwhile (None: not asked)
+    preflight: Future[None] | None = None
+
+    def await_preflight(self) -> None:
+        """Wait for the push-permission check; raises its error (before real work starts)."""
+        if self.preflight is not None:
+            self.preflight.result()
 
     def next_id(self) -> int:
         self.counter += 1
@@ -509,6 +517,7 @@ class StageBuilder:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
         if self.fs_ready:
             return self.rootfs
+        self.env.await_preflight()  # no real work for an image that could not be pushed
         if self.env.inplace is not None:
             self.log.info(
                 "stage %s: emptying %s and extracting %s",
