@@ -20,7 +20,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lamina.builder.options import SecretSource, SSHSource
 from lamina.dockerfile import Heredoc, Mount
@@ -43,8 +43,7 @@ SANDBOX_PIPES_DIR = "/.lamina-pipes"
 _SINGLE = re.compile(r"^\s*(\d*)<<(-?)\s*(\S+)\s*$")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeredocCommand:
+class HeredocCommand(NamedTuple):
     """The argv of a heredoc RUN and, for a shebang script, its file (name, bytes)."""
 
     argv: tuple[str, ...]
