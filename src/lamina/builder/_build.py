@@ -390,10 +390,12 @@ def _fetch_output_layers(env: BuildEnv, image: Image, *, local_outputs: bool) ->
     """Fetch and verify the image's lazy cache hits; with a tarball or layout output also
     download its registry layers meanwhile (the writers then read local files)."""
     layers = image.layers()
-    if local_outputs:
-        from lamina.registry import RegistryClient, RemoteLayer  # the client is loaded anyway
+    if not local_outputs:
+        fetch_all(layers)
+        return
+    from lamina.registry import RegistryClient, RemoteLayer
 
-    if not local_outputs or not any(isinstance(layer, RemoteLayer) for layer in layers):
+    if not any(isinstance(layer, RemoteLayer) for layer in layers):
         fetch_all(layers)
         return
     blobs = env.build_dir.path / "base-blobs"
