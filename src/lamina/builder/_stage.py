@@ -257,9 +257,9 @@ class BuildEnv:
         return self.counter
 
     def get_runner(self) -> Runner:
-        from lamina.sandbox import select_runner
-
         if self.runner is None:
+            from lamina.sandbox import select_runner  # the first step that runs
+
             self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
         return self.runner
 
@@ -484,11 +484,11 @@ class StageBuilder:
 
     def ensure_fs(self) -> Path:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
-        from lamina.builder._inplace import wipe_root
-
         if self.fs_ready:
             return self.rootfs
         if self.env.inplace is not None:
+            from lamina.builder._inplace import wipe_root
+
             self.log.info(
                 "stage %s: emptying %s and extracting %s",
                 self.sp.display,
@@ -1059,7 +1059,6 @@ class StageBuilder:
     def _make_workdir(
         self, rootfs: Path, host: Path, path: str, location: SourceLocation
     ) -> list[Path]:
-
         from lamina.sandbox import resolve_user
 
         uid, gid = 0, 0
