@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -444,3 +446,58 @@ def test_no_push_permission_fails_before_any_step_runs_cold_and_fully_cached(
     assert "401" in err
     assert "pushed" not in err
     assert "built image" not in err
+
+
+_WARM_PROBE = """
+import json, sys
+from lamina.cli.main import run
+code = run(sys.argv[1:], {}, prog="executor")
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+#: what only a step that runs (or extracts, or checks out git) needs
+_RUN_ONLY_MODULES = {
+    "lamina.sandbox._runners",
+    "lamina.sandbox._select",
+    "lamina.builder._git",
+    "lamina.builder._mounts",
+    "lamina.builder._inplace",
+    "lamina.fs._extract",
+    "lamina.fs._overlay",
+    "lamina.fs._statindex",
+    "lamina.fs._tarwriter",
+}
+
+
+def test_a_fully_cached_build_never_loads_the_runners_extraction_or_git(
+    tmp_path: Path, ctx: Path, registry_plain: RegistryServer
+) -> None:
+    """The warm rebuild (a fresh process, as from the command line) runs and extracts
+    nothing, so it does not import the code that would (start-up cost)."""
+    if Path("/kaniko").is_dir():  # pragma: no cover - --isolation=auto would build in place
+        pytest.skip("inside a kaniko-like container the in-place runner is prepared up front")
+    report = tmp_path / "report.json"
+    args = [
+        f"--context={ctx}",
+        f"--kaniko-dir={tmp_path / 'k'}",
+        f"--destination={registry_plain.host}/cachewire/startup:1",
+        f"--insecure-registry={registry_plain.host}",
+        "--cache=true",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--cache-report={report}",
+    ]
+    assert cli_run(args, {}, prog="executor") == 0  # cold: every step runs
+    src = Path(__file__).resolve().parents[2] / "src"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WARM_PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(src)),
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["code"] == 0, proc.stderr
+    warm = {r["step"]: r["status"] for r in json.loads(report.read_text())["steps"]}
+    assert [warm[s] for s in CACHEABLE] == ["hit"] * 5
+    assert set(out["modules"]) & _RUN_ONLY_MODULES == set()

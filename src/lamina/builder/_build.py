@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.builder._cache import CacheSession
-from lamina.builder._inplace import InPlace, prepare_inplace, wipe_root
 from lamina.builder._plan import BuildPlan, make_plan
 from lamina.builder._stage import BuildEnv, ImageSource, StageBuilder, StageResult
 from lamina.builder.options import BuildOptions, CacheOptions, OutputOptions
@@ -46,8 +46,10 @@ from lamina.oci import (
     mediatypes,
 )
 from lamina.oci.oci_layout import OCILayout
-from lamina.registry import RegistryClient, RemoteLayer
-from lamina.sandbox import Runner, detect_container
+
+if TYPE_CHECKING:
+    from lamina.builder._inplace import InPlace
+    from lamina.sandbox import Runner
 
 __all__ = [
     "DUMMY_DESTINATION",
@@ -202,6 +204,8 @@ def build_image(
         chosen: Future[tuple[Runner | None, InPlace | None]] = Future()
         chosen.set_result((None, None))
     else:
+        from lamina.builder._inplace import prepare_inplace
+
         chosen = setup.submit(
             prepare_inplace,
             build,
@@ -269,6 +273,8 @@ def build_image(
         image = _build_stages(env, plan, session, log, local_outputs=local_outputs)
         env.await_preflight()
         if build.cleanup and env.inplace is not None:
+            from lamina.builder._inplace import wipe_root
+
             log.info("--cleanup: emptying %s", env.inplace.root)
             wipe_root(env.inplace)  # kaniko's DeleteFilesystem; the layers are in build_dir
         if build.reproducible:
@@ -297,6 +303,8 @@ def build_image(
 
 def _in_place_possible(build: BuildOptions) -> bool:
     """Could ``--isolation=auto`` choose to build in place (a kaniko-like container)?"""
+    from lamina.sandbox import detect_container  # lamina.sandbox._detect alone
+
     root = Path("/")
     return (
         detect_container(dict(build.container_env), root=root) is not None
@@ -395,7 +403,12 @@ def _fetch_output_layers(env: BuildEnv, image: Image, *, local_outputs: bool) ->
     """Fetch and verify the image's lazy cache hits; with a tarball or layout output also
     download its registry layers meanwhile (the writers then read local files)."""
     layers = image.layers()
-    if not local_outputs or not any(isinstance(layer, RemoteLayer) for layer in layers):
+    if not local_outputs:
+        fetch_all(layers)
+        return
+    from lamina.registry import RegistryClient, RemoteLayer
+
+    if not any(isinstance(layer, RemoteLayer) for layer in layers):
         fetch_all(layers)
         return
     blobs = env.build_dir.path / "base-blobs"

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import os
 import posixpath
 import re
 import shutil
 import stat
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, cast
-
-import zstandard
 
 from lamina.builder._fetch import Fetched
 from lamina.context import ContextSource, IgnoreRules, LocalContext, SourceKind, has_glob
@@ -29,8 +23,7 @@ from lamina.errors import (
     NotSupportedError,
     SourceLocation,
 )
-from lamina.fs import changes_for_tree, extract_archive, safe_join
-from lamina.sandbox import resolve_user
+from lamina.fs import safe_join
 
 __all__ = [
     "ChmodSpec",
@@ -153,6 +146,8 @@ def resolve_chown(rootfs: Path, value: str, location: SourceLocation | None) -> 
     if user.isdigit() and (not sep or group.isdigit()):
         uid = int(user)
         return uid, int(group) if sep else uid
+    from lamina.sandbox import resolve_user  # only --chown by name reads the image's files
+
     try:
         resolved = resolve_user(rootfs, value)
     except LaminaError as exc:
@@ -250,14 +245,25 @@ def _double_star(
 
 
 def _decompressing(raw: BinaryIO, magic: bytes) -> BinaryIO | None:
-    """A decompressing reader over ``raw`` chosen by ``magic``; None for plain data."""
+    """A decompressing reader over ``raw`` chosen by ``magic``; None for plain data.
+
+    The decompressors are imported here: only ``ADD`` of a local archive needs them.
+    """
     if magic.startswith(b"\x1f\x8b"):
+        import gzip
+
         return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
     if magic.startswith(b"BZh"):
+        import bz2
+
         return cast(BinaryIO, bz2.BZ2File(raw, mode="rb"))
     if magic.startswith(b"\xfd7zXZ\x00"):
+        import lzma
+
         return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
     if magic.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         return cast(BinaryIO, reader)
     return None
@@ -285,6 +291,11 @@ def is_tar_archive(host: Path) -> bool:
 
     Recognised by content, not name; an empty or truncated file is not an archive.
     """
+    import lzma
+    import tarfile
+
+    import zstandard
+
     try:
         with host.open("rb") as raw:
             head = _sniff_head(raw, 512)
@@ -444,6 +455,8 @@ class _Copier:
 
 
 def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> None:
+    from lamina.fs import changes_for_tree, extract_archive
+
     copier.ensure_dir(dest_dir)
     try:
         with host.open("rb") as raw:

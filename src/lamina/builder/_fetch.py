@@ -19,12 +19,14 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from lamina.dockerfile import AddInstruction
 from lamina.errors import BuildStepError, DockerfileError, NotSupportedError, SourceLocation
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "Fetched",
@@ -33,6 +35,7 @@ __all__ = [
     "is_git_source",
     "is_url_source",
     "parse_checksum",
+    "redact_url",
     "url_file_name",
 ]
 
@@ -41,7 +44,13 @@ UNNAMED = "__unnamed__"
 _CHUNK = 1024 * 1024
 _CHECKSUM = re.compile(r"^(sha256|sha384|sha512):([0-9a-f]+)$")
 _HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _GIT_PREFIXES = ("git@", "git://", "ssh://", "git+ssh://", "git+https://", "git+http://")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def is_url_source(src: str) -> bool:
@@ -159,6 +168,8 @@ def fetch_url(
     failure the partial file is deleted and :class:`BuildStepError` names the
     URL (and ``location``, the Dockerfile line).
     """
+    import httpx  # a cached ADD never downloads
+
     algorithm, expected = (
         parse_checksum(checksum, location) if checksum is not None else ("sha256", None)
     )

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from lamina.builder._fetch import redact_url
 from lamina.builder.options import SecretSource
 from lamina.errors import (
     BuildStepError,
@@ -64,14 +65,8 @@ _QUERY_KEYS = frozenset(
 )
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _TIMEOUT = 600.0
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

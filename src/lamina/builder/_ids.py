@@ -22,12 +22,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from lamina.errors import FilesystemError, LaminaError
-from lamina.fs import IgnoreList, apply_upper, extract_layer
 from lamina.oci import Layer
-from lamina.sandbox import IdMap, NamespaceRunner, Runner
+
+if TYPE_CHECKING:
+    from lamina.fs import IgnoreList
+    from lamina.sandbox import IdMap, NamespaceRunner, Runner
 
 __all__ = ["Ownership"]
 
@@ -43,6 +45,10 @@ class Ownership:
 
     @classmethod
     def of(cls, runner: Runner | None) -> Ownership:
+        if runner is None:
+            return cls()
+        from lamina.sandbox import NamespaceRunner  # there is a runner: the sandbox is loaded
+
         if isinstance(runner, NamespaceRunner):
             id_map = runner.effective_id_map()
             if id_map is not None:
@@ -60,6 +66,8 @@ class Ownership:
 
     def apply_upper(self, upper: Path, rootfs: Path) -> None:
         """Merge a RUN's overlay upper directory into the rootfs, owners kept."""
+        from lamina.fs import apply_upper
+
         self.run(lambda: apply_upper(upper, rootfs))
 
     def extract(
@@ -77,6 +85,8 @@ class Ownership:
         layers see them), fed through a pipe by a thread of this process,
         which alone talks to the registry.
         """
+        from lamina.fs import extract_layer  # a build whose steps all hit extracts nothing
+
         for i, layer in enumerate(layers):
             name = f"layer {i} ({layer.digest()})"
             with layer.uncompressed() as stream:
@@ -93,6 +103,8 @@ class Ownership:
         warn: Callable[[str], None],
         ignore: IgnoreList | None,
     ) -> None:
+        from lamina.fs import extract_layer
+
         assert self.runner is not None
         read_fd, write_fd = os.pipe()
         failure: list[BaseException] = []

@@ -7,10 +7,13 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.errors import FilesystemError, LaminaError
-from lamina.fs import Change, write_layer
 from lamina.oci import FileLayer, compress_layer, mediatypes
+
+if TYPE_CHECKING:
+    from lamina.fs import Change
 
 __all__ = ["make_layer"]
 
@@ -30,6 +33,8 @@ def make_layer(
     other end and computes digest and diff_id on the way, so no layer is ever
     held in memory or written twice. ``epoch`` clamps mtimes (``--reproducible``).
     """
+    from lamina.fs import write_layer  # the tar writer: only a step that ran makes a layer
+
     change_list = list(changes)
     try:
         rfd, wfd = os.pipe()

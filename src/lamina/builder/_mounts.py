@@ -1,15 +1,4 @@
-"""RUN here-documents and ``RUN --mount`` helpers (BuildKit semantics).
-
-Here-documents (``dockerfile2llb`` ``dispatchRun``):
-
-* the whole command is one heredoc whose body starts with ``#!``: the body is
-  the file ``/dev/pipes/<NAME>`` (mode 0755, mounted read-only) and the
-  command is ``SHELL + ["/dev/pipes/<NAME>"]`` (lamina mounts the file at
-  ``/.lamina-pipes/<NAME>`` and runs that path; the history shows BuildKit's);
-* the whole command is one heredoc without a shebang: ``SHELL + [body]``;
-* anything else (``RUN <<A cat > /a && <<B cat > /b``): the shell gets the line
-  followed by ``"\\n" + raw body + NAME`` for each heredoc, and handles the
-  heredocs itself (quoting, ``<<-`` tab stripping).
+"""``RUN --mount`` helpers (BuildKit semantics; here-documents: ``_runcmd``).
 
 Cache mounts live under ``BuildOptions.cache_mount_dir``: one directory per
 cache id (``<sha256(id)>/data``, a ``lock`` file and the ``id`` as text).
@@ -54,7 +43,6 @@ import fcntl
 import hashlib
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tempfile
@@ -62,8 +50,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from lamina.builder._runcmd import missing_source
 from lamina.builder.options import SecretSource, SSHSource
-from lamina.dockerfile import Heredoc, Mount
+from lamina.dockerfile import Mount
 from lamina.errors import (
     BuildStepError,
     DockerfileError,
@@ -75,61 +64,19 @@ from lamina.fs import safe_join
 from lamina.sandbox import BindMount
 
 __all__ = [
-    "PIPES_DIR",
-    "SANDBOX_PIPES_DIR",
     "SSH_AGENT_TARGET",
     "CacheLease",
     "CacheStore",
-    "HeredocCommand",
     "InPlaceMounts",
     "StepSecrets",
     "UpperCache",
-    "check_secret_mounts",
-    "heredoc_command",
     "mount_target",
     "released",
     "secret_mounts",
     "unsupported_mount",
 ]
 
-#: where BuildKit mounts a shebang heredoc script (the path in ``history``)
-PIPES_DIR = "/dev/pipes"
-#: where lamina mounts it: the sandbox gives each step a fresh ``/dev`` tmpfs
-#: that hides mount points below it, so ``/dev/pipes`` cannot be a mount target
-SANDBOX_PIPES_DIR = "/.lamina-pipes"
-_SINGLE = re.compile(r"^\s*(\d*)<<(-?)\s*(\S+)\s*$")
 _OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeredocCommand:
-    """The argv of a heredoc RUN and, for a shebang script, its file (name, bytes)."""
-
-    argv: tuple[str, ...]
-    script: tuple[str, bytes] | None = None
-
-
-def _unquote(word: str) -> str:
-    return word.replace('"', "").replace("'", "")
-
-
-def heredoc_command(text: str, heredocs: Sequence[Heredoc], shell: Sequence[str]) -> HeredocCommand:
-    """``RUN`` shell-form ``text`` with ``heredocs`` → the argv BuildKit runs."""
-    m = _SINGLE.match(text)
-    if m is not None and len(heredocs) == 1 and _unquote(m.group(3)) == heredocs[0].name:
-        doc = heredocs[0]
-        data = doc.body  # <<- strips leading tabs; the expand flag is ignored for RUN
-        if data.startswith("#!"):
-            name = posixpath.basename(doc.name) or "EOF"
-            path = posixpath.join(PIPES_DIR, name)
-            return HeredocCommand(
-                argv=(*shell, path), script=(name, data.encode("utf-8", "surrogateescape"))
-            )
-        return HeredocCommand(argv=(*shell, data))
-    full = text
-    for doc in heredocs:
-        full += "\n" + doc.content + doc.name
-    return HeredocCommand(argv=(*shell, full))
 
 
 def mount_target(target: str | None, workdir: str, location: SourceLocation) -> str:
@@ -384,16 +331,6 @@ class StepSecrets:
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-def _missing(kind: str, mount_id: str, location: SourceLocation) -> BuildStepError:
-    flag = "--secret id=" if kind == "secret" else "--ssh "
-    return BuildStepError(
-        f"{kind} {mount_id!r} is required but was not given to the build",
-        hint=f"pass {flag}{mount_id}{',src=FILE' if kind == 'secret' else '=SOCKET'}"
-        " (or drop required=true)",
-        location=location,
-    )
-
-
 def _secret_value(source: SecretSource, location: SourceLocation) -> bytes | None:
     if source.path is None:
         return source.value
@@ -407,24 +344,6 @@ def _secret_value(source: SecretSource, location: SourceLocation) -> bytes | Non
             hint="check the src= path of --secret",
             location=location,
         ) from exc
-
-
-def check_secret_mounts(
-    mounts: Sequence[Mount],
-    secrets: Sequence[SecretSource],
-    agents: Sequence[SSHSource],
-    location: SourceLocation,
-) -> None:
-    """Refuse a RUN whose required secrets or ssh agents were not given (before it runs)."""
-    have_secrets = {s.id for s in secrets}
-    have_agents = {a.id for a in agents}
-    for m in mounts:
-        if not m.required:
-            continue
-        if m.type == "secret" and (m.id or "") not in have_secrets:
-            raise _missing("secret", m.id or "", location)
-        if m.type == "ssh" and (m.id or "default") not in have_agents:
-            raise _missing("ssh agent", m.id or "default", location)
 
 
 def secret_mounts(
@@ -459,7 +378,7 @@ def secret_mounts(
             value = _secret_value(source, location) if source is not None else None
             if value is None:
                 if m.required:
-                    raise _missing("secret", sid, location)
+                    raise missing_source("secret", sid, location)
                 continue
             if m.env:
                 if b"\0" in value:
@@ -490,7 +409,7 @@ def secret_mounts(
             agent = agent_by_id.get(m.id or "default")
             if agent is None or not _is_socket(agent.socket):
                 if m.required:
-                    raise _missing("ssh agent", m.id or "default", location)
+                    raise missing_source("ssh agent", m.id or "default", location)
                 continue
             out.append(BindMount(source=agent.socket, target=target, readonly=True))
     return StepSecrets(mounts=tuple(out), env=env)

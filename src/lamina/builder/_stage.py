@@ -13,14 +13,13 @@ import os
 import posixpath
 import shutil
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lamina.builder._cache import (
     CacheSession,
@@ -39,13 +38,11 @@ from lamina.builder._copy import (
     resolve_dest,
     resolve_sources,
 )
-from lamina.builder._fetch import Fetched, check_add_sources, fetch_url, is_git_source
-from lamina.builder._git import (
-    GitCheckout,
-    fetch_git,
-    git_auth_header,
-    git_secrets,
-    parse_git_source,
+from lamina.builder._fetch import (
+    Fetched,
+    check_add_sources,
+    fetch_url,
+    is_git_source,
     redact_url,
 )
 from lamina.builder._history import (
@@ -56,22 +53,9 @@ from lamina.builder._history import (
     run_created_by,
 )
 from lamina.builder._ids import Ownership
-from lamina.builder._inplace import InPlace, in_image_path, wipe_root
 from lamina.builder._layers import make_layer
-from lamina.builder._mounts import (
-    SANDBOX_PIPES_DIR,
-    CacheLease,
-    CacheStore,
-    InPlaceMounts,
-    UpperCache,
-    check_secret_mounts,
-    heredoc_command,
-    mount_target,
-    released,
-    secret_mounts,
-    unsupported_mount,
-)
 from lamina.builder._plan import BuildPlan, StagePlan
+from lamina.builder._runcmd import SANDBOX_PIPES_DIR, check_secret_mounts, heredoc_command
 from lamina.builder.options import SecretSource, SSHSource
 from lamina.cache import BaseImageCache, cache_key, fetch_all
 from lamina.context import ContextSource, LocalContext, has_glob
@@ -114,15 +98,7 @@ from lamina.errors import (
     SourceLocation,
     UsageError,
 )
-from lamina.fs import (
-    BuildDir,
-    Change,
-    IgnoreList,
-    StatIndex,
-    changes_from_upper,
-    diff,
-    safe_join,
-)
+from lamina.fs import BuildDir, IgnoreList, safe_join
 from lamina.oci import (
     Addendum,
     ContainerConfig,
@@ -139,18 +115,15 @@ from lamina.oci import (
     mediatypes,
     with_config,
 )
-from lamina.sandbox import (
-    BindMount,
-    MountSpec,
-    Runner,
-    RunResult,
-    RunSpec,
-    TmpfsMount,
-    failure_error,
-    host_network_files,
-    resolve_user,
-    select_runner,
-)
+
+if TYPE_CHECKING:
+    # what only a step that runs needs is imported where it runs: a build whose steps
+    # are all cached never loads the sandbox, git or the RUN mount machinery
+    from lamina.builder._git import GitCheckout
+    from lamina.builder._inplace import InPlace
+    from lamina.builder._mounts import CacheLease, CacheStore, InPlaceMounts, UpperCache
+    from lamina.fs import Change, StatIndex
+    from lamina.sandbox import MountSpec, Runner, RunResult, RunSpec
 
 __all__ = ["BuildEnv", "ImageSource", "StageBuilder", "StageResult", "StepEffect"]
 
@@ -293,6 +266,8 @@ class BuildEnv:
 
     def get_runner(self) -> Runner:
         if self.runner is None:
+            from lamina.sandbox import select_runner  # the first step that runs
+
             self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
         return self.runner
 
@@ -352,6 +327,8 @@ class BuildEnv:
 
     def scan(self, root: Path) -> StatIndex:
         """A stat index of ``root``, leaving out the in-place ignore list."""
+        from lamina.fs import StatIndex
+
         return StatIndex.scan(root, self.inplace.ignore if self.inplace is not None else None)
 
     def ownership(self) -> Ownership:
@@ -519,6 +496,8 @@ class StageBuilder:
             return self.rootfs
         self.env.await_preflight()  # no real work for an image that could not be pushed
         if self.env.inplace is not None:
+            from lamina.builder._inplace import wipe_root
+
             self.log.info(
                 "stage %s: emptying %s and extracting %s",
                 self.sp.display,
@@ -547,6 +526,8 @@ class StageBuilder:
 
     @staticmethod
     def _copy_tree(src: Path, dst: Path) -> None:
+        import subprocess
+
         proc = subprocess.run(
             ["cp", "-a", "--reflink=auto", f"{src}/.", f"{dst}/"],
             capture_output=True,
@@ -641,6 +622,8 @@ class StageBuilder:
         layer (its ``created_by`` is the last instruction, as in kaniko), the
         others are empty. Nothing changed: no layer at all.
         """
+        from lamina.fs import diff
+
         assert self.snapshot_base is not None
         mode = self.env.snapshot_mode
         after = self.env.scan(self.rootfs)
@@ -1063,6 +1046,8 @@ class StageBuilder:
         file op with ``withLayer = true`` whenever ``wd != "/"``, so a WORKDIR
         whose directory already exists still records a (empty) layer.
         """
+        from lamina.fs import Change
+
         current = self.runtime.working_dir or "/"
         path = posixpath.normpath(posixpath.join(current, instr.path))
         if path.startswith("//"):
@@ -1083,6 +1068,8 @@ class StageBuilder:
     def _make_workdir(
         self, rootfs: Path, host: Path, path: str, location: SourceLocation
     ) -> list[Path]:
+        from lamina.sandbox import resolve_user
+
         uid, gid = 0, 0
         if self.runtime.user:
             try:
@@ -1145,6 +1132,17 @@ class StageBuilder:
         return self.env.ownership()
 
     def do_run(self, instr: RunInstruction) -> StepEffect:
+        from lamina.builder._inplace import in_image_path
+        from lamina.builder._mounts import (
+            UpperCache,
+            mount_target,
+            released,
+            secret_mounts,
+            unsupported_mount,
+        )
+        from lamina.fs import changes_from_upper, diff
+        from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
+
         assert self.scope is not None
         loc = instr.location
         for m in instr.mounts:
@@ -1367,6 +1365,9 @@ class StageBuilder:
         :class:`InPlaceMounts`: the targets are left out of both scans and
         restored, even when the step fails or the build is interrupted.
         """
+        from lamina.builder._mounts import InPlaceMounts, released
+        from lamina.fs import StatIndex, diff
+
         root = spec.rootfs
         inplace = self.env.inplace
         em = InPlaceMounts(root=root, location=loc, log=self.log.info, isolation=runner.name)
@@ -1410,6 +1411,9 @@ class StageBuilder:
         self, em: InPlaceMounts, inplace: InPlace | None, mount: MountSpec, loc: SourceLocation
     ) -> Callable[[], None]:
         """How ``mount`` is placed in the step's root (checked now, done later)."""
+        from lamina.builder._inplace import in_image_path
+        from lamina.sandbox import TmpfsMount
+
         if isinstance(mount, TmpfsMount):
             if mount.size is not None:
                 self.log.warning(
@@ -1509,6 +1513,8 @@ class StageBuilder:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _cache_store(self) -> CacheStore:
+        from lamina.builder._mounts import CacheStore
+
         root = self.env.cache_mount_dir or (self.env.build_dir.path.parent / "cache-mounts")
         return CacheStore(root)
 
@@ -1563,6 +1569,8 @@ class StageBuilder:
         return root
 
     def _run_failure(self, result: RunResult, command: str, loc: SourceLocation) -> BuildStepError:
+        from lamina.sandbox import failure_error
+
         return failure_error(result, command=command, stage=self.sp.display, location=loc)
 
     def _source_tree(self, from_: str | None, loc: SourceLocation) -> LocalContext:
@@ -1607,6 +1615,8 @@ class StageBuilder:
         self, gits: Sequence[str], instr: AddInstruction, into: Path
     ) -> list[GitCheckout]:
         """Check out the ``ADD`` git sources below ``into`` (deleted by the caller)."""
+        from lamina.builder._git import fetch_git, git_auth_header, git_secrets, parse_git_source
+
         loc = instr.location
         parsed = [
             parse_git_source(
@@ -1651,6 +1661,8 @@ class StageBuilder:
         is what makes the layer reproducible without BuildKit's cache keys.
         As BuildKit does, ``--link`` together with ``--chmod`` is a plain copy.
         """
+        from lamina.fs import Change
+
         loc = instr.location
         kw = instr.keyword
         from_: str | None = None

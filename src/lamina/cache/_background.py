@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lamina.cache._keys import KeyInputs
 from lamina.cache._store import CacheLookup, LayerCache
@@ -15,8 +15,9 @@ from lamina.oci import Layer
 __all__ = ["BackgroundCache"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Write:
+class _Write(NamedTuple):
+    """One queued store."""
+
     key: str
     layer: Layer | None
     inputs: KeyInputs

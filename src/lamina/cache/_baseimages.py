@@ -23,13 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lamina.cache._common import atomic_write
 from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.oci import BlobImage, Descriptor, Digest, Image, Manifest, Platform, Reference
-from lamina.oci.docker_archive import DockerArchive, write_docker_archive
-from lamina.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from lamina.oci.docker_archive import DockerArchive
+    from lamina.registry import RegistryClient
 
 __all__ = ["BaseImageCache", "WarmResult", "warm_base_images"]
 
@@ -73,6 +75,8 @@ class BaseImageCache:
             if got != digest:
                 raise _UnusableError(f"{self.manifest_path(digest)} has digest {got}")
             manifest = Manifest.from_json(raw, f"manifest of {what}")
+            from lamina.oci.docker_archive import DockerArchive  # only warmed images need it
+
             archive = DockerArchive(self.tarball_path(digest))
             members = _members(archive, manifest)
             image = BlobImage(raw, _fetcher(archive, members), what=what)
@@ -100,6 +104,8 @@ class BaseImageCache:
                 hint="check --cache-dir and its permissions",
             ) from exc
         tags = [ref.repository_ref.with_tag(ref.tag)] if ref is not None and ref.tag else []
+        from lamina.oci.docker_archive import write_docker_archive
+
         write_docker_archive(self.tarball_path(digest), image, tags)
         with atomic_write(self.manifest_path(digest)) as f:
             f.write(raw)

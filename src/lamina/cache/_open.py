@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.cache._dir import DirLayerCache
 from lamina.cache._keys import KeyInputs
@@ -31,7 +32,9 @@ from lamina.cache._registry import RegistryLayerCache
 from lamina.cache._store import CacheLookup, LayerCache
 from lamina.errors import LaminaError, UsageError
 from lamina.oci import Layer, Reference
-from lamina.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from lamina.registry import RegistryClient
 
 __all__ = ["CompositeLayerCache", "ReadOnlyLayerCache", "open_layer_cache"]
 

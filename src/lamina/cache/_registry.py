@@ -19,6 +19,7 @@ import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.cache._common import Clock, check_key, expired_reason, utcnow
 from lamina.cache._entry_image import (
@@ -39,7 +40,9 @@ from lamina.errors import (
     RegistryError,
 )
 from lamina.oci import Digest, Layer, Reference
-from lamina.registry import RegistryClient, RemoteImage
+
+if TYPE_CHECKING:
+    from lamina.registry import RegistryClient, RemoteImage
 
 __all__ = ["RegistryLayerCache"]
 
@@ -97,6 +100,8 @@ class RegistryLayerCache:
             return CacheLookup(hit=None, reason=reason)
         if found is None:
             return CacheLookup(hit=None, reason="no entry")
+        from lamina.registry import RemoteImage  # the client has loaded it
+
         try:
             if not isinstance(found, RemoteImage):
                 raise WrongShapeError(f"{found.media_type()} is an index, not an image")
@@ -179,6 +184,8 @@ class RegistryLayerCache:
             found = self._client.get_index_or_image(self.repo.with_tag(slot_tag(slot)))
         except LaminaError:
             return None
+        from lamina.registry import RemoteImage  # the client has loaded it
+
         if not isinstance(found, RemoteImage):
             return None
         return read_inputs(found)

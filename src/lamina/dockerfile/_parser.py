@@ -7,6 +7,7 @@ ONBUILD nesting and heredoc bodies. No variable is expanded here.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -32,6 +33,7 @@ _GO_SPACE_SPLIT = re.compile(SPACE_CLASS + "+")
 _GO_S = r"[\t\n\f\r ]*"
 _DIRECTIVE = re.compile(rf"^#{_GO_S}([a-zA-Z][a-zA-Z0-9]*){_GO_S}={_GO_S}(.+?){_GO_S}\Z")
 _VALID_DIRECTIVES = frozenset({"syntax", "escape", "check"})
+_ESCAPES = ("\\", "`")  # the escape tokens a directive may choose
 _HEREDOC = re.compile(r"^([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _HEREDOC_ALONE = re.compile(r"^([0-9]*)<<(-?)\Z")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
@@ -44,12 +46,10 @@ _NO_SPACES = re.compile("[^" + re.escape("".join(sorted(GO_SPACE))) + "]*")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+@functools.cache  # compiled on first use: most Dockerfiles never meet the backtick escape
 def _continuation_regex(escape: str) -> re.Pattern[str]:
     e = re.escape(escape)
     return re.compile(rf"([^{e}]){e}[ \t]*\Z|^{e}[ \t]*\Z", re.DOTALL)
-
-
-_CONT_REGEXES = {"\\": _continuation_regex("\\"), "`": _continuation_regex("`")}
 
 
 @fast_init
@@ -268,6 +268,7 @@ def _split_ws(rest: str) -> tuple[str, ...]:
     return tuple(_WS_SPLIT.split(rest))
 
 
+@functools.cache  # compiled on first use, like _continuation_regex
 def _words_regex(escape: str) -> re.Pattern[str]:
     # one word of parseWords: escaped characters, "..." (escapes inside), '...'
     # (no escapes inside) and other non-space characters; an unterminated quote
@@ -280,17 +281,13 @@ def _words_regex(escape: str) -> re.Pattern[str]:
     )
 
 
-_WORDS_REGEXES = {"\\": _words_regex("\\"), "`": _words_regex("`")}
-
-
 def _parse_words(rest: str, escape: str) -> list[str]:
     """BuildKit's ``parseWords``: split on whitespace, quotes and escapes kept."""
     if escape not in rest and "'" not in rest and '"' not in rest:
         rest = go_strip(rest)
         return _GO_SPACE_SPLIT.split(rest) if rest else []
-    rx = _WORDS_REGEXES.get(escape)
-    if rx is not None and not rest.endswith(escape):
-        return rx.findall(rest)
+    if escape in _ESCAPES and not rest.endswith(escape):
+        return _words_regex(escape).findall(rest)
     return _parse_words_loop(rest, escape)
 
 
@@ -420,13 +417,18 @@ def _health(rest: str) -> tuple[tuple[str, ...], bool]:
 # ------------------------------------------------------------------------- parser
 
 
-@dataclass(slots=True)
 class _State:
-    filename: str
-    escape: str = "\\"
-    directives: dict[str, str] = field(default_factory=dict)
-    directives_done: bool = False
-    warnings: list[DockerfileWarning] = field(default_factory=list)
+    """What the parser carries from line to line (a plain class: built once per parse,
+    never compared or printed, so it skips a dataclass's ~1 ms of import-time set-up)."""
+
+    __slots__ = ("directives", "directives_done", "escape", "filename", "warnings")
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.escape = "\\"
+        self.directives: dict[str, str] = {}
+        self.directives_done = False
+        self.warnings: list[DockerfileWarning] = []
 
 
 # how each keyword's arguments are split (anything else: one empty argument)
@@ -616,7 +618,7 @@ def parse(text: str | bytes, *, filename: str = "Dockerfile") -> ParseResult:
     n = len(lines)
     i = 0
     esc = st.escape
-    cont = _CONT_REGEXES[esc]
+    cont = _continuation_regex(esc)
     # lines come from split("\n"): only "\r" can trail them, and usually none does
     has_cr = "\r" in text
     while i < n:
@@ -631,7 +633,7 @@ def parse(text: str | bytes, *, filename: str = "Dockerfile") -> ParseResult:
             _check_directive(s, st, i, raw)
             if st.escape != esc:
                 esc = st.escape
-                cont = _CONT_REGEXES[esc]
+                cont = _continuation_regex(esc)
         if not s or s[0] == "#":
             continue
         start = i

@@ -18,19 +18,26 @@
   to its destination, without whiteout semantics.
 """
 
-from lamina.fs._builddir import BuildDir
-from lamina.fs._changes import Change, ChangeKind, normalise_changes
-from lamina.fs._extract import ExtractStats, extract_archive, extract_layer, remove_path
-from lamina.fs._ignore import (
-    IgnoreList,
-    default_ignore_list,
-    mount_points_from_mountinfo,
-    read_mountinfo,
-)
-from lamina.fs._overlay import apply_upper, changes_from_upper
-from lamina.fs._paths import safe_join
-from lamina.fs._statindex import SnapshotMode, StatIndex, diff
-from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lamina._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from lamina.fs._builddir import BuildDir
+    from lamina.fs._changes import Change, ChangeKind, normalise_changes
+    from lamina.fs._extract import ExtractStats, extract_archive, extract_layer, remove_path
+    from lamina.fs._ignore import (
+        IgnoreList,
+        default_ignore_list,
+        mount_points_from_mountinfo,
+        read_mountinfo,
+    )
+    from lamina.fs._overlay import apply_upper, changes_from_upper
+    from lamina.fs._paths import safe_join
+    from lamina.fs._statindex import SnapshotMode, StatIndex, diff
+    from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
 
 __all__ = [
     "BuildDir",
@@ -55,3 +62,32 @@ __all__ = [
     "safe_join",
     "write_layer",
 ]
+
+#: what each name is imported from, on first use (a cache hit must not import the
+#: tar extraction and writing code)
+_EXPORTS = {
+    "BuildDir": "lamina.fs._builddir",
+    "Change": "lamina.fs._changes",
+    "ChangeKind": "lamina.fs._changes",
+    "ExtractStats": "lamina.fs._extract",
+    "IgnoreList": "lamina.fs._ignore",
+    "LayerWriteStats": "lamina.fs._tarwriter",
+    "SnapshotMode": "lamina.fs._statindex",
+    "StatIndex": "lamina.fs._statindex",
+    "apply_upper": "lamina.fs._overlay",
+    "changes_for_tree": "lamina.fs._tarwriter",
+    "changes_from_upper": "lamina.fs._overlay",
+    "default_ignore_list": "lamina.fs._ignore",
+    "diff": "lamina.fs._statindex",
+    "extract_archive": "lamina.fs._extract",
+    "extract_layer": "lamina.fs._extract",
+    "mount_points_from_mountinfo": "lamina.fs._ignore",
+    "normalise_changes": "lamina.fs._changes",
+    "read_mountinfo": "lamina.fs._ignore",
+    "remove_path": "lamina.fs._extract",
+    "safe_join": "lamina.fs._paths",
+    "write_layer": "lamina.fs._tarwriter",
+}
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, cast
 
-import zstandard
 from isal import igzip, isal_zlib
 
 from lamina.errors import ImageFormatError, LaminaError
@@ -112,6 +111,8 @@ def compress_layer(
         emit(comp.flush())
         emit(struct.pack("<II", crc & 0xFFFFFFFF, diff.size & 0xFFFFFFFF))
     elif compression == "zstd":
+        import zstandard  # only zstd layers load it
+
         zlevel = _ZSTD_DEFAULT_LEVEL if level is None or level < 0 else level
         zcomp = zstandard.ZstdCompressor(
             level=zlevel, write_content_size=False, write_checksum=True
@@ -272,9 +273,18 @@ class _Translating(io.RawIOBase):
         what: str,
         compression: str,
         close: Callable[[], None],
+        *,
         at_eof: Callable[[], str | None] | None = None,
+        codec_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         self._inner = inner
+        self._errors: tuple[type[Exception], ...] = (
+            OSError,
+            EOFError,
+            zlib.error,
+            _ISAL_ERROR,
+            *codec_errors,
+        )
         self._at_eof = at_eof
         self._what = what
         self._compression = compression
@@ -306,7 +316,7 @@ class _Translating(io.RawIOBase):
             data = self._inner.read(size)
         except LaminaError:
             raise
-        except (OSError, EOFError, zlib.error, _ISAL_ERROR, zstandard.ZstdError) as exc:
+        except self._errors as exc:
             raise self._fail(exc) from exc
         if not data and self._at_eof is not None:
             problem = self._at_eof()
@@ -357,9 +367,13 @@ def decompress(
     raw = io.BufferedReader(prefixed, CHUNK_SIZE)
     inner: Any
     at_eof: Callable[[], str | None] | None = None
+    codec_errors: tuple[type[Exception], ...] = ()
     if actual == "gzip":
         inner = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
     elif actual == "zstd":
+        import zstandard  # only zstd layers load it
+
+        codec_errors = (zstandard.ZstdError,)
         inner = zstandard.ZstdDecompressor().stream_reader(
             raw, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
         )
@@ -374,7 +388,10 @@ def decompress(
 
     else:
         inner = raw
-    return cast(BinaryIO, _Translating(inner, what, actual, inner.close, at_eof))
+    translating = _Translating(
+        inner, what, actual, inner.close, at_eof=at_eof, codec_errors=codec_errors
+    )
+    return cast(BinaryIO, translating)
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _pyplatform
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +69,7 @@ class Platform:
     def host(cls) -> Platform:
         """The platform of the running machine, named as Docker names it."""
         os_ = "linux" if sys.platform.startswith("linux") else sys.platform
-        machine = _pyplatform.machine() or "amd64"
+        machine = os.uname().machine or "amd64"
         variant: str | None = None
         m = machine.lower()
         if m.startswith("armv"):

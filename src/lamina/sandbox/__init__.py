@@ -51,32 +51,39 @@
   ``RunSpec.extra_files``.
 """
 
-from lamina.sandbox._runners import (
-    ChrootRunner,
-    IdMap,
-    InPlaceRunner,
-    NamespaceRunner,
-    host_network_files,
-    probe_mounts,
-)
-from lamina.sandbox._select import (
-    ISOLATIONS,
-    detect_container,
-    probe_chroot,
-    probe_namespace,
-    select_runner,
-)
-from lamina.sandbox._spec import (
-    BindMount,
-    MountSpec,
-    Network,
-    Runner,
-    RunResult,
-    RunSpec,
-    TmpfsMount,
-    failure_error,
-)
-from lamina.sandbox._users import ResolvedUser, read_image_file, resolve_user
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lamina._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from lamina.sandbox._detect import detect_container
+    from lamina.sandbox._runners import (
+        ChrootRunner,
+        IdMap,
+        InPlaceRunner,
+        NamespaceRunner,
+        host_network_files,
+        probe_mounts,
+    )
+    from lamina.sandbox._select import (
+        ISOLATIONS,
+        probe_chroot,
+        probe_namespace,
+        select_runner,
+    )
+    from lamina.sandbox._spec import (
+        BindMount,
+        MountSpec,
+        Network,
+        Runner,
+        RunResult,
+        RunSpec,
+        TmpfsMount,
+        failure_error,
+    )
+    from lamina.sandbox._users import ResolvedUser, read_image_file, resolve_user
 
 __all__ = [
     "ISOLATIONS",
@@ -102,3 +109,33 @@ __all__ = [
     "resolve_user",
     "select_runner",
 ]
+
+#: what each name is imported from, on first use (a build whose steps are all
+#: cached never loads the runners)
+_EXPORTS = {
+    "BindMount": "lamina.sandbox._spec",
+    "ChrootRunner": "lamina.sandbox._runners",
+    "ISOLATIONS": "lamina.sandbox._select",
+    "IdMap": "lamina.sandbox._runners",
+    "InPlaceRunner": "lamina.sandbox._runners",
+    "MountSpec": "lamina.sandbox._spec",
+    "NamespaceRunner": "lamina.sandbox._runners",
+    "Network": "lamina.sandbox._spec",
+    "ResolvedUser": "lamina.sandbox._users",
+    "RunResult": "lamina.sandbox._spec",
+    "RunSpec": "lamina.sandbox._spec",
+    "Runner": "lamina.sandbox._spec",
+    "TmpfsMount": "lamina.sandbox._spec",
+    "detect_container": "lamina.sandbox._detect",
+    "failure_error": "lamina.sandbox._spec",
+    "host_network_files": "lamina.sandbox._runners",
+    "probe_chroot": "lamina.sandbox._select",
+    "probe_mounts": "lamina.sandbox._runners",
+    "probe_namespace": "lamina.sandbox._select",
+    "read_image_file": "lamina.sandbox._users",
+    "resolve_user": "lamina.sandbox._users",
+    "select_runner": "lamina.sandbox._select",
+}
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lamina.builder._mounts import heredoc_command
+from lamina.builder._runcmd import heredoc_command
 from lamina.dockerfile import RunInstruction, ShellCommand, parse_dockerfile
 
 SH = ("/bin/sh", "-c")

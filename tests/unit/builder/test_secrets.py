@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lamina.builder import SecretSource, SSHSource
-from lamina.builder._mounts import check_secret_mounts, secret_mounts, unsupported_mount
+from lamina.builder._mounts import secret_mounts, unsupported_mount
+from lamina.builder._runcmd import check_secret_mounts
 from lamina.dockerfile import Mount, parse_mount
 from lamina.errors import BuildStepError, SourceLocation
 

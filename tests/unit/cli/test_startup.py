@@ -53,6 +53,46 @@ def test_importing_the_cli_pulls_in_no_builder_registry_client_or_http() -> None
     assert loaded & heavy == set()
 
 
+_BUILD_PROBE = """
+import json, sys
+import lamina.builder._build, lamina.builder._stage, lamina.builder._cache
+import lamina.cache, lamina.registry
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_build_imports_no_run_time_only_code_up_front() -> None:
+    """What a build imports before its first step leaves out what only a step that runs
+    (or an ADD archive, a zstd layer, a download) needs: a fully cached build never pays
+    for it."""
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_PROBE],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert "lamina.builder._stage" in loaded  # the probe did import the builder
+    run_only = {
+        "lamina.sandbox",
+        "lamina.builder._git",
+        "lamina.builder._mounts",
+        "lamina.builder._inplace",
+        "lamina.fs._extract",
+        "lamina.fs._tarwriter",
+        "lamina.fs._statindex",
+        "lamina.oci.docker_archive",
+        "zstandard",
+        "tarfile",
+        "httpx",
+        "subprocess",
+    }
+    assert loaded & run_only == set()
+
+
 def test_version_reads_the_version_and_still_imports_no_builder() -> None:
     out = _modules("version")
     assert out["code"] == 0
@@ -70,7 +110,11 @@ def test_lazy_package_exports_resolve() -> None:
     assert isinstance(lamina.__version__, str)
     assert lamina.builder.build_image.__module__ == "lamina.builder._build"
     assert lamina.registry.RegistryClient.__module__ == "lamina.registry._client"
-    for pkg in (lamina.builder, lamina.registry):
+    import lamina.fs
+    import lamina.sandbox
+
+    assert lamina.sandbox.detect_container.__module__ == "lamina.sandbox._detect"
+    for pkg in (lamina.builder, lamina.registry, lamina.fs, lamina.sandbox):
         for name in pkg.__all__:
             assert getattr(pkg, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
