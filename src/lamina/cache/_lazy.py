@@ -59,6 +59,7 @@ class LazyLayer:
         source_registry: str | None = None,
         source_repository: str | None = None,
         source_verifies: bool = False,
+        download: Callable[[Path], None] | None = None,
     ) -> None:
         self.key = key
         self._open_blob = open_blob
@@ -73,6 +74,9 @@ class LazyLayer:
         self.source_repository = source_repository
         #: ``open_blob`` checks digest and size itself (a registry blob): not hashed twice
         self._source_verifies = source_verifies
+        #: downloads the blob into a path itself, verified and atomically (a registry
+        #: layer's pipelined download); preferred over reading ``open_blob``
+        self._download_to = download
         self._lock = threading.Lock()
         self._file: FileLayer | None = None
         self._failed: str | None = None
@@ -149,6 +153,16 @@ class LazyLayer:
     def _download(self) -> None:
         dest = self._dest
         if dest.exists():  # another entry with the same blob fetched it (verified)
+            return
+        if self._download_to is not None:
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot create {dest.parent}: {exc.strerror or exc}",
+                    hint="check the work directory's free space and permissions",
+                ) from exc
+            self._download_to(dest)
             return
         partial = dest.with_name(f"{dest.name}.{threading.get_ident()}.partial")
         try:

@@ -164,6 +164,7 @@ class RegistryLayerCache:
             source_registry=remote.source_registry,
             source_repository=remote.source_repository,
             source_verifies=True,  # RemoteLayer.compressed checks digest and size
+            download=remote.download_to,
         )
 
     # ------------------------------------------------------------------ store

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from lamina.errors import ImageFormatError, LaminaError, RegistryError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError, RegistryError
 from lamina.oci import (
     Descriptor,
     Digest,
@@ -26,8 +26,18 @@ from lamina.oci import mediatypes as mt
 
 from ._errors import error_from_response, with_retries
 from ._options import RegistryOptions
-from ._streams import CHUNK, VerifyingRaw, iter_reader, open_uncompressed, verified_reader
+from ._streams import (
+    CHUNK,
+    VerifyingRaw,
+    copy_verified,
+    iter_reader,
+    open_uncompressed,
+    verified_reader,
+)
 from ._transport import Endpoint
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RemoteImage", "RemoteIndex", "RemoteLayer", "RemoteRepository", "download_layers"]
 
@@ -208,19 +218,7 @@ class RemoteRepository:
         """
 
         def start() -> VerifyingRaw:
-            response = self.endpoint.send(
-                "GET",
-                f"/v2/{self.repository}/blobs/{digest}",
-                scopes=self.scopes,
-                what=what,
-                stream=True,
-                follow_redirects=True,
-            )
-            if response.status_code != 200:
-                try:
-                    raise error_from_response(response, what)
-                finally:
-                    response.close()
+            response = self._blob_response(digest, what)
             return VerifyingRaw(
                 iter_reader(response.iter_bytes(), what=what, host=self.registry),
                 expected=digest,
@@ -235,6 +233,23 @@ class RemoteRepository:
         finally:
             raw.close()
 
+    def _blob_response(self, digest: Digest, what: str) -> httpx.Response:
+        """The streaming GET of a blob (redirects to blob storage followed); 200 or an error."""
+        response = self.endpoint.send(
+            "GET",
+            f"/v2/{self.repository}/blobs/{digest}",
+            scopes=self.scopes,
+            what=what,
+            stream=True,
+            follow_redirects=True,
+        )
+        if response.status_code != 200:
+            try:
+                raise error_from_response(response, what)
+            finally:
+                response.close()
+        return response
+
     def fetch_blob_bytes(self, digest: Digest, size: int, limit: int, *, what: str) -> bytes:
         if size > limit:
             raise ImageFormatError(f"{what} is {size} bytes, more than the {limit} allowed")
@@ -246,18 +261,29 @@ class RemoteRepository:
         return self.retry(fetch)
 
     def download_blob(self, digest: Digest, size: int, dest: Path, *, what: str) -> None:
-        """Stream a blob into ``dest`` (atomically: a partial file never stays)."""
-        partial = dest.with_name(dest.name + ".partial")
+        """Stream a blob into ``dest`` (atomically: a partial file never stays; concurrent
+        downloads of one blob each write their own partial file)."""
+        partial = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.partial")
 
         def download() -> None:
             try:
-                with self.open_blob(digest, size, what=what) as raw, partial.open("wb") as out:
-                    for chunk in raw.chunks():
-                        out.write(chunk)
+                response = self._blob_response(digest, what)
+                try:
+                    with partial.open("wb") as out:
+                        copy_verified(
+                            iter_reader(response.iter_bytes(), what=what, host=self.registry),
+                            out,
+                            expected=digest,
+                            size=size,
+                            what=what,
+                        )
+                finally:
+                    response.close()
                 os.replace(partial, dest)
-            except OSError as exc:
-                raise RegistryError(
+            except OSError as exc:  # the local disk, not the registry
+                raise FilesystemError(
                     f"{what}: cannot write {partial}: {exc.strerror or exc}",
+                    hint="check the free space and permissions of the build directory",
                 ) from exc
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -300,6 +326,10 @@ class RemoteLayer:
     def local_path(self) -> Path | None:
         """The verified blob on disk after :func:`download_layers`, else None."""
         return self._local
+
+    def download_to(self, dest: Path) -> None:
+        """Download the blob into ``dest`` (verified, atomically, retried per the options)."""
+        self._repo.download_blob(self.digest(), self.size(), dest, what=self._what)
 
     def set_local_path(self, path: Path) -> None:
         self._local = path
@@ -513,7 +543,7 @@ def download_layers(
         digest = layer.digest()
         path = dest_dir / f"{digest.algorithm}-{digest.hex}"
         if not path.exists():
-            layer._repo.download_blob(digest, layer.size(), path, what=layer._what)
+            layer.download_to(path)
         result[digest] = path
 
     first_error: LaminaError | None = None

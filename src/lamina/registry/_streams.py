@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
@@ -10,12 +12,19 @@ from typing import Any, BinaryIO, cast
 import httpx
 
 from lamina.errors import ImageFormatError, LaminaError
-from lamina.oci import Digest
+from lamina.oci import Digest, Hasher
 from lamina.oci import mediatypes as mt
 
 from ._errors import error_from_transport
 
-__all__ = ["CHUNK", "VerifyingRaw", "iter_reader", "open_uncompressed", "verified_reader"]
+__all__ = [
+    "CHUNK",
+    "VerifyingRaw",
+    "copy_verified",
+    "iter_reader",
+    "open_uncompressed",
+    "verified_reader",
+]
 
 CHUNK = 1024 * 1024
 
@@ -61,12 +70,7 @@ class VerifyingRaw(io.RawIOBase):
             if data:
                 self._hasher.update(data)
                 if self._size is not None and self._hasher.size > self._size:
-                    raise ImageFormatError(
-                        f"{self._what} is longer than the {self._size} bytes its "
-                        "descriptor declares",
-                        hint="the registry served different content than the manifest "
-                        "describes; the image is corrupt",
-                    )
+                    raise _too_long(self._what, self._size)
                 self._pending = memoryview(data)
             else:
                 self._finish()
@@ -89,30 +93,14 @@ class VerifyingRaw(io.RawIOBase):
                 return
             self._hasher.update(data)
             if self._size is not None and self._hasher.size > self._size:
-                raise ImageFormatError(
-                    f"{self._what} is longer than the {self._size} bytes its descriptor declares",
-                    hint="the registry served different content than the manifest "
-                    "describes; the image is corrupt",
-                )
+                raise _too_long(self._what, self._size)
             yield data
 
     def _finish(self) -> None:
         if self._eof:
             return
         self._eof = True
-        got = self._hasher.size
-        if self._size is not None and got != self._size:
-            raise ImageFormatError(
-                f"{self._what} is truncated: got {got} of {self._size} bytes",
-                hint="the transfer was cut short; retry (see --image-download-retry)",
-            )
-        if self._expected is not None:
-            digest = self._hasher.digest()
-            if digest != self._expected:
-                raise ImageFormatError(
-                    f"{self._what} has digest {digest}, expected {self._expected}",
-                    hint="the content is corrupt or was altered in transit; it was not used",
-                )
+        _check_complete(self._hasher, self._expected, self._size, self._what)
 
     def drain(self) -> None:
         """Read to the end (verifying), discarding the data."""
@@ -124,6 +112,84 @@ class VerifyingRaw(io.RawIOBase):
         if not self.closed and self._close is not None:
             self._close()
         super().close()
+
+
+def _too_long(what: str, size: int) -> ImageFormatError:
+    return ImageFormatError(
+        f"{what} is longer than the {size} bytes its descriptor declares",
+        hint="the registry served different content than the manifest describes; the image "
+        "is corrupt",
+    )
+
+
+def _check_complete(hasher: Hasher, expected: Digest | None, size: int | None, what: str) -> None:
+    got = hasher.size
+    if size is not None and got != size:
+        raise ImageFormatError(
+            f"{what} is truncated: got {got} of {size} bytes",
+            hint="the transfer was cut short; retry (see --image-download-retry)",
+        )
+    if expected is not None:
+        digest = hasher.digest()
+        if digest != expected:
+            raise ImageFormatError(
+                f"{what} has digest {digest}, expected {expected}",
+                hint="the content is corrupt or was altered in transit; it was not used",
+            )
+
+
+#: chunks received but not yet hashed and written (bounds copy_verified's memory: the
+#: network gives at most 64 KiB per chunk, so this is a few MiB at most)
+_IN_FLIGHT = 32
+
+
+def copy_verified(
+    read_chunk: Callable[[int], bytes],
+    out: BinaryIO,
+    *,
+    expected: Digest,
+    size: int | None,
+    what: str,
+) -> None:
+    """Copy a stream into ``out``, checking its size and digest at the end.
+
+    Receiving runs in the calling thread while a second thread hashes and writes what
+    has arrived (both release the GIL for their large buffers), so a fast link waits
+    neither for the hash nor for the disk. A mismatch raises :class:`ImageFormatError`
+    after the copy; the caller must not use ``out`` then.
+    """
+    hasher = expected.new_hasher()
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=_IN_FLIGHT)
+    failed: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            while (chunk := pending.get()) is not None:
+                hasher.update(chunk)
+                out.write(chunk)
+        except BaseException as exc:
+            failed.append(exc)
+            while pending.get() is not None:  # keep the receiver from blocking
+                pass
+
+    worker = threading.Thread(target=consume, name="lamina-blob-write", daemon=True)
+    worker.start()
+    received = 0
+    try:
+        while not failed:
+            chunk = read_chunk(CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+            if size is not None and received > size:
+                raise _too_long(what, size)
+            pending.put(chunk)
+    finally:
+        pending.put(None)
+        worker.join()
+    if failed:
+        raise failed[0]
+    _check_complete(hasher, expected, size, what)
 
 
 def iter_reader(chunks: Iterator[bytes], *, what: str, host: str) -> Callable[[int], bytes]:
