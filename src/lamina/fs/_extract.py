@@ -19,14 +19,15 @@ operation raises :class:`FilesystemError` naming the entry.
 Parallel file creation. Creating a file costs the kernel a fraction of a
 millisecond, so the thread reading the tar hands regular files of at most
 ``_PARALLEL_MAX_FILE`` bytes (their data read into memory, at most
-``_IN_FLIGHT_BUDGET`` bytes of it pending at a time) to ``WORKERS`` threads,
-which open them (``O_CREAT|O_EXCL|O_NOFOLLOW``), write them and apply their
-metadata. Everything else, in stream order, stays in the reading thread. The
+``_IN_FLIGHT_BUDGET`` bytes of it pending at a time), and symlinks, to
+``WORKERS`` threads, which create them and apply their metadata. Everything
+else, in stream order, stays in the reading thread. The
 rule that keeps this as safe as writing in order:
 
-* a worker only creates the one path it was given, whose parent the reading
-  thread resolved with :func:`safe_join` and made sure is a real directory,
-  and where it made sure nothing is (O_EXCL: nothing else can appear there);
+* a worker only creates the one path it was given (a file with
+  ``O_EXCL|O_NOFOLLOW``, or a symlink, which is never followed), whose parent
+  the reading thread resolved with :func:`safe_join` and made sure is a real
+  directory, and where it made sure nothing is;
 * so the reading thread **waits for every pending write (a barrier)** before
   anything that could remove or replace a directory, or put a directory or
   link where a pending file goes: whiteouts and opaque markers, replacing
@@ -34,7 +35,8 @@ rule that keeps this as safe as writing in order:
   (their target may be pending), and the end of the layer (before directory
   modes and mtimes, and before :func:`extract_layer` returns: the next layer
   sees a complete tree). Workers never create, remove or replace directories
-  or links, so every directory a pending path goes through stays in place;
+  (nor remove anything), so every directory a pending path goes through
+  stays in place;
 * an entry whose path is a pending path (a duplicate name, the last wins) and
   a resolution that meets a pending path not created yet (``on_missing`` of
   :func:`safe_join`) wait for the pending writes first, so every decision
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import bz2
 import errno
+import functools
 import gzip
 import io
 import lzma
@@ -192,14 +195,17 @@ class _FilePool:
     """Threads creating files, with a budget of pending bytes and a barrier.
 
     Only the thread that made the pool calls its methods; workers only run
-    the jobs they are given. Threads start on the first jobs (an empty layer
-    starts none) and are joined by :meth:`close`.
+    the jobs they are given. Each worker has its own queue and a job goes to
+    the queue its ``lane`` (the parent directory's hash) picks: the kernel
+    creates one name at a time per directory, so a worker waiting on a busy
+    directory holds up no file of another. Threads start on their first job
+    (an empty layer starts none) and are joined by :meth:`close`.
     """
 
     def __init__(self, workers: int, budget: int) -> None:
         self._size = workers
         self._budget = budget
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queues: list[queue.SimpleQueue[_Job | None]] = []
         self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
         self._pending: set[Path] = set()
@@ -217,12 +223,15 @@ class _FilePool:
         if self.error is not None:
             raise self.error
 
-    def submit(self, host: Path, cost: int, job: Callable[[], None]) -> None:
+    def submit(self, host: Path, lane: int, cost: int, job: Callable[[], None]) -> None:
         """Run ``job`` (which creates ``host``) in a worker, once ``cost`` fits the budget."""
-        if len(self._threads) < self._size:
+        index = lane % self._size
+        while len(self._queues) <= index:
+            jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
             thread = threading.Thread(
-                target=self._work, name=f"lamina-extract-{len(self._threads)}", daemon=True
+                target=self._work, args=(jobs,), name=f"lamina-extract-{len(self._queues)}"
             )
+            thread.daemon = True
             try:
                 thread.start()
             except RuntimeError as exc:
@@ -230,6 +239,7 @@ class _FilePool:
                     f"cannot start a thread to write files: {exc}",
                     hint="the process is out of threads; check ulimit -u and memory",
                 ) from exc
+            self._queues.append(jobs)
             self._threads.append(thread)
         with self._cond:
             while self.error is None and self._pending and self._cost + cost > self._budget:
@@ -237,7 +247,7 @@ class _FilePool:
             self.check()
             self._pending.add(host)
             self._cost += cost
-        self._jobs.put((host, cost, job))
+        self._queues[index].put((host, cost, job))
 
     def wait(self) -> None:
         """The barrier: return once no job is pending; raise a job's error."""
@@ -249,14 +259,15 @@ class _FilePool:
     def close(self) -> None:
         """Drop the jobs not started (after an error) and join the threads."""
         self._stop = True
-        for _ in self._threads:
-            self._jobs.put(None)
+        for jobs in self._queues:
+            jobs.put(None)
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        self._queues.clear()
 
-    def _work(self) -> None:
-        while (item := self._jobs.get()) is not None:
+    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (item := jobs.get()) is not None:
             host, cost, job = item
             try:
                 if self.error is None and not self._stop:
@@ -306,6 +317,10 @@ class _LayerApplier:
         #: guards ``chown_failed`` and ``_deferred`` (warnings of worker threads)
         self._lock = threading.Lock()
         self._deferred: list[str] = []
+        #: with workers: what each directory holds (name -> S_IFMT bits, 0 for
+        #: "other"), listed once, so that asking whether a new name exists does
+        #: not wait for the kernel to finish a worker's create in that directory
+        self._listing: dict[Path, dict[str, int]] = {}
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -345,6 +360,50 @@ class _LayerApplier:
         except _PendingPathError:
             self._barrier()
             return safe_join(self.root, path, follow_final=True)
+
+    def _kind(self, host: Path, entry: str) -> int | None:
+        """The file type (``S_IFMT`` bits; 0: other) at ``host``; None if nothing is there."""
+        if self.pool is not None:
+            names = self._listing.get(host.parent)
+            if names is None:
+                names = self._list(host.parent, entry)
+            return names.get(host.name)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _fs_error("inspect", host, exc, entry) from exc
+        return stat.S_IFMT(st.st_mode)
+
+    def _list(self, dir_host: Path, entry: str) -> dict[str, int]:
+        names: dict[str, int] = {}
+        try:
+            with os.scandir(dir_host) as it:
+                for item in it:
+                    if item.is_symlink():
+                        kind = stat.S_IFLNK
+                    elif item.is_dir(follow_symlinks=False):
+                        kind = stat.S_IFDIR
+                    elif item.is_file(follow_symlinks=False):
+                        kind = stat.S_IFREG
+                    else:
+                        kind = 0
+                    names[item.name] = kind
+        except OSError as exc:
+            raise _fs_error("list", dir_host, exc, entry) from exc
+        self._listing[dir_host] = names
+        return names
+
+    def _made(self, host: Path, kind: int) -> None:
+        """Note in the listings that this thread created (or handed out) ``host``."""
+        if self.pool is None:
+            return
+        names = self._listing.get(host.parent)
+        if names is not None:
+            names[host.name] = kind
+        if kind == stat.S_IFDIR:
+            self._listing[host] = {}  # made by mkdir: empty
 
     def close(self) -> None:
         """Join the worker threads (jobs not started yet are dropped)."""
@@ -423,6 +482,7 @@ class _LayerApplier:
             os.mkdir(host, 0o755)
         except OSError as exc:
             raise _fs_error("create the directory", host, exc, entry) from exc
+        self._made(host, stat.S_IFDIR)
 
     def _opaque(self, name: str, dir_host: Path) -> None:
         rel = _rel(self.root, dir_host)
@@ -433,6 +493,7 @@ class _LayerApplier:
         self.counts.opaque_dirs += 1
         self._ensure_dir(dir_host, name)
         self._clear_lower(dir_host, rel)
+        self._listing.clear()
 
     def _clear_lower(self, dir_host: Path, rel: str) -> None:
         """Delete what lower layers put below ``dir_host``; keep this layer's entries."""
@@ -465,22 +526,35 @@ class _LayerApplier:
             # whiteouts hide lower layers only: keep what this layer wrote
             if os.path.isdir(host) and not os.path.islink(host):
                 self._clear_lower(host, rel)
+                self._listing.clear()
             return
         remove_path(self.root, host, self.ignore)
+        self._listing.clear()
 
     def _replace(self, dst: Path, entry: str, *, keep_dir: bool) -> bool:
         """Clear ``dst`` for a new entry; returns whether a directory was kept."""
-        try:
-            st = os.lstat(dst)
-        except FileNotFoundError:
+        kind = self._kind(dst, entry)
+        if kind is None:
             return False
-        except OSError as exc:
-            raise _fs_error("inspect", dst, exc, entry) from exc
-        if keep_dir and stat.S_ISDIR(st.st_mode):
+        if keep_dir and kind == stat.S_IFDIR:
             return True
-        if not stat.S_ISREG(st.st_mode):
+        if kind == stat.S_IFREG and self.pool is not None:
+            # unlink never removes a directory: a listing out of date cannot make it unsafe
+            try:
+                os.unlink(dst)
+            except FileNotFoundError:
+                pass
+            except (IsADirectoryError, PermissionError):
+                kind = stat.S_IFDIR
+            except OSError as exc:
+                raise _fs_error("delete", dst, exc, entry) from exc
+            if kind == stat.S_IFREG:
+                self._listing[dst.parent].pop(dst.name, None)
+                return False
+        if kind != stat.S_IFREG:
             self._barrier()  # a directory may hold pending writes
         remove_path(self.root, dst, self.ignore)
+        self._listing.clear()
         return False
 
     def _write(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path, rel: str) -> None:
@@ -491,6 +565,7 @@ class _LayerApplier:
             if m.isdir():
                 if not self._replace(dst, name, keep_dir=True):
                     os.mkdir(dst, 0o700)
+                    self._made(dst, stat.S_IFDIR)
                 self.counts.dirs += 1
             elif m.islnk():
                 self._barrier()  # the target may be a pending write
@@ -501,7 +576,15 @@ class _LayerApplier:
                 return  # the inode's metadata belongs to the link target's entry
             elif m.issym():
                 self._replace(dst, name, keep_dir=False)
+                if self.pool is not None:
+                    self._mark_written(rel)
+                    self.counts.symlinks += 1
+                    self._made(dst, stat.S_IFLNK)
+                    job = functools.partial(self._create_symlink, m, dst)
+                    self.pool.submit(dst, hash(dst.parent), _PER_FILE_COST, job)
+                    return
                 os.symlink(m.linkname, dst)
+                self._made(dst, stat.S_IFLNK)
                 self.counts.symlinks += 1
             elif m.isreg():
                 self._replace(dst, name, keep_dir=False)
@@ -512,6 +595,7 @@ class _LayerApplier:
             elif m.isfifo():
                 self._replace(dst, name, keep_dir=False)
                 os.mkfifo(dst, 0o600)
+                self._made(dst, 0)
                 self.counts.fifos += 1
             elif m.ischr() or m.isblk():
                 if not self._device(m, dst):
@@ -531,6 +615,7 @@ class _LayerApplier:
         if src is None:
             raise ImageFormatError(f"{self.layer}: cannot read the data of entry {m.name!r}")
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self._made(dst, stat.S_IFREG)
         try:
             with os.fdopen(fd, "wb", closefd=False) as out:
                 while True:
@@ -555,7 +640,9 @@ class _LayerApplier:
         self.counts.files += 1
         self.counts.bytes_written += len(data)
         self._flush_warnings()
-        pool.submit(dst, len(data) + _PER_FILE_COST, lambda: self._create(m, dst, data))
+        self._made(dst, stat.S_IFREG)
+        job = functools.partial(self._create, m, dst, data)
+        pool.submit(dst, hash(dst.parent), len(data) + _PER_FILE_COST, job)
 
     def _create(self, m: tarfile.TarInfo, dst: Path, data: bytes) -> None:
         """In a worker: create ``dst`` with ``data``, then its owner, mode, xattrs, mtime."""
@@ -567,6 +654,14 @@ class _LayerApplier:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
+        except OSError as exc:
+            raise _fs_error("write", dst, exc, m.name) from exc
+        self._metadata(m, dst)
+
+    def _create_symlink(self, m: tarfile.TarInfo, dst: Path) -> None:
+        """In a worker: create the symlink ``dst``, then its owner, xattrs, mtime."""
+        try:
+            os.symlink(m.linkname, dst)
         except OSError as exc:
             raise _fs_error("write", dst, exc, m.name) from exc
         self._metadata(m, dst)
@@ -591,6 +686,7 @@ class _LayerApplier:
             self._skip(m.name, f"refused: hardlink to the directory {m.linkname!r}")
             return False
         os.link(target, dst, follow_symlinks=False)
+        self._made(dst, stat.S_IFMT(tst.st_mode) if stat.S_ISREG(tst.st_mode) else 0)
         self.counts.hardlinks += 1
         return True
 
@@ -603,6 +699,7 @@ class _LayerApplier:
         mode = (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | 0o600
         try:
             os.mknod(dst, mode, os.makedev(m.devmajor, m.devminor))
+            self._made(dst, 0)
         except PermissionError:
             self.can_mknod = False
             self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
