@@ -349,7 +349,10 @@ class _LayerApplier:
         self._flush_warnings()
 
     def _not_pending(self, host: Path) -> None:
-        if self.pool is not None and host in self.pool:
+        """Accept a component found missing only if no worker is (or was just) creating it."""
+        # pending, or finished between the lookup and this check: resolve again
+        # (a path that is not pending stays missing: workers create pending paths only)
+        if self.pool is not None and (host in self.pool or os.path.lexists(host)):
             raise _PendingPathError(host)
 
     def _resolve_parent(self, path: str) -> Path:
