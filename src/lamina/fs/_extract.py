@@ -15,19 +15,51 @@ Policy for hostile entries (documented in the package docstring and tested):
 
 Malformed tar data raises :class:`ImageFormatError`; a failing filesystem
 operation raises :class:`FilesystemError` naming the entry.
+
+Parallel file creation. Creating a file costs the kernel a fraction of a
+millisecond, so the thread reading the tar hands regular files of at most
+``_PARALLEL_MAX_FILE`` bytes (their data read into memory, at most
+``_IN_FLIGHT_BUDGET`` bytes of it pending at a time), and symlinks, to
+``WORKERS`` threads, which create them and apply their metadata. Everything
+else, in stream order, stays in the reading thread. The
+rule that keeps this as safe as writing in order:
+
+* a worker only creates the one path it was given (a file with
+  ``O_EXCL|O_NOFOLLOW``, or a symlink, which is never followed), whose parent
+  the reading thread resolved with :func:`safe_join` and made sure is a real
+  directory, and where it made sure nothing is;
+* so the reading thread **waits for every pending write (a barrier)** before
+  anything that could remove or replace a directory, or put a directory or
+  link where a pending file goes: whiteouts and opaque markers, replacing
+  anything but a plain file (a directory may hold pending writes), hardlinks
+  (their target may be pending), and the end of the layer (before directory
+  modes and mtimes, and before :func:`extract_layer` returns: the next layer
+  sees a complete tree). Workers never create, remove or replace directories
+  (nor remove anything), so every directory a pending path goes through
+  stays in place;
+* an entry whose path is a pending path (a duplicate name, the last wins) and
+  a resolution that meets a pending path not created yet (``on_missing`` of
+  :func:`safe_join`) wait for the pending writes first, so every decision
+  sees what writing in order would have seen;
+* a worker's error (the same :class:`FilesystemError`) is raised in the
+  reading thread at its next dispatch or barrier, nothing more is handed out,
+  and the threads are joined before :func:`extract_layer` returns or raises.
 """
 
 from __future__ import annotations
 
 import bz2
 import errno
+import functools
 import gzip
 import io
 import lzma
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -44,6 +76,14 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
 _CHUNK = 1 << 20
+
+#: threads creating small regular files (1: every file in the reading thread)
+WORKERS = 4
+#: regular files up to this size go to the workers; larger ones are streamed in order
+_PARALLEL_MAX_FILE = 1 << 20
+#: how much file data (plus an allowance per file) may wait for the workers
+_IN_FLIGHT_BUDGET = 32 << 20
+_PER_FILE_COST = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +184,105 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(member.mtime) * 1_000_000_000
 
 
+class _PendingPathError(Exception):
+    """A resolution met a path a worker has not created yet: wait, then resolve again."""
+
+
+_Job = tuple[Path, int, Callable[[], None]]
+
+
+class _FilePool:
+    """Threads creating files, with a budget of pending bytes and a barrier.
+
+    Only the thread that made the pool calls its methods; workers only run
+    the jobs they are given. Each worker has its own queue and a job goes to
+    the queue its ``lane`` (the parent directory's hash) picks: the kernel
+    creates one name at a time per directory, so a worker waiting on a busy
+    directory holds up no file of another. Threads start on their first job
+    (an empty layer starts none) and are joined by :meth:`close`.
+    """
+
+    def __init__(self, workers: int, budget: int) -> None:
+        self._size = workers
+        self._budget = budget
+        self._queues: list[queue.SimpleQueue[_Job | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._cond = threading.Condition()
+        self._pending: set[Path] = set()
+        self._cost = 0
+        self._stop = False
+        #: the first failure of a job, raised in the owning thread
+        self.error: BaseException | None = None
+
+    def __contains__(self, host: object) -> bool:
+        with self._cond:
+            return host in self._pending
+
+    def check(self) -> None:
+        """Raise the error of a failed job, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, host: Path, lane: int, cost: int, job: Callable[[], None]) -> None:
+        """Run ``job`` (which creates ``host``) in a worker, once ``cost`` fits the budget."""
+        index = lane % self._size
+        while len(self._queues) <= index:
+            jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._work, args=(jobs,), name=f"lamina-extract-{len(self._queues)}"
+            )
+            thread.daemon = True
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                raise FilesystemError(
+                    f"cannot start a thread to write files: {exc}",
+                    hint="the process is out of threads; check ulimit -u and memory",
+                ) from exc
+            self._queues.append(jobs)
+            self._threads.append(thread)
+        with self._cond:
+            while self.error is None and self._pending and self._cost + cost > self._budget:
+                self._cond.wait()
+            self.check()
+            self._pending.add(host)
+            self._cost += cost
+        self._queues[index].put((host, cost, job))
+
+    def wait(self) -> None:
+        """The barrier: return once no job is pending; raise a job's error."""
+        with self._cond:
+            while self._pending:
+                self._cond.wait()
+        self.check()
+
+    def close(self) -> None:
+        """Drop the jobs not started (after an error) and join the threads."""
+        self._stop = True
+        for jobs in self._queues:
+            jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        self._queues.clear()
+
+    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (item := jobs.get()) is not None:
+            host, cost, job = item
+            try:
+                if self.error is None and not self._stop:
+                    job()
+            except BaseException as exc:  # raised again in the owning thread
+                with self._cond:
+                    if self.error is None:
+                        self.error = exc
+            finally:
+                with self._cond:
+                    self._pending.discard(host)
+                    self._cost -= cost
+                    self._cond.notify()
+
+
 class _LayerApplier:
     def __init__(
         self,
@@ -154,6 +293,7 @@ class _LayerApplier:
         on_warning: Callable[[str], None],
         layer_name: str,
         whiteouts: bool = True,
+        workers: int = WORKERS,
     ) -> None:
         self.root = root
         self.ignore = ignore
@@ -171,11 +311,107 @@ class _LayerApplier:
         self.xattr_failed = False
         #: every entry's owner instead of the tar's (``ADD --chown`` of an archive)
         self.owner: tuple[int, int] | None = None
+        #: small regular files are created by these threads (see the module docstring)
+        self.pool = _FilePool(workers, _IN_FLIGHT_BUDGET) if workers > 1 else None
+        self._thread = threading.get_ident()
+        #: guards ``chown_failed`` and ``_deferred`` (warnings of worker threads)
+        self._lock = threading.Lock()
+        self._deferred: list[str] = []
+        #: with workers: what each directory holds (name -> S_IFMT bits, 0 for
+        #: "other"), listed once, so that asking whether a new name exists does
+        #: not wait for the kernel to finish a worker's create in that directory
+        self._listing: dict[Path, dict[str, int]] = {}
 
     # -- bookkeeping -----------------------------------------------------------------
 
     def _warn_entry(self, name: str, text: str) -> None:
-        self.warn(f"{self.layer}: entry {name!r}: {text}")
+        message = f"{self.layer}: entry {name!r}: {text}"
+        if threading.get_ident() == self._thread:
+            self.warn(message)
+            return
+        with self._lock:  # a worker: the reading thread passes it on
+            self._deferred.append(message)
+
+    def _flush_warnings(self) -> None:
+        if not self._deferred:
+            return
+        with self._lock:
+            messages, self._deferred = self._deferred, []
+        for message in messages:
+            self.warn(message)
+
+    # -- parallel writes -------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        """Wait for every pending write (see the module docstring for when)."""
+        if self.pool is not None:
+            self.pool.wait()
+        self._flush_warnings()
+
+    def _not_pending(self, host: Path) -> None:
+        """Accept a component found missing only if no worker is (or was just) creating it."""
+        # pending, or finished between the lookup and this check: resolve again
+        # (a path that is not pending stays missing: workers create pending paths only)
+        if self.pool is not None and (host in self.pool or os.path.lexists(host)):
+            raise _PendingPathError(host)
+
+    def _resolve_parent(self, path: str) -> Path:
+        if self.pool is None:
+            return safe_join(self.root, path, follow_final=True)
+        try:
+            return safe_join(self.root, path, follow_final=True, on_missing=self._not_pending)
+        except _PendingPathError:
+            self._barrier()
+            return safe_join(self.root, path, follow_final=True)
+
+    def _kind(self, host: Path, entry: str) -> int | None:
+        """The file type (``S_IFMT`` bits; 0: other) at ``host``; None if nothing is there."""
+        if self.pool is not None:
+            names = self._listing.get(host.parent)
+            if names is None:
+                names = self._list(host.parent, entry)
+            return names.get(host.name)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _fs_error("inspect", host, exc, entry) from exc
+        return stat.S_IFMT(st.st_mode)
+
+    def _list(self, dir_host: Path, entry: str) -> dict[str, int]:
+        names: dict[str, int] = {}
+        try:
+            with os.scandir(dir_host) as it:
+                for item in it:
+                    if item.is_symlink():
+                        kind = stat.S_IFLNK
+                    elif item.is_dir(follow_symlinks=False):
+                        kind = stat.S_IFDIR
+                    elif item.is_file(follow_symlinks=False):
+                        kind = stat.S_IFREG
+                    else:
+                        kind = 0
+                    names[item.name] = kind
+        except OSError as exc:
+            raise _fs_error("list", dir_host, exc, entry) from exc
+        self._listing[dir_host] = names
+        return names
+
+    def _made(self, host: Path, kind: int) -> None:
+        """Note in the listings that this thread created (or handed out) ``host``."""
+        if self.pool is None:
+            return
+        names = self._listing.get(host.parent)
+        if names is not None:
+            names[host.name] = kind
+        if kind == stat.S_IFDIR:
+            self._listing[host] = {}  # made by mkdir: empty
+
+    def close(self) -> None:
+        """Join the worker threads (jobs not started yet are dropped)."""
+        if self.pool is not None:
+            self.pool.close()
 
     def _skip(self, name: str, why: str) -> None:
         self.counts.skipped += 1
@@ -198,6 +434,8 @@ class _LayerApplier:
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         self.counts.entries += 1
+        if self.pool is not None:
+            self.pool.check()  # a worker failed: hand out nothing more
         name = member.name
         parts = image_parts(name)
         if ".." in parts:
@@ -208,7 +446,7 @@ class _LayerApplier:
         if not parts:
             return  # the root directory itself: the build root keeps its own metadata
         base = parts[-1]
-        parent_host = safe_join(self.root, "/".join(parts[:-1]), follow_final=True)
+        parent_host = self._resolve_parent("/".join(parts[:-1]))
         if not self.whiteouts:
             pass  # an archive for ADD: .wh.* names are ordinary files
         elif base == OPAQUE_MARKER:
@@ -247,15 +485,18 @@ class _LayerApplier:
             os.mkdir(host, 0o755)
         except OSError as exc:
             raise _fs_error("create the directory", host, exc, entry) from exc
+        self._made(host, stat.S_IFDIR)
 
     def _opaque(self, name: str, dir_host: Path) -> None:
         rel = _rel(self.root, dir_host)
         if self._ignored(rel):
             self.counts.skipped += 1
             return
+        self._barrier()  # lower-layer entries are about to go
         self.counts.opaque_dirs += 1
         self._ensure_dir(dir_host, name)
         self._clear_lower(dir_host, rel)
+        self._listing.clear()
 
     def _clear_lower(self, dir_host: Path, rel: str) -> None:
         """Delete what lower layers put below ``dir_host``; keep this layer's entries."""
@@ -283,34 +524,54 @@ class _LayerApplier:
             self.counts.skipped += 1
             return
         self.counts.whiteouts += 1
+        self._barrier()  # a directory may be about to go
         if rel in self.written or rel in self.above_written:
             # whiteouts hide lower layers only: keep what this layer wrote
             if os.path.isdir(host) and not os.path.islink(host):
                 self._clear_lower(host, rel)
+                self._listing.clear()
             return
         remove_path(self.root, host, self.ignore)
+        self._listing.clear()
 
     def _replace(self, dst: Path, entry: str, *, keep_dir: bool) -> bool:
         """Clear ``dst`` for a new entry; returns whether a directory was kept."""
-        try:
-            st = os.lstat(dst)
-        except FileNotFoundError:
+        kind = self._kind(dst, entry)
+        if kind is None:
             return False
-        except OSError as exc:
-            raise _fs_error("inspect", dst, exc, entry) from exc
-        if keep_dir and stat.S_ISDIR(st.st_mode):
+        if keep_dir and kind == stat.S_IFDIR:
             return True
+        if kind == stat.S_IFREG and self.pool is not None:
+            # unlink never removes a directory: a listing out of date cannot make it unsafe
+            try:
+                os.unlink(dst)
+            except FileNotFoundError:
+                pass
+            except (IsADirectoryError, PermissionError):
+                kind = stat.S_IFDIR
+            except OSError as exc:
+                raise _fs_error("delete", dst, exc, entry) from exc
+            if kind == stat.S_IFREG:
+                self._listing[dst.parent].pop(dst.name, None)
+                return False
+        if kind != stat.S_IFREG:
+            self._barrier()  # a directory may hold pending writes
         remove_path(self.root, dst, self.ignore)
+        self._listing.clear()
         return False
 
     def _write(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path, rel: str) -> None:
         name = m.name
+        if self.pool is not None and dst in self.pool:
+            self._barrier()  # the same name again: the last one wins
         try:
             if m.isdir():
                 if not self._replace(dst, name, keep_dir=True):
                     os.mkdir(dst, 0o700)
+                    self._made(dst, stat.S_IFDIR)
                 self.counts.dirs += 1
             elif m.islnk():
+                self._barrier()  # the target may be a pending write
                 self._replace(dst, name, keep_dir=False)
                 if not self._hardlink(m, dst):
                     return
@@ -318,14 +579,26 @@ class _LayerApplier:
                 return  # the inode's metadata belongs to the link target's entry
             elif m.issym():
                 self._replace(dst, name, keep_dir=False)
+                if self.pool is not None:
+                    self._mark_written(rel)
+                    self.counts.symlinks += 1
+                    self._made(dst, stat.S_IFLNK)
+                    job = functools.partial(self._create_symlink, m, dst)
+                    self.pool.submit(dst, hash(dst.parent), _PER_FILE_COST, job)
+                    return
                 os.symlink(m.linkname, dst)
+                self._made(dst, stat.S_IFLNK)
                 self.counts.symlinks += 1
             elif m.isreg():
                 self._replace(dst, name, keep_dir=False)
+                if self.pool is not None and m.size <= _PARALLEL_MAX_FILE:
+                    self._dispatch(self.pool, tar, m, dst, rel)
+                    return
                 self._write_file(tar, m, dst)
             elif m.isfifo():
                 self._replace(dst, name, keep_dir=False)
                 os.mkfifo(dst, 0o600)
+                self._made(dst, 0)
                 self.counts.fifos += 1
             elif m.ischr() or m.isblk():
                 if not self._device(m, dst):
@@ -345,6 +618,7 @@ class _LayerApplier:
         if src is None:
             raise ImageFormatError(f"{self.layer}: cannot read the data of entry {m.name!r}")
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self._made(dst, stat.S_IFREG)
         try:
             with os.fdopen(fd, "wb", closefd=False) as out:
                 while True:
@@ -356,6 +630,44 @@ class _LayerApplier:
         finally:
             os.close(fd)
         self.counts.files += 1
+
+    def _dispatch(
+        self, pool: _FilePool, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path, rel: str
+    ) -> None:
+        """Hand the regular file ``m`` to a worker: ``dst`` is free, its parent a directory."""
+        src = tar.extractfile(m)
+        if src is None:
+            raise ImageFormatError(f"{self.layer}: cannot read the data of entry {m.name!r}")
+        data = src.read()
+        self._mark_written(rel)
+        self.counts.files += 1
+        self.counts.bytes_written += len(data)
+        self._flush_warnings()
+        self._made(dst, stat.S_IFREG)
+        job = functools.partial(self._create, m, dst, data)
+        pool.submit(dst, hash(dst.parent), len(data) + _PER_FILE_COST, job)
+
+    def _create(self, m: tarfile.TarInfo, dst: Path, data: bytes) -> None:
+        """In a worker: create ``dst`` with ``data``, then its owner, mode, xattrs, mtime."""
+        try:
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _fs_error("write", dst, exc, m.name) from exc
+        self._metadata(m, dst)
+
+    def _create_symlink(self, m: tarfile.TarInfo, dst: Path) -> None:
+        """In a worker: create the symlink ``dst``, then its owner, xattrs, mtime."""
+        try:
+            os.symlink(m.linkname, dst)
+        except OSError as exc:
+            raise _fs_error("write", dst, exc, m.name) from exc
+        self._metadata(m, dst)
 
     def _hardlink(self, m: tarfile.TarInfo, dst: Path) -> bool:
         target_parts = image_parts(m.linkname)
@@ -377,6 +689,7 @@ class _LayerApplier:
             self._skip(m.name, f"refused: hardlink to the directory {m.linkname!r}")
             return False
         os.link(target, dst, follow_symlinks=False)
+        self._made(dst, stat.S_IFMT(tst.st_mode) if stat.S_ISREG(tst.st_mode) else 0)
         self.counts.hardlinks += 1
         return True
 
@@ -389,6 +702,7 @@ class _LayerApplier:
         mode = (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | 0o600
         try:
             os.mknod(dst, mode, os.makedev(m.devmajor, m.devminor))
+            self._made(dst, 0)
         except PermissionError:
             self.can_mknod = False
             self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
@@ -402,12 +716,14 @@ class _LayerApplier:
             try:
                 os.lchown(dst, uid, gid)
             except PermissionError:
-                self.chown_failed = True
-                self._warn_entry(
-                    m.name,
-                    "cannot change owners here (not root): files keep the builder's owner "
-                    "(reported once per layer)",
-                )
+                with self._lock:
+                    first, self.chown_failed = not self.chown_failed, True
+                if first:
+                    self._warn_entry(
+                        m.name,
+                        "cannot change owners here (not root): files keep the builder's owner "
+                        "(reported once per layer)",
+                    )
             except OSError as exc:
                 raise _fs_error("change the owner of", dst, exc, m.name) from exc
         mode = m.mode & 0o7777
@@ -441,6 +757,7 @@ class _LayerApplier:
             raise _fs_error(f"set the xattr {key} on", dst, exc, entry) from exc
 
     def finish(self) -> ExtractStats:
+        self._barrier()  # the tree is complete before directory metadata and return
         # deepest first is not needed (utime on a dir does not touch its parent),
         # but reverse order applies the last entry for a directory last-but-one first
         done: set[Path] = set()
@@ -468,6 +785,7 @@ def extract_layer(
     can_mknod: bool | None = None,
     on_warning: Callable[[str], None],
     layer_name: str = "layer",
+    workers: int = WORKERS,
 ) -> ExtractStats:
     """Apply one **uncompressed** layer tar stream on top of ``root``.
 
@@ -480,15 +798,29 @@ def extract_layer(
     ``can_mknod=None`` tries ``mknod`` and falls back to warnings on EPERM.
     Paths matched by ``ignore`` are never written or deleted. See the module
     docstring for the policy on hostile entries. ``layer_name`` (e.g. the
-    digest) prefixes warnings and errors.
+    digest) prefixes warnings and errors. Small regular files are created by
+    ``workers`` threads (1: all in the calling thread; the result is the same),
+    all finished when this returns or raises.
     """
     applier = _LayerApplier(
-        root, ignore=ignore, can_mknod=can_mknod, on_warning=on_warning, layer_name=layer_name
+        root,
+        ignore=ignore,
+        can_mknod=can_mknod,
+        on_warning=on_warning,
+        layer_name=layer_name,
+        workers=workers,
     )
     return _run(applier, tar_stream, layer_name)
 
 
 def _run(applier: _LayerApplier, tar_stream: BinaryIO, layer_name: str) -> ExtractStats:
+    try:
+        return _apply_all(applier, tar_stream, layer_name)
+    finally:
+        applier.close()
+
+
+def _apply_all(applier: _LayerApplier, tar_stream: BinaryIO, layer_name: str) -> ExtractStats:
     try:
         tar = tarfile.open(fileobj=tar_stream, mode="r|")  # noqa: SIM115
     except tarfile.ReadError as exc:
@@ -582,6 +914,7 @@ def extract_archive(
     can_mknod: bool | None = None,
     name: str = "archive",
     owner: tuple[int, int] | None = None,
+    workers: int = WORKERS,
 ) -> ExtractStats:
     """Unpack a local tar archive (plain, gzip, bzip2, xz or zstd; sniffed) for ``ADD``.
 
@@ -591,11 +924,16 @@ def extract_archive(
     ``.wh.*`` names are ordinary files here. Owners and modes of the archive
     are kept, unless ``owner`` is given (``ADD --chown``, as BuildKit >= 0.23):
     then every extracted entry gets it. Decompression streams: memory does not
-    grow with the archive.
+    grow with the archive. ``workers`` as for :func:`extract_layer`.
     """
     dest_host = safe_join(root, dest, follow_final=True)
     applier = _LayerApplier(
-        root, ignore=ignore, can_mknod=can_mknod, on_warning=on_warning, layer_name=name
+        root,
+        ignore=ignore,
+        can_mknod=can_mknod,
+        on_warning=on_warning,
+        layer_name=name,
+        workers=workers,
     )
     applier._ensure_dir(dest_host, dest)
     applier.root = dest_host

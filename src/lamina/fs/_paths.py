@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from lamina.errors import FilesystemError
@@ -28,7 +29,13 @@ def image_parts(path: str | PurePosixPath) -> list[str]:
     return [p for p in str(path).split("/") if p and p != "."]
 
 
-def safe_join(root: Path, path: str | PurePosixPath, *, follow_final: bool = False) -> Path:
+def safe_join(
+    root: Path,
+    path: str | PurePosixPath,
+    *,
+    follow_final: bool = False,
+    on_missing: Callable[[Path], None] | None = None,
+) -> Path:
     """The host path of the in-image ``path``, resolved inside ``root``.
 
     ``path`` is taken as absolute inside ``root`` (a leading ``/`` or none is
@@ -39,6 +46,9 @@ def safe_join(root: Path, path: str | PurePosixPath, *, follow_final: bool = Fal
     ``follow_final`` is true (so by default the result names a symlink itself,
     like ``lstat``). The result never lies outside ``root``; ``root`` itself is
     not resolved and must be a real directory.
+
+    ``on_missing`` is called with the host path of every component found
+    missing (it may raise to abandon the resolution).
 
     Raises :class:`FilesystemError` for too many levels of symlinks, a path
     that needs a non-directory as a directory, or an unreadable component.
@@ -63,6 +73,8 @@ def safe_join(root: Path, path: str | PurePosixPath, *, follow_final: bool = Fal
         except FileNotFoundError:
             # nothing there: no symlink to follow, the rest is taken literally
             # (later components are resolved too, since `..` must still clamp)
+            if on_missing is not None:
+                on_missing(host)
             resolved.append(part)
             continue
         except NotADirectoryError as exc:
