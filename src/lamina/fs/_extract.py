@@ -321,6 +321,9 @@ class _LayerApplier:
         #: "other"), listed once, so that asking whether a new name exists does
         #: not wait for the kernel to finish a worker's create in that directory
         self._listing: dict[Path, dict[str, int]] = {}
+        #: parent directories already resolved (and made) in this layer, by in-image path:
+        #: every component exists and nothing but creation happened since (see _invalidate)
+        self._parents: dict[str, Path] = {}
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -354,6 +357,14 @@ class _LayerApplier:
         # (a path that is not pending stays missing: workers create pending paths only)
         if self.pool is not None and (host in self.pool or os.path.lexists(host)):
             raise _PendingPathError(host)
+
+    def _invalidate(self) -> None:
+        """Something that was not a plain file was removed or replaced: forget the
+        directory listings and the resolved parents (a directory or symlink on a
+        resolved path may be gone). Creating entries never invalidates them: a
+        resolved parent's components all exist, and creation only fills missing names."""
+        self._listing.clear()
+        self._parents.clear()
 
     def _resolve_parent(self, path: str) -> Path:
         if self.pool is None:
@@ -446,7 +457,9 @@ class _LayerApplier:
         if not parts:
             return  # the root directory itself: the build root keeps its own metadata
         base = parts[-1]
-        parent_host = self._resolve_parent("/".join(parts[:-1]))
+        parent_rel = "/".join(parts[:-1])
+        known_parent = self._parents.get(parent_rel)
+        parent_host = known_parent or self._resolve_parent(parent_rel)
         if not self.whiteouts:
             pass  # an archive for ADD: .wh.* names are ordinary files
         elif base == OPAQUE_MARKER:
@@ -462,7 +475,9 @@ class _LayerApplier:
         if self._ignored(rel) or self._ignored("/" + "/".join(parts)):
             self.counts.skipped += 1
             return
-        self._ensure_dir(parent_host, name)
+        if known_parent is None:
+            self._ensure_dir(parent_host, name)
+            self._parents[parent_rel] = parent_host
         self._write(tar, member, dst, rel)
 
     def _ensure_dir(self, host: Path, entry: str) -> None:
@@ -496,7 +511,7 @@ class _LayerApplier:
         self.counts.opaque_dirs += 1
         self._ensure_dir(dir_host, name)
         self._clear_lower(dir_host, rel)
-        self._listing.clear()
+        self._invalidate()
 
     def _clear_lower(self, dir_host: Path, rel: str) -> None:
         """Delete what lower layers put below ``dir_host``; keep this layer's entries."""
@@ -529,10 +544,10 @@ class _LayerApplier:
             # whiteouts hide lower layers only: keep what this layer wrote
             if os.path.isdir(host) and not os.path.islink(host):
                 self._clear_lower(host, rel)
-                self._listing.clear()
+                self._invalidate()
             return
         remove_path(self.root, host, self.ignore)
-        self._listing.clear()
+        self._invalidate()
 
     def _replace(self, dst: Path, entry: str, *, keep_dir: bool) -> bool:
         """Clear ``dst`` for a new entry; returns whether a directory was kept."""
@@ -557,7 +572,7 @@ class _LayerApplier:
         if kind != stat.S_IFREG:
             self._barrier()  # a directory may hold pending writes
         remove_path(self.root, dst, self.ignore)
-        self._listing.clear()
+        self._invalidate()
         return False
 
     def _write(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dst: Path, rel: str) -> None:
