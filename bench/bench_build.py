@@ -14,7 +14,7 @@ image (debootstrap, cached in $LAMINA_TEST_CACHE), then builds, each ``--repeat`
 lamina writes an OCI layout (``--no-push``); buildah builds into a private storage root
 (overlay driver) with ``--layers=false``. Prints wall time per run, the lamina/buildah
 time ratio (target <= 1.0) and lamina's peak RSS (target < 200 MiB): the lamina
-process's own ``ru_maxrss`` (``RUSAGE_SELF``, reported by a wrapper at exit), so the
+process's own peak (``VmHWM``, reported by a wrapper at exit), so the
 RUN's processes and other children are not counted; ``wait4``'s figure, which includes
 the largest reaped descendant, is printed beside it. ``--no-buildah`` times lamina only.
 """
@@ -65,12 +65,15 @@ CASES = {
     ),
 }
 
-#: runs the lamina CLI and reports its own peak RSS (KiB) on stderr as it exits
+#: runs the lamina CLI and reports its own peak RSS (KiB) on stderr as it exits: the
+#: ``VmHWM`` of its address space, not ``ru_maxrss``, which also keeps the peak of the
+#: parent's address space the child was forked (or vforked) from before its exec
 LAMINA = (
-    "import resource, sys\n"
+    "import sys\n"
     "from lamina.cli.main import run\n"
     "code = run(sys.argv[1:])\n"
-    "kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "kib = int(hwm[0].split()[1])\n"
     "sys.stderr.write(f'LAMINA_SELF_MAXRSS_KIB={kib}\\n')\n"
     "sys.exit(code)\n"
 )
