@@ -522,7 +522,7 @@ class CacheSession:
 
     def lookup(self, key: str) -> CacheLookup:
         if key in self.bad:
-            return CacheLookup(hit=None, reason=f"corrupted: {self.bad[key]}")
+            return CacheLookup(hit=None, reason=self.bad[key])  # "corrupted: ..." etc.
         found = self._answers.get(key)
         if found is not None:
             return found
@@ -555,7 +555,7 @@ class CacheSession:
             self.bad[key] = why
             self._answers.pop(key, None)
             self.log.warning(
-                "layer cache %s: entry %s corrupted: %s; treated as a miss",
+                "layer cache %s: entry %s unusable, %s; treated as a miss",
                 self.cache.description,
                 key[:12],
                 why,

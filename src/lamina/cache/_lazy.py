@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lamina.cache._common import CHUNK
-from lamina.errors import FilesystemError, LaminaError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.oci import Digest, DigestingReader, FileLayer, Layer
 
 __all__ = ["CorruptedCacheError", "LazyLayer", "fetch_all"]
 
 
 class CorruptedCacheError(LaminaError):
-    """Cache entries whose layer blob turned out unusable when it was read."""
+    """Cache entries whose layer blob turned out unusable when it was read: corrupted
+    (its bytes do not match the descriptor) or unreadable (it could not be fetched).
+    The message starts with that word."""
 
     code = "cache-corrupted"
 
@@ -135,7 +137,10 @@ class LazyLayer:
             except FilesystemError:
                 raise
             except LaminaError as exc:
-                self._failed = f"{self._what}: {exc.message}"
+                # wrong bytes (digest, size, format) or no bytes at all (the registry
+                # unreachable, the blob gone): a miss either way, said as what it is
+                word = "corrupted" if isinstance(exc, ImageFormatError) else "unreadable"
+                self._failed = f"{word}: {self._what}: {exc.message}"
                 raise CorruptedCacheError([self.key], self._failed) from exc
             self._file = FileLayer(
                 self._dest,

@@ -11,6 +11,7 @@ from typing import BinaryIO
 import pytest
 
 from lamina.cache import CorruptedCacheError, LazyLayer, fetch_all
+from lamina.errors import RegistryError
 from lamina.oci import Digest, Layer
 
 
@@ -73,3 +74,31 @@ def test_corruption_names_every_bad_key_and_is_remembered(tmp_path: Path) -> Non
     with pytest.raises(CorruptedCacheError), bad1.uncompressed():
         pass
     assert src1.opened == 1  # not downloaded again
+
+
+def test_wrong_bytes_are_corrupted_missing_bytes_unreadable(tmp_path: Path) -> None:
+    good = b"good" * 50
+    bad, _ = _lazy(tmp_path, "bad", good, b"evil" * 50)
+    with pytest.raises(CorruptedCacheError) as info:
+        bad.fetch()
+    assert info.value.message.startswith("corrupted: cache layer bad: ")
+
+    def unreachable() -> contextlib.AbstractContextManager[BinaryIO]:
+        raise RegistryError("cannot connect to registry.test: connection refused")
+
+    gone = LazyLayer(
+        key="gone",
+        open_blob=unreachable,
+        dest=tmp_path / "blob-gone",
+        digest=Digest.of_bytes(good),
+        size=len(good),
+        media_type="application/vnd.oci.image.layer.v1.tar",
+        diff_id=Digest.of_bytes(good),
+        what="cache layer gone",
+    )
+    with pytest.raises(CorruptedCacheError) as info:
+        gone.fetch()
+    assert info.value.message == (
+        "unreadable: cache layer gone: cannot connect to registry.test: connection refused"
+    )
+    assert info.value.keys == ("gone",)
