@@ -1,4 +1,4 @@
-"""Build contexts (local directories; remote schemes later) with .dockerignore applied.
+"""Build contexts (local directories, remote ones unpacked) with .dockerignore applied.
 
 * :class:`LocalContext` resolves COPY/ADD sources inside a directory (the build
   context, or a stage's rootfs for ``COPY --from``): Go ``filepath.Match``
@@ -9,6 +9,7 @@
 
 from lamina.context._local import ContextSource, LocalContext, SourceKind, TreeEntry
 from lamina.context._match import glob_regex, has_glob
+from lamina.context._urls import redact_url
 from lamina.dockerfile import IgnoreRules
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "TreeEntry",
     "glob_regex",
     "has_glob",
+    "redact_url",
 ]
