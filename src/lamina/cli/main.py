@@ -216,6 +216,7 @@ def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
                 runner=None,
                 log=log,
                 layer_cache=layer_cache,
+                stdin=sys.stdin.buffer if config.build.context == "tar://stdin" else None,
             )
         finally:
             if layer_cache is not None:

@@ -16,6 +16,7 @@ from lamina.context._match import glob_regex, has_glob
 from lamina.context._remote import (
     ContextSpec,
     GitContextOptions,
+    check_sub_path,
     context_subdir,
     download_dockerfile,
     fetch_context,
@@ -35,6 +36,7 @@ __all__ = [
     "LocalContext",
     "SourceKind",
     "TreeEntry",
+    "check_sub_path",
     "context_subdir",
     "download_dockerfile",
     "fetch_context",

@@ -49,6 +49,7 @@ __all__ = [
     "ContextSpec",
     "GitContextOptions",
     "GitContextRef",
+    "check_sub_path",
     "context_subdir",
     "download_dockerfile",
     "fetch_context",
@@ -148,17 +149,22 @@ def parse_context(context: str) -> ContextSpec:
     )
 
 
+def check_sub_path(sub_path: str) -> str:
+    """``--context-sub-path`` normalised; an absolute path or one with ``..`` is refused."""
+    clean = posixpath.normpath(sub_path)
+    if posixpath.isabs(sub_path) or ".." in sub_path.split("/"):
+        raise UsageError(
+            f"--context-sub-path {sub_path!r} could leave the build context",
+            hint="give a relative path inside the context, without '..'",
+        )
+    return clean
+
+
 def context_subdir(root: Path, sub_path: str) -> Path:
     """``root/sub_path`` (``--context-sub-path``), refusing a path that leaves ``root``."""
     if not sub_path:
         return root
-    clean = posixpath.normpath(sub_path)
-    if posixpath.isabs(sub_path) or clean == ".." or clean.startswith("../"):
-        raise UsageError(
-            f"--context-sub-path {sub_path!r} leaves the build context",
-            hint="give a relative path inside the context, without '..'",
-        )
-    path = root / clean
+    path = root / check_sub_path(sub_path)
     try:
         real = path.resolve(strict=True)
     except OSError:
