@@ -402,10 +402,10 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
             "or --cache-repo=oci:/cache/layout",
         )
     warnings = list(parsed.warnings)
-    context, sub_path = _resolve_context(
-        v["context"], v["bucket"], v["context_sub_path"], warnings
-    )
+    context, sub_path = _resolve_context(v["context"], v["bucket"], v["context_sub_path"], warnings)
     dockerfile = _resolve_dockerfile(v["dockerfile"], context, remote="://" in context)
+    if v["git"] and not context.lower().startswith("git://"):
+        warnings.append("--git is ignored: it applies to git:// contexts only (as in kaniko)")
     if not destinations and v["image_name_with_digest_file"]:
         raise UsageError(
             "you must provide --destination if setting ImageNameDigestFile",

@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import urlsplit
@@ -193,9 +193,9 @@ class GitContextOptions:
     insecure_skip_tls: bool = False
     #: ``GIT_PULL_METHOD``: "https" (default) or "http"
     pull_method: str = "https"
-    username: str = ""
-    password: str = ""
-    token: str = ""
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
 
     def auth_header(self) -> str | None:
         """kaniko's ``getGitAuth``: the token wins, as the user name with no password."""
@@ -309,9 +309,7 @@ class _IterReader(io.RawIOBase):
         return n
 
 
-def _unpack(
-    stream: BinaryIO, into: Path, display: str, on_warning: Callable[[str], None]
-) -> None:
+def _unpack(stream: BinaryIO, into: Path, display: str, on_warning: Callable[[str], None]) -> None:
     from lamina.fs import extract_archive
 
     try:
