@@ -336,3 +336,20 @@ def test_private_git_context(tmp_path: Path, copy_all: Path) -> None:
         proc = lamina_build(tmp_path, f"-c={url}", f"-f={copy_all}", env=wrong, expect=3)
         assert b"not-the-password" not in proc.stderr
         assert auth in http.seen_auth
+
+
+def test_git_context_recurse_submodules(tmp_path: Path, copy_all: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    with GitHttpServer(root) as http:
+        make_repo(root, "sub.git")
+        repo = make_repo(root, "top.git", submodule_url=f"{http.base}/sub.git")
+        url = f"git://{http.base.removeprefix('http://')}/{repo.name}"
+        lamina_build(tmp_path, f"-c={url}", f"-f={copy_all}", env=HTTP)
+        files = image_files(tmp_path / "out")
+        assert "ctx/.gitmodules" in files
+        assert "ctx/vendor/sub/README" not in files  # kaniko's default: no submodules
+        lamina_build(
+            tmp_path, f"-c={url}", "--git=recurse-submodules=true", f"-f={copy_all}", env=HTTP
+        )
+        assert image_files(tmp_path / "out")["ctx/vendor/sub/README"] == b"second\n"

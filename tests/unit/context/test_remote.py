@@ -251,3 +251,24 @@ def test_corrupt_archive_is_a_context_error(tmp_path: Path) -> None:
     with pytest.raises(ContextError, match="cannot unpack the build context"):
         fetch_context(parse_context(f"tar://{archive}"), tmp_path / "c",
                       git=GitContextOptions(), stdin=None, on_warning=print)  # fmt: skip
+
+
+def test_insecure_skip_tls_turns_off_git_certificate_checks(tmp_path: Path) -> None:
+    from lamina.context._git import GitSource, _Git
+
+    source = GitSource(
+        remote="https://h/r.git", ref=None, subdir="", keep_git_dir=True, checksum=None,
+        submodules=False, mtime=None,
+    )  # fmt: skip
+
+    def config(insecure: bool) -> dict[str, str]:
+        git = _Git(
+            source, home=tmp_path, auth_header=None, ssh_socket=None, location=None,
+            timeout=1, label="build context", error_type=ContextError,
+            insecure_skip_tls=insecure,
+        )  # fmt: skip
+        n = int(git.env["GIT_CONFIG_COUNT"])
+        return {git.env[f"GIT_CONFIG_KEY_{i}"]: git.env[f"GIT_CONFIG_VALUE_{i}"] for i in range(n)}
+
+    assert config(True)["http.sslVerify"] == "false"
+    assert "http.sslVerify" not in config(False)
