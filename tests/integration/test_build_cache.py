@@ -459,6 +459,7 @@ _RUN_ONLY_MODULES = {
     "lamina.sandbox._runners",
     "lamina.sandbox._select",
     "lamina.builder._git",
+    "lamina.context._git",
     "lamina.builder._mounts",
     "lamina.builder._inplace",
     "lamina.fs._extract",

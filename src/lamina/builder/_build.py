@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from lamina.builder._cache import CacheSession
 from lamina.builder._plan import BuildPlan, make_plan
@@ -24,7 +25,7 @@ from lamina.cache import (
     LayerCache,
     fetch_all,
 )
-from lamina.context import LocalContext
+from lamina.context import LocalContext, redact_url
 from lamina.errors import (
     ContextError,
     FilesystemError,
@@ -91,18 +92,17 @@ class BuildResult:
 
 
 def _read_dockerfile(build: BuildOptions) -> tuple[str, Path, Path]:
-    context_dir = Path(build.context or ".")
-    if build.context_sub_path:
-        context_dir = context_dir / build.context_sub_path
-    if "://" in build.context and not build.context.startswith("dir://"):
-        raise NotSupportedError(
-            f"the build context {build.context!r} (only local directories for now)",
-            hint="pass a local directory with --context (or dir://PATH)",
+    from lamina.context import context_subdir, is_dockerfile_url, parse_context
+
+    spec = parse_context(build.context or ".")
+    if spec.remote or is_dockerfile_url(build.dockerfile):
+        raise ContextError(
+            f"the build context {spec.display} or the Dockerfile {build.dockerfile} must be "
+            "fetched first",
+            hint="build_image fetches remote contexts and Dockerfile URLs; "
+            "plan_build reads local files only",
         )
-    if build.context.startswith("dir://"):
-        context_dir = Path(build.context.removeprefix("dir://"))
-        if build.context_sub_path:
-            context_dir = context_dir / build.context_sub_path
+    context_dir = context_subdir(Path(spec.location or "."), build.context_sub_path)
     dockerfile = Path(build.dockerfile or "Dockerfile")
     if not dockerfile.is_absolute() and not dockerfile.exists():
         dockerfile = context_dir / dockerfile
@@ -147,6 +147,79 @@ def _epoch(build: BuildOptions) -> int | None:
     return None
 
 
+def _fetch_sources(
+    build: BuildOptions, stdin: BinaryIO | None, log: logging.Logger, fetched: list[Path]
+) -> BuildOptions:
+    """``build`` with a remote context unpacked and a Dockerfile URL downloaded (kaniko's
+    ``resolveSourceContext`` and ``resolveDockerfilePath``); what was written is added to
+    ``fetched``. A local build is returned as it is."""
+    from lamina.context import (
+        GitContextOptions,
+        context_subdir,
+        download_dockerfile,
+        fetch_context,
+        is_dockerfile_url,
+        parse_context,
+    )
+
+    spec = parse_context(build.context or ".")
+    url_dockerfile = is_dockerfile_url(build.dockerfile)
+    if not spec.remote and not url_dockerfile:
+        return build
+    context = build.context
+    sub_path = build.context_sub_path
+    if spec.remote:
+        into = build.kaniko_dir / "buildcontext"
+        fetched.append(into)
+        g = build.git
+        log.info("fetching the build context %s into %s", spec.display, into)
+        fetch_context(
+            spec,
+            into,
+            git=GitContextOptions(
+                branch=g.branch,
+                single_branch=g.single_branch,
+                recurse_submodules=g.recurse_submodules,
+                insecure_skip_tls=g.insecure_skip_tls,
+                pull_method=g.pull_method,
+                username=g.username,
+                password=g.password,
+                token=g.token,
+            ),
+            stdin=stdin,
+            on_warning=log.warning,
+        )
+        context = str(context_subdir(into, build.context_sub_path))
+        sub_path = ""
+        log.debug("build context located at %s", context)
+    context_dir = context_subdir(Path(parse_context(context).location or "."), sub_path)
+    if url_dockerfile:
+        try:
+            build.kaniko_dir.mkdir(parents=True, exist_ok=True)
+            holder = Path(tempfile.mkdtemp(prefix="lamina-dockerfile-", dir=build.kaniko_dir))
+        except OSError as exc:
+            raise ContextError(
+                f"cannot create a directory for the Dockerfile under {build.kaniko_dir}: "
+                f"{exc.strerror or exc}",
+                hint="pass a writable directory with --kaniko-dir (or set KANIKO_DIR)",
+            ) from None
+        fetched.append(holder)
+        log.info("downloading the Dockerfile %s", redact_url(build.dockerfile))
+        dockerfile = str(download_dockerfile(build.dockerfile, holder / "Dockerfile"))
+    else:  # kaniko: the path as given, else relative to the (unpacked) context
+        given = Path(build.dockerfile or "Dockerfile")
+        found = given if given.is_file() else context_dir / given
+        if not found.is_file():
+            raise ContextError(
+                f"the Dockerfile {build.dockerfile or 'Dockerfile'} is not in the build "
+                f"context {spec.display}",
+                hint=f"looked for {given} and {context_dir / given}; pass --dockerfile "
+                "relative to the root of the context (or of --context-sub-path)",
+            )
+        dockerfile = str(found.resolve())
+    return replace(build, context=str(context_dir), context_sub_path="", dockerfile=dockerfile)
+
+
 def build_image(
     build: BuildOptions,
     cache: CacheOptions,
@@ -156,6 +229,7 @@ def build_image(
     runner: Runner | None,
     log: logging.Logger,
     layer_cache: LayerCache | None = None,
+    stdin: BinaryIO | None = None,
 ) -> BuildResult:
     """Build the image the Dockerfile describes (nothing is written or pushed yet).
 
@@ -163,13 +237,49 @@ def build_image(
     steps (None: chosen from ``build.isolation`` on the first RUN). With
     ``cache.enabled``, steps are looked up in ``layer_cache`` (default: the
     directory cache under ``cache.dir``), which the result then owns: it is
-    closed by :meth:`BuildResult.cleanup`. Raises
-    :class:`~lamina.errors.LaminaError` subclasses only.
+    closed by :meth:`BuildResult.cleanup`. A remote context is first unpacked
+    into ``<kaniko-dir>/buildcontext`` (``stdin`` is read for ``tar://stdin``)
+    and a Dockerfile URL downloaded; both are deleted with the build directory.
+    Raises :class:`~lamina.errors.LaminaError` subclasses only.
     """
     if output.compression not in ("gzip", "zstd", "none"):
         raise UsageError(
             f"unknown --compression {output.compression!r}", hint="use gzip, zstd or none"
         )
+    fetched: list[Path] = []
+    try:
+        build = _fetch_sources(build, stdin, log, fetched)
+        result = _build_local(
+            build,
+            cache,
+            output,
+            registry=registry,
+            runner=runner,
+            log=log,
+            layer_cache=layer_cache,
+        )
+    except BaseException:
+        for path in reversed(fetched):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    if result.build_dir is not None:
+        result.build_dir.extra.extend(fetched)
+    else:
+        for path in reversed(fetched):
+            shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
+def _build_local(
+    build: BuildOptions,
+    cache: CacheOptions,
+    output: OutputOptions,
+    *,
+    registry: ImageSource | None,
+    runner: Runner | None,
+    log: logging.Logger,
+    layer_cache: LayerCache | None,
+) -> BuildResult:
     plan = plan_build(build)
     for name in plan.unused_build_args:
         log.warning("build argument %s is not consumed by any stage that is built", name)
@@ -603,10 +713,18 @@ def build_and_output(
     runner: Runner | None,
     log: logging.Logger,
     layer_cache: LayerCache | None = None,
+    stdin: BinaryIO | None = None,
 ) -> BuildResult:
     """``build_image`` + ``write_outputs``, then close the cache and delete the build directory."""
     result = build_image(
-        build, cache, output, registry=registry, runner=runner, log=log, layer_cache=layer_cache
+        build,
+        cache,
+        output,
+        registry=registry,
+        runner=runner,
+        log=log,
+        layer_cache=layer_cache,
+        stdin=stdin,
     )
     try:
         write_outputs(result, output, registry)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from lamina.context import redact_url
 from lamina.dockerfile import AddInstruction
 from lamina.errors import BuildStepError, DockerfileError, NotSupportedError, SourceLocation
 
@@ -44,13 +45,7 @@ UNNAMED = "__unnamed__"
 _CHUNK = 1024 * 1024
 _CHECKSUM = re.compile(r"^(sha256|sha384|sha512):([0-9a-f]+)$")
 _HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _GIT_PREFIXES = ("git@", "git://", "ssh://", "git+ssh://", "git+https://", "git+http://")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 def is_url_source(src: str) -> bool:

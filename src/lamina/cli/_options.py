@@ -20,7 +20,7 @@ from lamina.builder.options import (
     SSHSource,
 )
 from lamina.cli._flags import ParsedFlags, extend_key_values, parse_bool
-from lamina.errors import NotSupportedError, UsageError
+from lamina.errors import ContextError, NotSupportedError, UsageError
 from lamina.registry import RegistryOptions
 
 __all__ = [
@@ -220,7 +220,7 @@ def parse_ssh(raw: list[str], env: Mapping[str, str]) -> tuple[SSHSource, ...]:
     return tuple(out.values())
 
 
-def _git(raw: Mapping[str, str]) -> GitOptions:
+def _git(raw: Mapping[str, str], env: Mapping[str, str]) -> GitOptions:
     known = {"branch", "single-branch", "recurse-submodules", "insecure-skip-tls"}
     for key in raw:
         if key not in known:
@@ -237,6 +237,11 @@ def _git(raw: Mapping[str, str]) -> GitOptions:
         single_branch=flag("single-branch"),
         recurse_submodules=flag("recurse-submodules"),
         insecure_skip_tls=flag("insecure-skip-tls"),
+        # kaniko: any other GIT_PULL_METHOD means https
+        pull_method="http" if env.get("GIT_PULL_METHOD") == "http" else "https",
+        username=env.get("GIT_USERNAME", ""),
+        password=env.get("GIT_PASSWORD", ""),
+        token=env.get("GIT_TOKEN", ""),
     )
 
 
@@ -299,10 +304,14 @@ def _check_platform(value: str) -> None:
         )
 
 
-def _resolve_dockerfile(dockerfile: str, context: str) -> str:
-    """kaniko's rule: the path as given, else relative to the context."""
+def _resolve_dockerfile(dockerfile: str, context: str, *, remote: bool) -> str:
+    """kaniko's rule: the path as given, else relative to the context (a remote
+    context's Dockerfile is looked up by the builder once the context is unpacked)."""
     if _URL.match(dockerfile):
         return dockerfile
+    if remote:
+        given = Path(dockerfile)
+        return str(given.resolve()) if given.is_file() else dockerfile
     candidates = [Path(dockerfile)]
     if not os.path.isabs(dockerfile):
         candidates.append(Path(context) / dockerfile)
@@ -316,7 +325,11 @@ def _resolve_dockerfile(dockerfile: str, context: str) -> str:
     )
 
 
-def _resolve_context(context: str, bucket: str) -> str:
+def _resolve_context(
+    context: str, bucket: str, sub_path: str, warnings: list[str]
+) -> tuple[str, str]:
+    """The context and sub-path for the builder (kaniko's ``resolveSourceContext``): a
+    local directory resolved now, a remote context checked (the builder fetches it)."""
     if not context and not bucket:
         raise UsageError(
             "error resolving source context: please specify a path to the build context "
@@ -324,15 +337,31 @@ def _resolve_context(context: str, bucket: str) -> str:
             hint="e.g. --context=/workspace",
         )
     if bucket:
-        raise NotSupportedError("--bucket (GCS build contexts)", hint="use a local --context")
-    if context.startswith("dir://"):
-        context = context[len("dir://") :]
-    elif "://" in context:
-        scheme = context.split("://", 1)[0]
         raise NotSupportedError(
-            f"--context {scheme}:// (remote build contexts)",
-            hint="unpack the context into a local directory and pass --context=DIR",
+            "--bucket (GCS build contexts need the Google Cloud SDK)",
+            hint="download the tarball first (gsutil cp) and pass --context tar:///path/ctx.tar.gz",
         )
+    if "://" not in context:
+        if sub_path:  # kaniko returns before it applies the sub-path to a plain directory
+            warnings.append(
+                f"--context-sub-path {sub_path} is ignored: it applies to dir:// and remote "
+                "contexts only (as in kaniko); point --context at the subdirectory"
+            )
+        return _local_dir(context), ""
+    from lamina.context import check_sub_path, context_subdir, parse_context
+
+    spec = parse_context(context)
+    if spec.remote:
+        if spec.kind == "tar" and not Path(spec.location).is_file():
+            raise ContextError(
+                f"error resolving source context: the archive {spec.location} does not exist",
+                hint="write --context tar:///absolute/path/ctx.tar.gz",
+            )
+        return context, check_sub_path(sub_path) if sub_path else ""
+    return str(context_subdir(Path(_local_dir(spec.location)), sub_path)), ""
+
+
+def _local_dir(context: str) -> str:
     path = Path(context)
     if not path.is_dir():
         raise UsageError(
@@ -372,13 +401,11 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
             hint="e.g. --cache-repo=registry.example.com/app/cache "
             "or --cache-repo=oci:/cache/layout",
         )
-    context = _resolve_context(v["context"], v["bucket"])
-    if v["context_sub_path"]:
-        raise NotSupportedError(
-            "--context-sub-path (it applies to remote contexts)",
-            hint="point --context at the subdirectory directly",
-        )
-    dockerfile = _resolve_dockerfile(v["dockerfile"], context)
+    warnings = list(parsed.warnings)
+    context, sub_path = _resolve_context(v["context"], v["bucket"], v["context_sub_path"], warnings)
+    dockerfile = _resolve_dockerfile(v["dockerfile"], context, remote="://" in context)
+    if v["git"] and not context.lower().startswith("git://"):
+        warnings.append("--git is ignored: it applies to git:// contexts only (as in kaniko)")
     if not destinations and v["image_name_with_digest_file"]:
         raise UsageError(
             "you must provide --destination if setting ImageNameDigestFile",
@@ -402,7 +429,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
     build = BuildOptions(
         dockerfile=dockerfile,
         context=context,
-        context_sub_path=v["context_sub_path"],
+        context_sub_path=sub_path,
         target=v["target"],
         build_args=resolve_build_args(v["build_arg"], env),
         labels=_labels(v["label"]),
@@ -423,7 +450,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         force_build_metadata=v["force_build_metadata"],
         image_fs_extract_retry=v["image_fs_extract_retry"],
         cleanup=v["cleanup"],
-        git=_git(v["git"]),
+        git=_git(v["git"], env),
         cache_mount_dir=Path(v["cache_mount_dir"]) if v["cache_mount_dir"] else None,
         secrets=parse_secrets(v["secret"], env),
         ssh=parse_ssh(v["ssh"], env),
@@ -458,7 +485,7 @@ def executor_config(parsed: ParsedFlags, env: Mapping[str, str]) -> ExecutorConf
         registry=registry_options(v, env),
         log=log,
         given=frozenset(given),
-        warnings=tuple(parsed.warnings),
+        warnings=tuple(warnings),
     )
 
 

@@ -148,8 +148,15 @@ _REGISTRY_PUSH_PULL: tuple[FlagSpec, ...] = (
 
 BUILD_FLAGS: tuple[FlagSpec, ...] = (
     _f("dockerfile", S, "Path or http(s) URL of the Dockerfile", "Dockerfile", short="f"),
-    _f("context", S, "Build context: a directory or a scheme URL", "/workspace/", short="c"),
-    _f("context-sub-path", S, "Subdirectory of the (unpacked) context to build from", ""),
+    _f(
+        "context",
+        S,
+        "Build context: a directory (or dir://DIR), tar://PATH.tar.gz, tar://stdin, "
+        "https://…/ctx.tar.gz or git://host/org/repo.git[#ref][#commit]",
+        "/workspace/",
+        short="c",
+    ),
+    _f("context-sub-path", S, "Subdirectory of a dir:// or remote context to build from", ""),
     _f("bucket", S, "Legacy: GCS bucket holding the context tarball", "", short="b", hidden=True),
     _f("destination", M, "Image reference to push to (repeatable)", short="d"),
     _f(

@@ -50,7 +50,6 @@ log = logging.getLogger("lamina")
 
 #: flags whose behaviour is not implemented yet: giving one is an error, never ignored
 UNSUPPORTED_BUILD_FLAGS: dict[str, str] = {
-    "git": "git build contexts are not implemented; clone the repository and pass --context=DIR",
     "force-build-metadata": "metadata-only instructions never produce layers yet",
     "image-fs-extract-retry": "base layers are extracted once; a failure ends the build",
 }
@@ -216,6 +215,7 @@ def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
                 runner=None,
                 log=log,
                 layer_cache=layer_cache,
+                stdin=sys.stdin.buffer if config.build.context == "tar://stdin" else None,
             )
         finally:
             if layer_cache is not None:

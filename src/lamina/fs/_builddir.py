@@ -31,6 +31,9 @@ class BuildDir:
     #: ways to delete what plain ``rmtree`` cannot (a rootless build's subordinate-id
     #: owners): tried in order when it fails
     removers: list[Callable[[Path], None]] = field(default_factory=list, compare=False)
+    #: paths outside ``path`` that belong to the build (an unpacked remote context, a
+    #: downloaded Dockerfile): deleted by :meth:`cleanup` too
+    extra: list[Path] = field(default_factory=list, compare=False)
 
     @classmethod
     def create(cls, kaniko_dir: Path | None = None) -> BuildDir:
@@ -52,7 +55,17 @@ class BuildDir:
         return cls(path=path, rootfs=parts["rootfs"], layers=parts["layers"], work=parts["work"])
 
     def cleanup(self) -> None:
-        """Delete the build directory and everything in it."""
+        """Delete the build directory and everything in it (and the ``extra`` paths)."""
+        while self.extra:
+            extra = self.extra.pop()
+            try:
+                shutil.rmtree(extra)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise FilesystemError(
+                    f"cannot delete {extra}: {exc.strerror}", hint="delete it by hand"
+                ) from exc
         try:
             shutil.rmtree(self.path)
         except FileNotFoundError:

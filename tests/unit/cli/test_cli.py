@@ -13,7 +13,7 @@ import pytest
 
 from lamina.cli import run
 from lamina.cli._flags import FlagKind, FlagSpec, format_duration, parse_duration, parse_flags
-from lamina.cli._options import executor_config
+from lamina.cli._options import ExecutorConfig, executor_config
 from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import EXIT_USAGE, UsageError
 
@@ -273,9 +273,9 @@ def test_flag_beats_environment(ctx: Path) -> None:
 
 
 def test_unimplemented_flag_is_refused(ctx: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run([f"-c={ctx}", "--no-push", "--git", "branch=main"], {}, prog="executor") == 2
+    assert run([f"-c={ctx}", "--no-push", "--force-build-metadata"], {}, prog="executor") == 2
     err = capsys.readouterr().err
-    assert "not supported yet: --git" in err
+    assert "not supported yet: --force-build-metadata" in err
 
 
 @pytest.mark.parametrize("flag", ["--use-new-run", "--compressed-caching=false"])
@@ -305,7 +305,9 @@ def test_bad_choice(ctx: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_json_error_format(ctx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run(
-        [f"-c={ctx}", "--no-push", "--log-format=json", "--git=branch=x"], {}, prog="executor"
+        [f"-c={ctx}", "--no-push", "--log-format=json", "--force-build-metadata"],
+        {},
+        prog="executor",
     )
     assert code == 2
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
@@ -357,3 +359,65 @@ def test_bad_registry_map_entries(ctx: Path) -> None:
     parsed = parse_flags([f"-c={ctx}", "--no-push"], BUILD_FLAGS, command="executor")
     with pytest.raises(UsageError, match='invalid KANIKO_REGISTRY_MAP entry "=x"'):
         executor_config(parsed, {"KANIKO_REGISTRY_MAP": "a=b;=x"})
+
+
+def _cfg(argv: list[str], env: dict[str, str] | None = None) -> ExecutorConfig:
+    return executor_config(parse_flags(argv, BUILD_FLAGS, command="executor"), env or {})
+
+
+def test_remote_contexts_go_to_the_builder(tmp_path: Path) -> None:
+    archive = tmp_path / "ctx.tar.gz"
+    archive.write_bytes(b"")
+    cfg = _cfg([f"--context=tar://{archive}", "--no-push", "--context-sub-path=app/"])
+    assert (cfg.build.context, cfg.build.context_sub_path) == (f"tar://{archive}", "app")
+    assert cfg.build.dockerfile == "Dockerfile"  # looked up once the context is unpacked
+    env = {"GIT_PULL_METHOD": "http", "GIT_USERNAME": "u", "GIT_PASSWORD": "pw"}
+    cfg = _cfg(
+        ["-c=git://h/r.git#v1", "--no-push", "--git=branch=dev", "--git=single-branch=true",
+         "--dockerfile=https://h/Dockerfile"],
+        env,
+    )  # fmt: skip
+    g = cfg.build.git
+    assert (g.branch, g.single_branch, g.pull_method, g.username, g.password) == (
+        "dev", True, "http", "u", "pw",
+    )  # fmt: skip
+    assert "pw" not in repr(cfg.build)
+    assert cfg.build.dockerfile == "https://h/Dockerfile"
+    assert _cfg(["-c=git://h/r.git", "--no-push"], {"GIT_PULL_METHOD": "x"}).build.git.pull_method \
+        == "https"  # fmt: skip
+
+
+def test_context_sub_path_rules(ctx: Path) -> None:
+    (ctx / "sub").mkdir()
+    (ctx / "sub" / "Dockerfile").write_text("FROM scratch\n")
+    cfg = _cfg([f"--context=dir://{ctx}", "--no-push", "--context-sub-path=sub"])
+    assert cfg.build.context == str((ctx / "sub").resolve())
+    assert cfg.build.dockerfile == str((ctx / "sub" / "Dockerfile").resolve())
+    cfg = _cfg([f"--context={ctx}", "--no-push", "--context-sub-path=sub"])  # kaniko ignores it
+    assert cfg.build.context == str(ctx.resolve())
+    assert cfg.build.context_sub_path == ""
+    assert any("--context-sub-path sub is ignored" in w for w in cfg.warnings)
+    cfg = _cfg([f"--context={ctx}", "--no-push", "--git=branch=x"])
+    assert any("--git is ignored" in w for w in cfg.warnings)
+    with pytest.raises(UsageError, match="could leave the build context"):
+        _cfg(["--context=tar://stdin", "--no-push", "--context-sub-path=../x"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["-c=gs://b/ctx.tar.gz"], 2, "not supported yet: --context gs://"),
+        (["-c=s3://b/ctx.tar.gz"], 2, "not supported yet: --context s3://"),
+        (["-c=https://a.blob.core.windows.net/c/x.tar.gz"], 2, "Azure"),
+        (["-b=bucket"], 2, "not supported yet: --bucket"),
+        (["-c=ftp://h/x"], 2, "unknown build context prefix"),
+        (["-c=tar:///nonexistent/ctx.tar.gz"], 3, "/nonexistent/ctx.tar.gz does not exist"),
+    ],
+)
+def test_unusable_contexts_exit_codes(
+    argv: list[str], code: int, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run([*argv, "--no-push"], {}, prog="executor") == code
+    err = capsys.readouterr().err
+    assert text in err
+    assert "Traceback" not in err

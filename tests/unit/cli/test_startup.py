@@ -79,6 +79,7 @@ def test_a_build_imports_no_run_time_only_code_up_front() -> None:
     run_only = {
         "lamina.sandbox",
         "lamina.builder._git",
+        "lamina.context._git",
         "lamina.builder._mounts",
         "lamina.builder._inplace",
         "lamina.fs._extract",
