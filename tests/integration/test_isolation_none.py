@@ -459,3 +459,41 @@ RUN --mount=type=tmpfs,target=/work --mount=type=cache,target=/c,id=i true
     assert not (root / "c").exists()
     assert not list(root.rglob(".lamina-aside-*"))
     assert sorted(p.name for p in cache_dir.glob("*/data/*")) == ["new", "old"]
+
+
+def test_copy_into_the_ignore_list_is_not_written_in_place(
+    tmp_path: Path,
+    busybox_image: str,
+    client: RegistryClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kaniko does not copy into ignored paths ("Not adding ... because it is ignored"):
+    in place, a COPY/ADD into /var/run, an --ignore-path or a VOLUME leaves the live file
+    alone and puts nothing of it in the layer; the rest of the step is copied."""
+    dockerfile = f"""\
+FROM {busybox_image}
+VOLUME /data
+COPY a.txt /var/run/a.txt
+COPY b.txt /opt/keep/b.txt
+COPY c.txt /data/c.txt
+COPY a.txt b.txt /files/
+COPY . /tree/
+"""
+    ctx = _context(tmp_path, dockerfile)
+    root = tmp_path / "root"
+    for d in ("kaniko", "var/run", "opt/keep"):
+        (root / d).mkdir(parents=True)
+    (root / "opt/keep/b.txt").write_text("the live file\n")
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        built = _build(
+            ctx, root / "kaniko", client, InPlaceRunner(root=root), ignore_paths=("/opt/keep",)
+        )
+    assert (root / "opt/keep/b.txt").read_text() == "the live file\n"
+    assert not (root / "var/run/a.txt").exists()
+    assert not (root / "data/c.txt").exists()
+    layers = [n for n in built.names if n]
+    everything = {name for names in layers for name in names}
+    assert not {"var/run/a.txt", "opt/keep/b.txt", "data/c.txt"} & everything
+    assert {"files/a.txt", "files/b.txt", "tree/Dockerfile", "tree/c.txt"} <= everything
+    assert (root / "files/b.txt").read_text() == "b.txt\n"
+    assert "not written because an in-place build leaves its ignore list alone" in caplog.text

@@ -10,7 +10,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from lamina.builder._fetch import Fetched
 from lamina.context import ContextSource, IgnoreRules, LocalContext, SourceKind, has_glob
@@ -24,6 +24,9 @@ from lamina.errors import (
     SourceLocation,
 )
 from lamina.fs import safe_join
+
+if TYPE_CHECKING:
+    from lamina.fs import IgnoreList
 
 __all__ = [
     "ChmodSpec",
@@ -338,6 +341,10 @@ class CopyRequest:
     unpack_remote: bool = False
     #: ``--chown`` was given: extracted archive entries get ``owner`` too (BuildKit >= 0.23)
     chown_archives: bool = False
+    #: in-place builds (``--isolation=none``): in-image paths on kaniko's ignore list
+    #: (the kaniko dir, mount points, ``/var/run``, VOLUMEs...) are not written, as
+    #: kaniko does not copy into them ("Not adding ... because it is ignored")
+    ignore: IgnoreList | None = None
 
 
 def _fs_error(action: str, path: str, exc: OSError) -> FilesystemError:
@@ -355,6 +362,12 @@ class _Copier:
         self.written: list[PurePosixPath] = []
         self.dir_times: list[tuple[Path, int, int]] = []
         self.created_dirs: list[Path] = []
+        #: in-image destinations left alone because they are on ``req.ignore``
+        self.ignored: list[str] = []
+
+    def _is_ignored(self, host: Path) -> bool:
+        ignore = self.req.ignore
+        return ignore is not None and ignore.matches(self._real(host))
 
     def ensure_dir(self, path: str) -> Path:
         """Create ``path`` (and parents) as directories: 0755, the --chown owner or root."""
@@ -376,6 +389,8 @@ class _Copier:
             while probe != self.rootfs and not os.path.lexists(probe):
                 missing.append(probe)  # a symlink led to a path whose parents are missing
                 probe = probe.parent
+            if any(self._is_ignored(d) for d in missing):
+                return host  # nothing is written below an ignored path (see put)
             try:
                 if st is not None:
                     os.unlink(host)
@@ -395,8 +410,13 @@ class _Copier:
 
     def put(self, src_host: Path, st: os.stat_result, dest: str) -> None:
         """Write one entry (file, dir, symlink) at the in-image ``dest``."""
-        parent = self.ensure_dir(posixpath.dirname(dest) or "/")
         name = posixpath.basename(dest)
+        if self.req.ignore is not None and name:
+            where = safe_join(self.rootfs, posixpath.dirname(dest) or "/", follow_final=True)
+            if self._is_ignored(where / name):
+                self.ignored.append(str(self._real(where / name)))
+                return
+        parent = self.ensure_dir(posixpath.dirname(dest) or "/")
         if not name:
             return
         host = parent / name
@@ -457,7 +477,10 @@ class _Copier:
 def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> None:
     from lamina.fs import changes_for_tree, extract_archive
 
-    copier.ensure_dir(dest_dir)
+    dest_host = copier.ensure_dir(dest_dir)
+    if copier._is_ignored(dest_host):
+        copier.ignored.append(str(copier._real(dest_host)))
+        return
     try:
         with host.open("rb") as raw:
             extract_archive(
@@ -465,13 +488,16 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
                 dest_dir,
                 raw,
                 on_warning=copier.warn,
+                ignore=copier.req.ignore,
                 name=f"ADD {label}",
                 owner=copier.req.owner if copier.req.chown_archives else None,
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc
     # the layer holds the whole destination tree (a superset of what the archive wrote)
-    copier.written.extend(c.path for c in changes_for_tree(copier.rootfs, dest_dir))
+    copier.written.extend(
+        c.path for c in changes_for_tree(copier.rootfs, dest_dir, ignore=copier.req.ignore)
+    )
 
 
 def _below(path: str, base: str) -> str:
@@ -560,4 +586,9 @@ def copy_into(
             raise _fs_error("read the download of", fetched.url, exc) from exc
         copier.put(fetched.host, st, target)
     copier.finish()
+    if copier.ignored:
+        copier.warn(
+            f"{len(copier.ignored)} destination path(s) not written because an in-place "
+            f"build leaves its ignore list alone (as kaniko does), e.g. {copier.ignored[0]}"
+        )
     return copier.written

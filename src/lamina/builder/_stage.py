@@ -1507,6 +1507,7 @@ class StageBuilder:
                 owner=owner or (0, 0),
                 chmod=chmod,
                 created_dir_mtime=created_dir_mtime,
+                ignore=self.env.inplace.ignore if self.env.inplace is not None else None,
             )
             return copy_into(rootfs, req, warn=warn or self.log.warning)
         finally:
@@ -1726,6 +1727,7 @@ class StageBuilder:
             excludes=excludes,
             created_dir_mtime=stamp,
             chown_archives=bool(instr.chown),
+            ignore=self.env.inplace.ignore if self.env.inplace is not None else None,
         )
         target = rootfs
         if link:
