@@ -154,7 +154,6 @@ def _fetch_sources(
     ``resolveSourceContext`` and ``resolveDockerfilePath``); what was written is added to
     ``fetched``. A local build is returned as it is."""
     from lamina.context import (
-        GitContextOptions,
         context_subdir,
         download_dockerfile,
         fetch_context,
@@ -171,21 +170,11 @@ def _fetch_sources(
     if spec.remote:
         into = build.kaniko_dir / "buildcontext"
         fetched.append(into)
-        g = build.git
         log.info("fetching the build context %s into %s", spec.display, into)
         fetch_context(
             spec,
             into,
-            git=GitContextOptions(
-                branch=g.branch,
-                single_branch=g.single_branch,
-                recurse_submodules=g.recurse_submodules,
-                insecure_skip_tls=g.insecure_skip_tls,
-                pull_method=g.pull_method,
-                username=g.username,
-                password=g.password,
-                token=g.token,
-            ),
+            git=build.git,
             stdin=stdin,
             on_warning=log.warning,
         )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from lamina.context import GitContextOptions
+
 __all__ = [
     "BuildOptions",
     "CacheOptions",
@@ -22,21 +24,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GitOptions:
-    """kaniko's ``--git`` keys and ``GIT_*`` variables for a ``git://`` build context."""
-
-    branch: str = ""
-    #: accepted for kaniko compatibility: lamina always fetches only the ref it builds
-    single_branch: bool = False
-    recurse_submodules: bool = False
-    insecure_skip_tls: bool = False
-    #: ``GIT_PULL_METHOD``: "https" (default) or "http"
-    pull_method: str = "https"
-    #: ``GIT_USERNAME`` / ``GIT_PASSWORD`` / ``GIT_TOKEN`` (never logged)
-    username: str = field(default="", repr=False)
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
+#: kaniko's ``--git`` keys and ``GIT_*`` variables for a ``git://`` build context (the
+#: record the context code takes; one definition, named here for the builder's options)
+GitOptions = GitContextOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,22 +11,29 @@
 * :class:`IgnoreRules` (re-exported from :mod:`lamina.dockerfile`) is ``.dockerignore``.
 """
 
-from lamina.context._local import ContextSource, LocalContext, SourceKind, TreeEntry
-from lamina.context._match import glob_regex, has_glob
-from lamina.context._remote import (
-    ContextSpec,
-    GitContextOptions,
-    check_sub_path,
-    context_subdir,
-    download_dockerfile,
-    fetch_context,
-    is_azure_blob_url,
-    is_dockerfile_url,
-    parse_context,
-    parse_git_context,
-)
-from lamina.context._urls import redact_url
-from lamina.dockerfile import IgnoreRules
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lamina._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from lamina.context._gitopts import GitContextOptions
+    from lamina.context._local import ContextSource, LocalContext, SourceKind, TreeEntry
+    from lamina.context._match import glob_regex, has_glob
+    from lamina.context._remote import (
+        ContextSpec,
+        check_sub_path,
+        context_subdir,
+        download_dockerfile,
+        fetch_context,
+        is_azure_blob_url,
+        is_dockerfile_url,
+        parse_context,
+        parse_git_context,
+    )
+    from lamina.context._urls import redact_url
+    from lamina.dockerfile import IgnoreRules
 
 __all__ = [
     "ContextSource",
@@ -48,3 +55,28 @@ __all__ = [
     "parse_git_context",
     "redact_url",
 ]
+
+#: what each name is imported from, on first use (the CLI's option records need
+#: GitContextOptions without the Dockerfile code behind IgnoreRules)
+_EXPORTS = {
+    "ContextSource": "lamina.context._local",
+    "ContextSpec": "lamina.context._remote",
+    "GitContextOptions": "lamina.context._gitopts",
+    "IgnoreRules": "lamina.dockerfile",
+    "LocalContext": "lamina.context._local",
+    "SourceKind": "lamina.context._local",
+    "TreeEntry": "lamina.context._local",
+    "check_sub_path": "lamina.context._remote",
+    "context_subdir": "lamina.context._remote",
+    "download_dockerfile": "lamina.context._remote",
+    "fetch_context": "lamina.context._remote",
+    "glob_regex": "lamina.context._match",
+    "has_glob": "lamina.context._match",
+    "is_azure_blob_url": "lamina.context._remote",
+    "is_dockerfile_url": "lamina.context._remote",
+    "parse_context": "lamina.context._remote",
+    "parse_git_context": "lamina.context._remote",
+    "redact_url": "lamina.context._urls",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

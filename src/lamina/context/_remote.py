@@ -23,7 +23,6 @@ without credentials.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import posixpath
@@ -31,11 +30,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import urlsplit
 
+from lamina.context._gitopts import GitContextOptions
 from lamina.context._urls import redact_url
 from lamina.errors import ContextError, LaminaError, NotSupportedError, UsageError
 
@@ -181,31 +181,6 @@ def context_subdir(root: Path, sub_path: str) -> Path:
 
 
 # -- git ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GitContextOptions:
-    """kaniko's ``--git`` keys and ``GIT_*`` variables, read by the CLI."""
-
-    branch: str = ""
-    single_branch: bool = False
-    recurse_submodules: bool = False
-    insecure_skip_tls: bool = False
-    #: ``GIT_PULL_METHOD``: "https" (default) or "http"
-    pull_method: str = "https"
-    username: str = field(default="", repr=False)
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-
-    def auth_header(self) -> str | None:
-        """kaniko's ``getGitAuth``: the token wins, as the user name with no password."""
-        user, password = self.username, self.password
-        if self.token:
-            user, password = self.token, ""
-        if not user and not password:
-            return None
-        raw = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        return f"Basic {raw}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
