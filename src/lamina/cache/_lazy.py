@@ -14,7 +14,6 @@ When the fetch finds the blob corrupted (or cannot get it), the read raises
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,8 @@ class LazyLayer:
         self,
         *,
         key: str,
-        open_blob: Callable[[], contextlib.AbstractContextManager[BinaryIO]],
+        open_blob: Callable[[], contextlib.AbstractContextManager[BinaryIO]] | None = None,
+        download: Callable[[Path], None] | None = None,
         dest: Path,
         digest: Digest,
         size: int,
@@ -60,9 +60,12 @@ class LazyLayer:
         what: str,
         source_registry: str | None = None,
         source_repository: str | None = None,
-        source_verifies: bool = False,
-        download: Callable[[Path], None] | None = None,
     ) -> None:
+        """The blob comes from ``open_blob`` (a stream this layer verifies while writing
+        it) or from ``download`` (which writes ``dest`` itself, verified and atomically:
+        a registry layer's pipelined download); exactly one is given."""
+        if (open_blob is None) == (download is None):
+            raise TypeError("LazyLayer needs exactly one of open_blob and download")
         self.key = key
         self._open_blob = open_blob
         self._dest = dest
@@ -74,10 +77,6 @@ class LazyLayer:
         #: where a push to the same registry can mount the blob from
         self.source_registry = source_registry
         self.source_repository = source_repository
-        #: ``open_blob`` checks digest and size itself (a registry blob): not hashed twice
-        self._source_verifies = source_verifies
-        #: downloads the blob into a path itself, verified and atomically (a registry
-        #: layer's pipelined download); preferred over reading ``open_blob``
         self._download_to = download
         self._lock = threading.Lock()
         self._file: FileLayer | None = None
@@ -159,29 +158,26 @@ class LazyLayer:
         dest = self._dest
         if dest.exists():  # another entry with the same blob fetched it (verified)
             return
-        if self._download_to is not None:
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise FilesystemError(
-                    f"cannot create {dest.parent}: {exc.strerror or exc}",
-                    hint="check the work directory's free space and permissions",
-                ) from exc
-            self._download_to(dest)
-            return
-        partial = dest.with_name(f"{dest.name}.{threading.get_ident()}.partial")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot create {dest.parent}: {exc.strerror or exc}",
+                hint="check the work directory's free space and permissions",
+            ) from exc
+        if self._download_to is not None:
+            self._download_to(dest)
+            return
+        assert self._open_blob is not None
+        partial = dest.with_name(f"{dest.name}.{threading.get_ident()}.partial")
+        try:
             with self._open_blob() as src, partial.open("wb") as out:
-                if self._source_verifies:
-                    shutil.copyfileobj(src, out, CHUNK)
-                else:
-                    reader = DigestingReader(
-                        src, expected=self._digest, expected_size=self._size, what=self._what
-                    )
-                    while chunk := reader.read(CHUNK):
-                        out.write(chunk)
-                    reader.verify()
+                reader = DigestingReader(
+                    src, expected=self._digest, expected_size=self._size, what=self._what
+                )
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
+                reader.verify()
             partial.replace(dest)
         except OSError as exc:
             raise FilesystemError(

@@ -154,7 +154,7 @@ class RegistryLayerCache:
         remote = image.layer_by_digest(digest)
         return LazyLayer(
             key=key,
-            open_blob=remote.compressed,
+            download=remote.download_to,  # pipelined, verified against digest and size
             dest=self._blob_dir() / f"{digest.algorithm}-{digest.hex}",
             digest=digest,
             size=size,
@@ -163,8 +163,6 @@ class RegistryLayerCache:
             what=f"cache layer {digest.short} of {ref}",
             source_registry=remote.source_registry,
             source_repository=remote.source_repository,
-            source_verifies=True,  # RemoteLayer.compressed checks digest and size
-            download=remote.download_to,
         )
 
     # ------------------------------------------------------------------ store
