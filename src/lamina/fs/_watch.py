@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from lamina.errors import FilesystemError
+from lamina.fs import _statindex
 from lamina.fs._changes import Change, normalise_changes
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._statindex import (
     _REC,
-    RACY_WINDOW_NS,
     SnapshotMode,
     StatIndex,
     _hash_file,
@@ -308,7 +308,7 @@ class TreeWatch:
 
     def _hash_racy(self, started: int) -> None:
         """Content hashes of the files whose ctime is within the racy window of ``started``."""
-        limit = started - RACY_WINDOW_NS
+        limit = started - _statindex.RACY_WINDOW_NS
         hashes: dict[str, bytes] = {}
         for rel, ctime in list(self._recent.items()):
             if ctime < limit:
@@ -506,7 +506,7 @@ class TreeWatch:
             self._nlink[st.st_ino] = st.st_nlink
         else:
             self._nlink.pop(st.st_ino, None)
-        if stat.S_ISREG(mode) and st.st_ctime_ns >= self._now - RACY_WINDOW_NS:
+        if stat.S_ISREG(mode) and st.st_ctime_ns >= self._now - _statindex.RACY_WINDOW_NS:
             self._recent[rel] = st.st_ctime_ns
         else:
             self._recent.pop(rel, None)

@@ -305,7 +305,7 @@ class Tree:
         return any(link == path or path in link.parents for link in self.fresh_links)
 
     def _all(self) -> tuple[list[Path], list[Path]]:
-        dirs, files = [self.root], []
+        dirs, files = [self.root], list[Path]()
         for dirpath, dirnames, filenames in os.walk(self.root):
             base = Path(dirpath)
             if base == self.root:
@@ -395,8 +395,8 @@ def test_watched_snapshots_equal_full_scans(
     setup: list[tuple[str, int, int]],
     steps: list[tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]],
 ) -> None:
-    saved = (_statindex.RACY_WINDOW_NS, _watch.RACY_WINDOW_NS)
-    _statindex.RACY_WINDOW_NS = _watch.RACY_WINDOW_NS = window
+    saved = _statindex.RACY_WINDOW_NS
+    _statindex.RACY_WINDOW_NS = window
     base = Path(tempfile.mkdtemp(prefix="lamina-watch-"))
     try:
         root = base / "root"
@@ -422,5 +422,5 @@ def test_watched_snapshots_equal_full_scans(
                 step(w, run)
                 tree.snapshot_taken()
     finally:
-        _statindex.RACY_WINDOW_NS, _watch.RACY_WINDOW_NS = saved
+        _statindex.RACY_WINDOW_NS = saved
         shutil.rmtree(base)
