@@ -11,7 +11,8 @@
   created, changed or deleted. Corrupt tar data raises ``ImageFormatError``.
 * Snapshots: :func:`changes_from_upper`/:func:`apply_upper` for an overlay
   upper dir (namespace mode), :class:`StatIndex` and :func:`diff` for
-  ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``).
+  ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``), kept current
+  between steps by :class:`TreeWatch` (inotify).
   ``--single-snapshot`` is the caller's choice of when to scan and diff.
 * :func:`write_layer` writes a deterministic PAX layer tar to a stream.
 * :func:`extract_archive` unpacks a local (compressed) tar for ``ADD``, confined
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from lamina.fs._paths import safe_join
     from lamina.fs._statindex import SnapshotMode, StatIndex, diff
     from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
+    from lamina.fs._watch import TreeWatch
 
 __all__ = [
     "BuildDir",
@@ -48,6 +50,7 @@ __all__ = [
     "LayerWriteStats",
     "SnapshotMode",
     "StatIndex",
+    "TreeWatch",
     "apply_upper",
     "changes_for_tree",
     "changes_from_upper",
@@ -74,6 +77,7 @@ _EXPORTS = {
     "LayerWriteStats": "lamina.fs._tarwriter",
     "SnapshotMode": "lamina.fs._statindex",
     "StatIndex": "lamina.fs._statindex",
+    "TreeWatch": "lamina.fs._watch",
     "apply_upper": "lamina.fs._overlay",
     "changes_for_tree": "lamina.fs._tarwriter",
     "changes_from_upper": "lamina.fs._overlay",

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from lamina.errors import FilesystemError
-from lamina.fs._changes import Change, normalise_changes
+from lamina.fs._changes import Change, ChangeKind, normalise_changes
 from lamina.fs._ignore import IgnoreList
 
 __all__ = ["SnapshotMode", "StatIndex", "diff"]
@@ -222,8 +222,23 @@ def diff(old: StatIndex, new: StatIndex, *, mode: SnapshotMode = "full") -> list
         if entry_changed(
             prev, prev_link, prev_hash, rec, link, new.root, rel, mode, new._hashes.get(rel)
         ):
-            changes.append(Change.add(rel))
-    changes.extend(Change.delete(rel) for rel in old_entries if rel not in new._entries)
+            changes.append(added(rel))
+    changes.extend(deleted(rel) for rel in old_entries if rel not in new._entries)
+    return sorted_changes(changes)
+
+
+def added(rel: str) -> Change:
+    """``Change.add`` of an index key (a relative path made of directory entry names)."""
+    return Change(kind=ChangeKind.ADD, path=PurePosixPath("/" + rel))
+
+
+def deleted(rel: str) -> Change:
+    """``Change.delete`` of an index key."""
+    return Change(kind=ChangeKind.DELETE, path=PurePosixPath("/" + rel))
+
+
+def sorted_changes(changes: list[Change]) -> list[Change]:
+    """The changes normalised and in path order, as :func:`diff` returns them."""
     result = normalise_changes(changes)
-    result.sort(key=lambda ch: PurePosixPath(ch.path).parts)
+    result.sort(key=lambda ch: ch.path.parts)
     return result

@@ -29,20 +29,23 @@ import stat
 import struct
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from lamina.errors import FilesystemError
 from lamina.fs import _statindex
-from lamina.fs._changes import Change, normalise_changes
+from lamina.fs._changes import Change
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._statindex import (
     _REC,
     SnapshotMode,
     StatIndex,
     _hash_file,
+    added,
+    deleted,
     diff,
     entry_changed,
     record_of,
+    sorted_changes,
 )
 
 __all__ = ["TreeWatch"]
@@ -296,15 +299,12 @@ class TreeWatch:
             rec = entries.get(rel)
             if rec is None:
                 if prev is not None:
-                    changes.append(Change.delete(rel))
-                continue
-            if entry_changed(
+                    changes.append(deleted(rel))
+            elif prev is None or entry_changed(
                 prev, prev_link, hashes.get(rel), rec, links.get(rel), self.root, rel, mode
             ):
-                changes.append(Change.add(rel))
-        result = normalise_changes(changes)
-        result.sort(key=lambda ch: PurePosixPath(ch.path).parts)
-        return result
+                changes.append(added(rel))
+        return sorted_changes(changes)
 
     def _hash_racy(self, started: int) -> None:
         """Content hashes of the files whose ctime is within the racy window of ``started``."""
