@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--image-tar", type=Path, help="an executor image tar (default: build)")
     parser.add_argument("--src", type=Path, help="a lamina package mounted over the image's")
     parser.add_argument("--no-host", action="store_true", help="the container builds only")
+    parser.add_argument("--logs", type=Path, help="keep each container build's log here")
     parser.add_argument(
         "--isolation", help="pass --isolation to the container's build (default: auto's pick)"
     )
@@ -152,6 +153,7 @@ def main() -> None:
                 f"--build-arg=REGISTRY={host}",
                 "--destination=bench/x:1",
                 "--verbosity=debug",
+                "--log-timestamp",
             ]
             for rep in range(args.repeat):
                 c_t, c_rss, err = run_timed(
@@ -178,6 +180,9 @@ def main() -> None:
                         *([f"--isolation={args.isolation}"] if args.isolation else []),
                     ]
                 )
+                if args.logs:
+                    args.logs.mkdir(parents=True, exist_ok=True)
+                    (args.logs / f"{name}-{rep}.log").write_text(err)
                 picked = re.search(r"isolation: (\w+)", err)
                 mode = args.isolation or (picked.group(1) if picked else "?")
                 snaps = [(int(n), float(b), float(a)) for n, b, a in _SNAPSHOT.findall(err)]
@@ -195,7 +200,11 @@ def main() -> None:
                             "lamina",
                             "build",
                             f"--context={ctx}",
-                            *(f for f in flags if f != "--verbosity=debug"),
+                            *(
+                                f
+                                for f in flags
+                                if not f.startswith(("--verbosity", "--log-timestamp"))
+                            ),
                             f"--dockerfile={ctx / 'Dockerfile'}",
                             "--isolation=namespace",
                             f"--kaniko-dir={kaniko}",
@@ -211,12 +220,12 @@ def main() -> None:
                     per_step = [b + a for _, b, a in snaps]
                     print(
                         "      snapshot s per RUN (before+after): "
-                        + " ".join(f"{t:.3f}" for t in per_step)
+                        + " ".join(f"{t:.4f}" for t in per_step)
                     )
                     small = per_step[-10:] if name == "many" else per_step
                     print(
                         f"      {'the ten one-file RUNs' if name == 'many' else 'RUN'}: "
-                        f"max {max(small):.3f} s, median {statistics.median(small):.3f} s; "
+                        f"max {max(small):.4f} s, median {statistics.median(small):.4f} s; "
                         f"{'inotify' if '(inotify)' in err else 'full scans'}",
                         flush=True,
                     )

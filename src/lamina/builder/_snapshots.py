@@ -54,7 +54,7 @@ class RunSnapshots:
         started = time.perf_counter()
         changes = watch.changes(mode=mode, ignore=ignore)
         self.log.debug(
-            "snapshot: %d changed paths, %.3f s before the step + %.3f s after (%s)",
+            "snapshot: %d changed paths, %.4f s before the step + %.4f s after (%s)",
             len(changes),
             self._before,
             time.perf_counter() - started,

@@ -225,6 +225,8 @@ class TreeWatch:
         self._nlink: dict[int, int] = {}
         #: regular files whose ctime was recent when they were last statted
         self._recent: dict[str, int] = {}
+        #: inodes of link groups touched in this refresh (their other names are re-statted)
+        self._linked: set[int] = set()
         #: the records before this refresh of every path it touched
         self._prior: dict[str, tuple[bytes | None, str | None]] = {}
         self._now = 0
@@ -418,10 +420,12 @@ class TreeWatch:
         self._prior = {}
         self._walk("")
         self._prior = {}
+        self._linked.clear()
 
     def _refresh(self) -> dict[str, tuple[bytes | None, str | None]] | None:
         """Re-stat what the events name; the prior records of every path touched."""
         self._now = time.time_ns()
+        self._linked.clear()
         found = self._events()
         if found is None:
             return None
@@ -451,31 +455,19 @@ class TreeWatch:
         return prior
 
     def _follow_links(self) -> None:
-        """Re-stat every name of a link group one of whose names changed (or is racy)."""
-        entries, hashes = self.index._entries, self.index._hashes
-        todo = list(self._prior.items())
-        while todo:
-            rel, (prev, _) = todo.pop()
-            rec = entries.get(rel)
-            if rec == prev and rel not in hashes:
-                continue
-            for raw in (prev, rec):
-                if raw is None:
-                    continue
-                fields = _REC.unpack(raw)
-                if stat.S_ISDIR(fields[_MODE]):
-                    continue
-                for name in self._inodes.names(fields[_INO]):
-                    if name not in self._prior:
-                        self._restat(name)
-                        if name in self._prior:
-                            todo.append((name, self._prior[name]))
+        """Re-stat every name of the link groups touched (a write shows in one name's dir)."""
+        linked = self._linked
+        while linked:
+            for name in self._inodes.names(linked.pop()):
+                if name not in self._prior:
+                    self._restat(name)  # puts the inode back: the next pass finds all seen
         # names outside the index (a link in an ignored path): no event shows their writes
         for ino, nlink in list(self._nlink.items()):
             if nlink > self._inodes.count(ino):
                 for name in self._inodes.names(ino):
                     if name not in self._prior:
                         self._restat(name)
+        linked.clear()
 
     def _remember(self, rel: str) -> None:
         if rel not in self._prior:
@@ -504,6 +496,7 @@ class TreeWatch:
         self._inodes.add(st.st_ino, rel)
         if st.st_nlink > 1:
             self._nlink[st.st_ino] = st.st_nlink
+            self._linked.add(st.st_ino)
         else:
             self._nlink.pop(st.st_ino, None)
         if stat.S_ISREG(mode) and st.st_ctime_ns >= self._now - _statindex.RACY_WINDOW_NS:
@@ -516,7 +509,9 @@ class TreeWatch:
         if not stat.S_ISDIR(fields[_MODE]):
             ino = fields[_INO]
             self._inodes.remove(ino, rel)
-            if not self._inodes.count(ino):
+            if self._inodes.count(ino):
+                self._linked.add(ino)  # its other names lost a link
+            else:
                 self._nlink.pop(ino, None)
 
     def _drop(self, rel: str) -> None:
@@ -573,23 +568,33 @@ class TreeWatch:
             self._walk(rel)
 
     def _walk(self, top: str) -> None:
-        """Index and watch the subtree of the directory ``top`` (recorded already)."""
+        """Index and watch the subtree of the directory ``top`` (recorded already).
+
+        Everything below ``top`` is new to the index (a directory is read whole
+        only when it appeared or replaced what was there): recorded without the
+        bookkeeping of :meth:`_put` for what it replaces.
+        """
         ignore = self.ignore
+        entries, links, prior = self.index._entries, self.index._links, self._prior
+        children, inodes, nlinks = self._children, self._inodes, self._nlink
+        recent, linked = self._recent, self._linked
+        racy_from = self._now - _statindex.RACY_WINDOW_NS
+        new: tuple[bytes | None, str | None] = (None, None)
         stack = [top]
         while stack:
             dir_rel = stack.pop()
-            kids = self._children.setdefault(dir_rel, set())
+            kids = children.setdefault(dir_rel, set())
             self._watch(dir_rel)  # before listing: nothing created meanwhile is missed
-            host = self.root / dir_rel if dir_rel else self.root
+            prefix = dir_rel + "/" if dir_rel else ""
             try:
-                it = os.scandir(host)
+                it = os.scandir(self.root / dir_rel if dir_rel else self.root)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # gone meanwhile: its parent's events say so
             except OSError as exc:
                 raise self._error(dir_rel, exc) from exc
             with it:
                 for entry in it:
-                    rel = _join(dir_rel, entry.name)
+                    rel = prefix + entry.name
                     if ignore is not None and ignore.matches(rel):
                         continue
                     try:
@@ -598,10 +603,38 @@ class TreeWatch:
                         continue
                     except OSError as exc:
                         raise self._error(rel, exc) from exc
-                    self._put(rel, st, kids)
-                    if stat.S_ISDIR(st.st_mode):
-                        self._children.setdefault(rel, set())
+                    if rel in entries:  # not new after all: the careful way
+                        self._put(rel, st, kids)
+                        if stat.S_ISDIR(st.st_mode):
+                            self._drop_below(rel)
+                            stack.append(rel)
+                        continue
+                    if rel not in prior:
+                        prior[rel] = new
+                    entries[rel] = record_of(st)
+                    kids.add(rel)
+                    mode = st.st_mode
+                    if stat.S_ISDIR(mode):
+                        children[rel] = set()
                         stack.append(rel)
+                        continue
+                    if stat.S_ISLNK(mode):
+                        try:
+                            links[rel] = os.readlink(entry.path)
+                        except OSError as exc:
+                            raise self._error(rel, exc) from exc
+                    ino = st.st_ino
+                    inodes.add(ino, rel)
+                    if st.st_nlink > 1:
+                        nlinks[ino] = st.st_nlink
+                        linked.add(ino)
+                    if stat.S_ISREG(mode) and st.st_ctime_ns >= racy_from:
+                        recent[rel] = st.st_ctime_ns
+
+    def _drop_below(self, rel: str) -> None:
+        """Forget what is below the directory ``rel`` (it is about to be read whole)."""
+        for kid in list(self._children.get(rel, ())):
+            self._drop(kid)
 
     def _error(self, rel: str, exc: OSError) -> FilesystemError:
         return FilesystemError(
