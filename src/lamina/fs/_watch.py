@@ -14,11 +14,14 @@ No mount rights are needed. Where inotify cannot follow — no inotify at all,
 ``max_user_watches`` reached, the event queue overflowed — the watch says so at
 debug level and does full scans, as before.
 
-A file whose link count or content is changed through a name that is not
-watched (a hard link in an ignored path, such as the kaniko directory) is
-re-statted on every snapshot when its link count shows names outside the
-index; a hard link made from an ignored path to a file that had one name is
-not seen until something else touches the file.
+A file with names outside the index (a hard link in an ignored path, such as
+the kaniko directory: its link count is higher than the names indexed) is
+re-statted on every snapshot, since a write through such a name shows in no
+watched directory. What directory watches cannot show at all: a hard link to
+an older file made under a name that is gone again by the next snapshot (or
+made in an ignored path), and what is done through that name alone. The
+file's inode changes (its ctime at least, which a full scan reports) without
+an event naming any of its indexed names; the snapshot misses it.
 """
 
 from __future__ import annotations
@@ -342,7 +345,7 @@ class TreeWatch:
         try:
             wd = notify.add(str(self.root / rel) if rel else str(self.root))
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR) and rel:
                 return  # gone already: its parent's event says so
             if exc.errno == errno.ENOSPC:
                 limit = "/proc/sys/fs/inotify/max_user_watches"

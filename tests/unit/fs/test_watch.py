@@ -424,3 +424,13 @@ def test_watched_snapshots_equal_full_scans(
     finally:
         _statindex.RACY_WINDOW_NS = saved
         shutil.rmtree(base)
+
+
+def test_a_root_that_cannot_be_watched_falls_back_to_full_scans(root: Path) -> None:
+    link = root.parent / "root-link"  # a symlink: watches never follow one
+    link.symlink_to(root)
+    notes: list[str] = []
+    with TreeWatch(link, IGNORE, debug=notes.append) as w:
+        step(w, lambda: (root / "etc" / "a").write_text("x"))
+        assert not w.watching
+        assert notes
