@@ -30,6 +30,7 @@ def test_the_watch_is_kept_between_steps_and_logged(
     try:
         snaps.before(root, base)
         watch = snaps._watch
+        assert watch is not None
         (root / "etc" / "b").write_text("b")
         with caplog.at_level(logging.DEBUG, logger=LOG.name):
             assert snaps.after(mode="full", ignore=base) == [
