@@ -14,11 +14,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from lamina.errors import FilesystemError
+from lamina.oci._tarread import shorten
 
-__all__ = ["MAX_SYMLINKS", "image_parts", "safe_join"]
+__all__ = ["MAX_SYMLINKS", "PATH_MAX", "image_parts", "safe_join"]
 
 #: how many symlinks one resolution may follow (Linux uses 40 as well)
 MAX_SYMLINKS = 40
+#: Linux's limit on a path given to a system call, its terminating NUL included
+PATH_MAX = 4096
 
 
 def image_parts(path: str | PurePosixPath) -> list[str]:
@@ -79,13 +82,14 @@ def safe_join(
             continue
         except NotADirectoryError as exc:
             raise FilesystemError(
-                f"cannot resolve {str(path)!r} inside {root}: "
-                f"/{'/'.join(resolved)} is not a directory",
+                f"cannot resolve {shorten(str(path))!r} inside {root}: "
+                f"{shorten('/' + '/'.join(resolved))} is not a directory",
                 hint="a file in the image is used as a directory; check the layer or step",
             ) from exc
         except OSError as exc:
             raise FilesystemError(
-                f"cannot resolve {str(path)!r} inside {root}: {exc.strerror} at {host}",
+                f"cannot resolve {shorten(str(path))!r} inside {root}: {exc.strerror} "
+                f"at {shorten(str(host))}",
                 hint="check the permissions of the build directory",
             ) from exc
         if not stat.S_ISLNK(st.st_mode):
@@ -94,14 +98,15 @@ def safe_join(
         followed += 1
         if followed > MAX_SYMLINKS:
             raise FilesystemError(
-                f"cannot resolve {str(path)!r} inside {root}: too many levels of symbolic links",
+                f"cannot resolve {shorten(str(path))!r} inside {root}: "
+                "too many levels of symbolic links",
                 hint="a symlink loop in the image; check the symlinks along this path",
             )
         try:
             target = os.readlink(host)
         except OSError as exc:
             raise FilesystemError(
-                f"cannot read the symlink {host}: {exc.strerror}",
+                f"cannot read the symlink {shorten(str(host))}: {exc.strerror}",
                 hint="check the permissions of the build directory",
             ) from exc
         if target.startswith("/"):

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from lamina.errors import FilesystemError
 from lamina.fs._changes import Change, ChangeKind, normalise_changes
-from lamina.fs._extract import OPAQUE_MARKER, WHITEOUT_PREFIX
+from lamina.fs._extract import DEVICE_XATTR, OPAQUE_MARKER, WHITEOUT_PREFIX, device_record
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._paths import safe_join
 
@@ -20,8 +20,13 @@ __all__ = ["LayerWriteStats", "changes_for_tree", "read_xattrs", "write_layer"]
 
 _BLOCK = 512
 _CHUNK = 1 << 20
-#: xattrs that describe the host or the overlay mount, never the image
-_SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
+#: xattrs that describe the host, the overlay mount or lamina's records, never the image
+_SKIPPED_XATTR_PREFIXES = (
+    "trusted.overlay.",
+    "user.overlay.",
+    "security.selinux",
+    DEVICE_XATTR,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,10 +40,15 @@ class LayerWriteStats:
 
 def read_xattrs(host: Path) -> list[tuple[str, bytes]]:
     """The image-relevant xattrs of ``host`` (not followed), sorted by name."""
+    return _read_xattrs(host)[0]
+
+
+def _read_xattrs(host: Path) -> tuple[list[tuple[str, bytes]], bool]:
+    """:func:`read_xattrs`, and whether ``host`` carries a device record."""
     try:
         names = os.listxattr(host, follow_symlinks=False)
     except OSError:
-        return []  # filesystem without xattr support, or a symlink on some filesystems
+        return [], False  # filesystem without xattr support, or a symlink on some filesystems
     out: list[tuple[str, bytes]] = []
     for name in sorted(names):
         if name.startswith(_SKIPPED_XATTR_PREFIXES):
@@ -47,7 +57,7 @@ def read_xattrs(host: Path) -> list[tuple[str, bytes]]:
             out.append((name, os.getxattr(host, name, follow_symlinks=False)))
         except OSError:
             continue
-    return out
+    return out, DEVICE_XATTR in names
 
 
 def _sort_key(path: PurePosixPath) -> tuple[str, ...]:
@@ -126,7 +136,15 @@ class _Writer:
         info.mtime = self._mtime(st.st_mtime)
         fmt = stat.S_IFMT(st.st_mode)
         data = False
-        if fmt == stat.S_IFREG:
+        xattrs, recorded = _read_xattrs(host)
+        device = device_record(host) if recorded and fmt == stat.S_IFREG else None
+        if device is not None and (st.st_nlink < 2 or (st.st_dev, st.st_ino) not in self.links):
+            # a placeholder extraction made for a device node: the node again
+            if st.st_nlink > 1:
+                self.links[(st.st_dev, st.st_ino)] = name
+            info.type = tarfile.CHRTYPE if device[0] == "c" else tarfile.BLKTYPE
+            info.devmajor, info.devminor = device[1], device[2]
+        elif fmt == stat.S_IFREG:
             key = (st.st_dev, st.st_ino)
             first = self.links.get(key) if st.st_nlink > 1 else None
             if first is not None:
@@ -152,7 +170,7 @@ class _Writer:
         else:
             return  # sockets (and unknown types) are not part of images
         info.pax_headers = {
-            "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(host)
+            "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in xattrs
         }
         self._emit(info)
         if data:
