@@ -927,6 +927,13 @@ class _LayerApplier:
                 self._warn_entry(entry, f"xattr {key} not set: {exc.strerror}")
                 self.xattr_failed = True
                 return
+            if exc.errno in (errno.ENOSPC, errno.E2BIG):
+                raise FilesystemError(
+                    f"{self.layer}: entry {shorten(entry)!r}: cannot set the xattr "
+                    f"{shorten(key)} ({len(raw)} bytes): {exc.strerror}",
+                    hint="the filesystem of the build directory (--kaniko-dir) does not take "
+                    "an xattr that large, or is full",
+                ) from exc
             raise self._fs_error(f"set the xattr {key} on", dst, exc, entry) from exc
 
     def finish(self) -> ExtractStats:
