@@ -65,10 +65,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from lamina.errors import ContextError, FilesystemError, ImageFormatError, LaminaError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._paths import PATH_MAX, image_parts, safe_join
-from lamina.oci._tarread import TarHeaderLimitError, next_member, open_stream, shorten
+from lamina.oci._tarread import TarHeaderLimitError, next_member, open_stream
+from lamina.oci._text import shorten
 
 __all__ = [
     "DEVICE_XATTR",
@@ -1127,6 +1128,7 @@ def extract_archive(
     name: str = "archive",
     owner: tuple[int, int] | None = None,
     workers: int = WORKERS,
+    error: type[LaminaError] = ImageFormatError,
 ) -> ExtractStats:
     """Unpack a local tar archive (plain, gzip, bzip2, xz or zstd; sniffed) for ``ADD``.
 
@@ -1138,7 +1140,7 @@ def extract_archive(
     then every extracted entry gets it. Decompression streams: memory does not
     grow with the archive. ``workers`` as for :func:`extract_layer`. A
     malformed or hostile archive (see :mod:`lamina.oci._tarread` for the header
-    limits) raises :class:`ContextError`: it is build context content.
+    limits) raises ``error`` (``ContextError`` for a file of the build context).
     """
     dest_host = safe_join(root, dest, follow_final=True)
     applier = _LayerApplier(
@@ -1147,7 +1149,7 @@ def extract_archive(
         on_warning=on_warning,
         layer_name=name,
         workers=workers,
-        bad_input=ContextError,
+        bad_input=error,
     )
     applier._ensure_dir(dest_host, dest)
     applier.root = dest_host
@@ -1169,11 +1171,11 @@ def extract_archive(
     try:
         data, _kind = _decompressed(stream)
     except OSError as exc:
-        raise ContextError(f"{name}: cannot read the archive: {exc}") from exc
+        raise error(f"{name}: cannot read the archive: {exc}") from exc
     try:
         return _run(applier, data, name)
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise ContextError(
+        raise error(
             f"{name}: the compressed archive is corrupt: {exc}",
             hint="check that the file is a complete tar archive",
         ) from exc

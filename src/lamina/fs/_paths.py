@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from lamina.errors import FilesystemError
-from lamina.oci._tarread import shorten
+from lamina.oci._text import shorten
 
 __all__ = ["MAX_SYMLINKS", "PATH_MAX", "image_parts", "safe_join"]
 

@@ -25,6 +25,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lamina.oci._text import shorten
+
 __all__ = [
     "MAX_ENTRY_HEADERS",
     "MAX_GLOBAL_HEADERS",
@@ -42,8 +44,6 @@ MAX_ENTRY_HEADERS = 1 << 20
 MAX_HEADER_CHAIN = 16
 #: bytes of global PAX headers one archive may have
 MAX_GLOBAL_HEADERS = 64 << 10
-#: longest name (or other untrusted text) quoted whole in a message
-MAX_QUOTED = 200
 
 _KINDS = {
     tarfile.XHDTYPE: "PAX extended header",
@@ -53,13 +53,6 @@ _KINDS = {
     tarfile.GNUTYPE_LONGLINK: "GNU long link name",
     tarfile.GNUTYPE_SPARSE: "GNU sparse map",
 }
-
-
-def shorten(text: str, limit: int = MAX_QUOTED) -> str:
-    """``text`` cut to ``limit`` characters (with an ellipsis and the full length)."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _size(size: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from lamina.errors import ContextError
+from lamina.errors import ImageFormatError
 from lamina.fs import extract_archive
 
 from .tarbuild import build_tar, d, file, sym
@@ -57,5 +57,5 @@ def test_confined_to_destination(tmp_path: Path) -> None:
 
 def test_corrupt_compressed_archive(tmp_path: Path) -> None:
     data = gzip.compress(build_tar([file("a", os.urandom(50_000))]).getvalue())[:5000]
-    with pytest.raises(ContextError):
+    with pytest.raises(ImageFormatError):
         extract_archive(tmp_path, "/", io.BytesIO(data), on_warning=print)

@@ -305,7 +305,14 @@ def test_archive_header_bomb_is_a_context_error(tmp_path: Path) -> None:
     size = 64 << 20
     stream = _Lazy(_header("././@PaxHeader", tarfile.XHDTYPE, size), size, _end())
     with pytest.raises(ContextError) as info:
-        extract_archive(tmp_path, "/", stream, on_warning=print, name="ADD ctx.tar")  # type: ignore[arg-type]
+        extract_archive(
+            tmp_path,
+            "/",
+            stream,  # type: ignore[arg-type]
+            on_warning=print,
+            name="ADD ctx.tar",
+            error=ContextError,
+        )
     assert "ADD ctx.tar" in info.value.message
     assert stream.read_bytes < 2 * MAX_ENTRY_HEADERS
 
