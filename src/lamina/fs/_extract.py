@@ -262,14 +262,38 @@ def _fs_error(
     )
 
 
+#: the largest owner id (``(uid_t) -1`` means "unchanged" to the kernel)
+_MAX_ID = (1 << 32) - 2
+#: mtimes in seconds that fit a signed 64-bit count of nanoseconds
+_MAX_SECONDS = 9_000_000_000
+#: Linux's device numbers: 12-bit major, 20-bit minor
+_MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1
+
+
 def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in ns (PAX sub-second precision kept); checked by _numbers_problem."""
     raw = member.pax_headers.get("mtime")
     if raw is not None:
         try:
-            return int(Decimal(raw) * 1_000_000_000)
+            value = Decimal(raw)
+            if value.is_finite() and abs(value) <= _MAX_SECONDS:
+                return int(value * 1_000_000_000)
         except (InvalidOperation, ValueError):
             pass
     return int(member.mtime) * 1_000_000_000
+
+
+def _numbers_problem(member: tarfile.TarInfo) -> str | None:
+    """What is out of range among the entry's numbers (hostile PAX or base-256 fields)."""
+    if not 0 <= member.uid <= _MAX_ID or not 0 <= member.gid <= _MAX_ID:
+        return f"owner {shorten(str(member.uid), 30)}:{shorten(str(member.gid), 30)}"
+    if not -_MAX_SECONDS <= member.mtime <= _MAX_SECONDS:  # False for NaN too
+        return f"mtime {shorten(str(member.mtime), 30)}"
+    if (member.ischr() or member.isblk()) and (
+        not 0 <= member.devmajor <= _MAX_MAJOR or not 0 <= member.devminor <= _MAX_MINOR
+    ):
+        return f"device number {member.devmajor}:{member.devminor}"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -564,6 +588,12 @@ class _LayerApplier:
             raise self.bad_input(
                 f"{self.layer}: entry {shorten(name)!r}: the name is "
                 f"{len(os.fsencode(name))} bytes long; Linux allows {PATH_MAX - 1} (PATH_MAX)",
+                hint="the layer or archive is malformed or hostile",
+            )
+        problem = _numbers_problem(member)
+        if problem is not None:
+            raise self.bad_input(
+                f"{self.layer}: entry {shorten(name)!r}: {problem} is out of range",
                 hint="the layer or archive is malformed or hostile",
             )
         parts = image_parts(name)

@@ -404,3 +404,32 @@ def test_a_full_disk_names_the_layer_and_what_was_written(small_fs: Path, big: b
     assert " MiB" in message or " bytes" in message
     assert os.strerror(errno.ENOSPC) in message
     assert "--kaniko-dir" in (info.value.hint or "")
+
+
+# -- numbers out of range ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pax", "what"),
+    [
+        ({"uid": str(1 << 40)}, "owner"),
+        ({"gid": "-7"}, "owner"),
+        ({"mtime": "1e999999"}, "mtime"),
+        ({"mtime": "nan"}, "mtime"),
+        ({"mtime": str(10**30)}, "mtime"),
+    ],
+)
+def test_numbers_out_of_range_are_a_clear_error(
+    tmp_path: Path, pax: dict[str, str], what: str
+) -> None:
+    with pytest.raises(ImageFormatError) as info:
+        _extract(tmp_path, build_tar([file("f", b"x", pax=pax)]))
+    assert what in info.value.message
+    assert "sha256:hostile" in info.value.message
+    assert len(info.value.message) < 300
+
+
+def test_device_numbers_out_of_range_are_a_clear_error(tmp_path: Path) -> None:
+    entry = E("dev", tarfile.BLKTYPE, devmajor=1 << 20, devminor=0)
+    with pytest.raises(ImageFormatError, match="device number"):
+        _extract(tmp_path, build_tar([entry]))
