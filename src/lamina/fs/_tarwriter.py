@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -248,6 +249,12 @@ def write_layer(
             _write_one(writer, root, path, wanted[path])
         return writer.finish()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise FilesystemError(
+                f"cannot write the layer from {root}: the disk is full after "
+                f"{writer.size} bytes of it ({writer.entries} entries): {exc.strerror}",
+                hint="free space (or raise the quota) where the build directory is (--kaniko-dir)",
+            ) from exc
         raise FilesystemError(
             f"cannot write the layer from {root}: {exc.strerror or exc}"
             + (f" ({exc.filename})" if exc.filename else ""),

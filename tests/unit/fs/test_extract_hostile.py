@@ -20,6 +20,7 @@ import pytest
 from lamina.errors import ContextError, FilesystemError, ImageFormatError
 from lamina.fs import StatIndex, changes_for_tree, diff, extract_archive, extract_layer, write_layer
 from lamina.fs._extract import DEVICE_XATTR, device_record, remove_path
+from lamina.oci import compress_layer
 from lamina.oci._tarread import MAX_ENTRY_HEADERS
 from tests.support.canary import assert_unchanged, make_canary, snapshot
 
@@ -403,6 +404,13 @@ def test_a_full_disk_names_the_layer_and_what_was_written(small_fs: Path, big: b
     assert message.startswith("sha256:hostile: the disk is full after writing ")
     assert " MiB" in message or " bytes" in message
     assert os.strerror(errno.ENOSPC) in message
+    assert "--kaniko-dir" in (info.value.hint or "")
+
+
+def test_a_full_disk_while_compressing_a_layer_says_how_much(small_fs: Path) -> None:
+    with (small_fs / "blob").open("wb") as dest, pytest.raises(FilesystemError) as info:
+        compress_layer(io.BytesIO(os.urandom(4 << 20)), dest, compression="none")
+    assert "the disk is full after writing" in info.value.message
     assert "--kaniko-dir" in (info.value.hint or "")
 
 
