@@ -10,11 +10,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
+import stat
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_image
+from lamina.registry import RegistryClient, RegistryOptions
+from lamina.sandbox import InPlaceRunner
 from tests.integration.test_remote_context import lamina_build
 from tests.support.canary import assert_unchanged, make_canary, snapshot
 from tests.support.images import BuiltLayout
@@ -183,3 +188,74 @@ def test_header_bomb_layer_is_a_short_image_error_naming_the_layer(
     assert digest in err
     assert "PAX extended header" in err
     assert len(err) < 4000
+
+
+def _build_in_place(
+    tmp_path: Path, registry: RegistryServer, dockerfile: str
+) -> tuple[Path, list[dict[str, tarfile.TarInfo]]]:
+    """``--isolation=none`` with a test root (RUN chrooted into it): the root and the
+    members of every layer of the result."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    root = tmp_path / "root"
+    (root / "kaniko").mkdir(parents=True)
+    client = RegistryClient(
+        RegistryOptions(insecure_registries=frozenset({registry.host})), docker_config_dir=None
+    )
+    try:
+        result = build_image(
+            BuildOptions(
+                dockerfile=str(ctx / "Dockerfile"), context=str(ctx), kaniko_dir=root / "kaniko"
+            ),
+            CacheOptions(),
+            OutputOptions(no_push=True),
+            registry=client,
+            runner=InPlaceRunner(root=root),
+            log=logging.getLogger("lamina.tests.hostile"),
+        )
+        try:
+            layers = []
+            for layer in result.image.layers():
+                with layer.uncompressed() as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                    layers.append({m.name.removeprefix("./"): m for m in tar})
+        finally:
+            result.cleanup()
+    finally:
+        client.close()
+    return root, layers
+
+
+def test_in_place_devices_are_inert_and_round_trip(
+    tmp_path: Path, registry_plain: RegistryServer, busybox_layout: BuiltLayout
+) -> None:
+    ref, _ = _push_base(tmp_path, registry_plain, busybox_layout, "devices-none", _tar(_devices()))
+    root, layers = _build_in_place(
+        tmp_path,
+        registry_plain,
+        f"FROM {ref} AS devs\n"
+        "RUN test ! -b /devs/loop0 && test ! -s /devs/loop0 && echo inert > /probe\n"
+        "FROM devs\n"
+        "COPY --from=devs /devs /copied/\n",
+    )
+    assert stat.S_ISREG((root / "copied" / "loop0").lstat().st_mode)
+    loop = layers[-1]["copied/loop0"]
+    assert loop.isblk()
+    assert (loop.devmajor, loop.devminor, loop.mode) == (7, 0, 0o660)
+    assert "probe" in layers[-2]
+
+
+def test_in_place_dir_metadata_through_a_later_symlink(
+    tmp_path: Path, registry_plain: RegistryServer, busybox_layout: BuiltLayout
+) -> None:
+    canary = make_canary(tmp_path)
+    before = snapshot(canary)
+    ref, _ = _push_base(
+        tmp_path,
+        registry_plain,
+        busybox_layout,
+        "dirmeta-none",
+        _tar(_through_later_symlink(canary)),
+    )
+    _build_in_place(tmp_path, registry_plain, f"FROM {ref}\nRUN true\n")
+    assert_unchanged(before, canary)
