@@ -11,10 +11,23 @@ Policy for hostile entries (documented in the package docstring and tested):
   (:func:`safe_join`), so a symlink to ``/etc`` followed by ``link/passwd``
   writes ``root/etc/passwd`` and never the host's file;
 * a hardlink to something that does not exist inside the root is skipped with
-  a warning.
+  a warning;
+* directory modes and mtimes, applied once the layer is done, go only to the
+  directory the entry made or kept: its path is resolved inside the root
+  again if anything was removed or replaced since (a later entry may have made
+  an ancestor a symlink to a host directory), and the inode must be the same;
+* device nodes are never created (a RUN could open the host's device through
+  them): an empty regular file with the entry's owner, mode, xattrs and mtime
+  stands for one, recorded in the xattr :data:`DEVICE_XATTR`; layer writing
+  (``_tarwriter``) writes the device node back;
+* tar headers are bounded (:mod:`lamina.oci._tarread`), and a name longer than
+  ``PATH_MAX``, an owner, mtime or device number out of range is an error;
+  names quoted in messages are shortened.
 
-Malformed tar data raises :class:`ImageFormatError`; a failing filesystem
-operation raises :class:`FilesystemError` naming the entry.
+Malformed or hostile tar data raises :class:`ImageFormatError` (for
+:func:`extract_archive`, the error class it is given); a failing filesystem
+operation raises :class:`FilesystemError` naming the entry (for a full disk,
+the layer and how much of it was written).
 
 Parallel file creation. Creating a file costs the kernel a fraction of a
 millisecond, so the thread reading the tar hands regular files of at most

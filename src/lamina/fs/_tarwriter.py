@@ -227,7 +227,9 @@ def write_layer(
     still a directory), hardlinks within the layer by ``(st_dev, st_ino)``,
     xattrs as ``SCHILY.xattr.*`` records (overlay and SELinux ones dropped),
     numeric owners with empty uname/gname, whole-second mtimes clamped to
-    ``epoch`` when given, no atime/ctime records, sockets skipped. Streams:
+    ``epoch`` when given, no atime/ctime records, sockets skipped, the
+    placeholders extraction makes for device nodes written as those device
+    nodes (see :func:`lamina.fs._extract.device_record`). Streams:
     only one chunk of file data is in memory at a time. ``root`` may be a
     rootfs or an overlay upper directory (paths are looked up in it).
     """
