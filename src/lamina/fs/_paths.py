@@ -50,8 +50,10 @@ def safe_join(
     like ``lstat``). The result never lies outside ``root``; ``root`` itself is
     not resolved and must be a real directory.
 
-    ``on_missing`` is called with the host path of every component found
-    missing (it may raise to abandon the resolution).
+    ``on_missing`` is called with the host path of a component found missing
+    (it may raise to abandon the resolution); the components below a missing
+    one are missing too and are neither looked up nor reported. The cost is
+    linear in the length of the path (a component costs one ``lstat``).
 
     Raises :class:`FilesystemError` for too many levels of symlinks, a path
     that needs a non-directory as a directory, or an unreadable component.
@@ -59,26 +61,39 @@ def safe_join(
     pending = image_parts(path)
     pending.reverse()  # a stack: the next component is at the end
     resolved: list[str] = []
+    #: the host path (a string: no pathlib parsing per step) of each resolved prefix
+    hosts = [str(root).rstrip("/")]
+    #: index in ``resolved`` of a component found missing (all below it are missing)
+    absent: int | None = None
     followed = 0
     while pending:
         part = pending.pop()
         if part == "..":
             if resolved:
                 resolved.pop()
+                hosts.pop()
+                if absent is not None and len(resolved) <= absent:
+                    absent = None  # back above the missing component
             continue
         is_final = not pending
         if is_final and not follow_final:
             resolved.append(part)
             break
-        host = Path(root, *resolved, part)
+        host = hosts[-1] + "/" + part
+        if absent is not None:
+            resolved.append(part)  # below a missing component: missing too
+            hosts.append(host)
+            continue
         try:
             st = os.lstat(host)
         except FileNotFoundError:
             # nothing there: no symlink to follow, the rest is taken literally
             # (later components are resolved too, since `..` must still clamp)
             if on_missing is not None:
-                on_missing(host)
+                on_missing(Path(host))
+            absent = len(resolved)
             resolved.append(part)
+            hosts.append(host)
             continue
         except NotADirectoryError as exc:
             raise FilesystemError(
@@ -89,11 +104,12 @@ def safe_join(
         except OSError as exc:
             raise FilesystemError(
                 f"cannot resolve {shorten(str(path))!r} inside {root}: {exc.strerror} "
-                f"at {shorten(str(host))}",
+                f"at {shorten(host)}",
                 hint="check the permissions of the build directory",
             ) from exc
         if not stat.S_ISLNK(st.st_mode):
             resolved.append(part)
+            hosts.append(host)
             continue
         followed += 1
         if followed > MAX_SYMLINKS:
@@ -106,11 +122,12 @@ def safe_join(
             target = os.readlink(host)
         except OSError as exc:
             raise FilesystemError(
-                f"cannot read the symlink {shorten(str(host))}: {exc.strerror}",
+                f"cannot read the symlink {shorten(host)}: {exc.strerror}",
                 hint="check the permissions of the build directory",
             ) from exc
         if target.startswith("/"):
             resolved = []
+            del hosts[1:]
         target_parts = image_parts(target)
         target_parts.reverse()
         pending.extend(target_parts)
