@@ -183,7 +183,8 @@ def remove_path(root: Path, host: Path, ignore: IgnoreList | None = None) -> Non
 
 def _remove_tree(root: Path, top: Path, ignore: IgnoreList | None) -> None:
     """Delete the directory ``top`` and what it holds (children first, no recursion)."""
-    stack: list[tuple[Path, bool]] = [(top, False)]
+    # host paths as strings: a deep tree would make every pathlib parse quadratic
+    stack: list[tuple[str, bool]] = [(str(top), False)]
     while stack:
         d, emptied = stack.pop()
         try:
@@ -191,22 +192,21 @@ def _remove_tree(root: Path, top: Path, ignore: IgnoreList | None) -> None:
                 os.rmdir(d)
                 continue
             stack.append((d, True))
-            keep = ignore is not None and ignore.has_ignored_below(_rel(root, d))
+            keep = ignore is not None and ignore.has_ignored_below(_rel(root, Path(d)))
             with os.scandir(d) as it:
                 for entry in it:
-                    child = Path(entry.path)
-                    if keep and ignore is not None and ignore.matches(_rel(root, child)):
+                    if keep and ignore is not None and ignore.matches(_rel(root, Path(entry.path))):
                         continue
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append((child, False))
+                        stack.append((entry.path, False))
                     else:
-                        os.unlink(child)
+                        os.unlink(entry.path)
         except FileNotFoundError:
             continue
         except OSError as exc:
             if emptied and ignore is not None and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 continue  # it holds an ignored entry
-            raise _fs_error("delete", d, exc) from exc
+            raise _fs_error("delete", Path(d), exc) from exc
 
 
 def device_record(host: Path) -> tuple[str, int, int] | None:
@@ -662,12 +662,36 @@ class _LayerApplier:
                 "made it a file",
                 hint="the layer is malformed (a file used as a directory)",
             )
-        for made in reversed(missing):
-            try:
-                os.mkdir(made, 0o755)
-            except OSError as exc:
-                raise self._fs_error("create the directory", made, exc, entry) from exc
-            self._made(made, stat.S_IFDIR)
+        if len(missing) < 8:
+            for made in reversed(missing):
+                try:
+                    os.mkdir(made, 0o755)
+                except OSError as exc:
+                    raise self._fs_error("create the directory", made, exc, entry) from exc
+                self._made(made, stat.S_IFDIR)
+            return
+        # a long chain: each made relative to its parent's descriptor (by path,
+        # every mkdir would walk the whole chain again: quadratic in the depth)
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        made = probe
+        try:
+            fd = os.open(probe, flags)
+        except OSError as exc:
+            raise self._fs_error("open the directory", probe, exc, entry) from exc
+        try:
+            for made in reversed(missing):
+                os.mkdir(made.name, 0o755, dir_fd=fd)
+                self._made(made, stat.S_IFDIR)
+                parent_fd, fd = fd, -1
+                try:
+                    fd = os.open(made.name, flags, dir_fd=parent_fd)
+                finally:
+                    os.close(parent_fd)
+        except OSError as exc:
+            raise self._fs_error("create the directory", made, exc, entry) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _opaque(self, name: str, dir_host: Path) -> None:
         rel = _rel(self.root, dir_host)

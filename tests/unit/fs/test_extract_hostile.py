@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from lamina.errors import ContextError, FilesystemError, ImageFormatError
-from lamina.fs import StatIndex, changes_for_tree, diff, extract_archive, extract_layer, write_layer
+from lamina.fs import (
+    StatIndex,
+    changes_for_tree,
+    diff,
+    extract_archive,
+    extract_layer,
+    safe_join,
+    write_layer,
+)
 from lamina.fs._extract import DEVICE_XATTR, device_record, remove_path
 from lamina.oci import compress_layer
 from lamina.oci._tarread import MAX_ENTRY_HEADERS
@@ -441,3 +449,50 @@ def test_device_numbers_out_of_range_are_a_clear_error(tmp_path: Path) -> None:
     entry = E("dev", tarfile.BLKTYPE, devmajor=1 << 20, devminor=0)
     with pytest.raises(ImageFormatError, match="device number"):
         _extract(tmp_path, build_tar([entry]))
+
+
+# -- safe_join deep in a tree (lookups relative to a directory descriptor) ------------------
+
+
+def _chain(base: Path, prefix: str, depth: int) -> tuple[Path, str]:
+    rel = "/".join(f"{prefix}{i}" for i in range(depth))
+    (base / rel).mkdir(parents=True)
+    return base / rel, rel
+
+
+def test_safe_join_deep_symlinks_and_dotdot(deep_root: Path) -> None:
+    root = deep_root
+    deep, rel = _chain(root, "d", 40)
+    (deep / "sub").mkdir()
+    (deep / "lnk").symlink_to("sub")
+    (deep / "abs").symlink_to("/top")
+    (deep / "up").symlink_to("../../..")
+    (deep / "file").write_text("f")
+    (deep / "loop").symlink_to("loop")
+    above3 = "/".join(f"d{i}" for i in range(37))
+    assert safe_join(root, f"{rel}/new") == deep / "new"
+    assert safe_join(root, f"{rel}/lnk/x") == deep / "sub" / "x"
+    assert safe_join(root, f"{rel}/abs/y") == root / "top" / "y"
+    assert safe_join(root, f"{rel}/up/z") == root / above3 / "z"
+    assert safe_join(root, f"{rel}/../../q") == root / "/".join(f"d{i}" for i in range(38)) / "q"
+    assert safe_join(root, f"{rel}/lnk", follow_final=True) == deep / "sub"
+    assert safe_join(root, f"{rel}/missing/../lnk/w") == deep / "sub" / "w"
+    with pytest.raises(FilesystemError, match="not a directory"):
+        safe_join(root, f"{rel}/file/x/y")
+    with pytest.raises(FilesystemError, match="too many levels"):
+        safe_join(root, f"{rel}/loop/x")
+
+
+def test_safe_join_deep_after_an_absolute_symlink_looks_in_the_new_directory(
+    deep_root: Path,
+) -> None:
+    """A symlink deep in one chain to a directory as deep in another: lookups below it
+    are made in the other chain (not in a directory descriptor of the first)."""
+    root = deep_root
+    first, rel = _chain(root, "d", 24)  # the symlink is looked up at the first deep level
+    other, other_rel = _chain(root, "e", 30)
+    (other / "t").mkdir()
+    (other / "s").symlink_to("t")
+    (first / "jump").symlink_to("/" + other_rel)
+    assert safe_join(root, f"{rel}/jump/s/w") == other / "t" / "w"
+    assert safe_join(root, f"{rel}/jump/../e29/s/w") == other / "t" / "w"
