@@ -198,13 +198,11 @@ def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCa
 
 def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     from lamina.builder import build_and_output
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     config = _default_kaniko_dir(config, env)
     log.info("lamina %s: building %s", lamina.__version__, config.build.dockerfile)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         layer_cache = _open_layer_cache(config, client)
         try:
             result = build_and_output(
@@ -294,13 +292,11 @@ def _warm(config: WarmConfig, env: Mapping[str, str]) -> int:
     from datetime import timedelta
 
     from lamina.cache import BaseImageCache, warm_base_images
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     targets = _warm_targets(config)
     cache = BaseImageCache(config.cache_dir, timedelta(seconds=config.cache_ttl_seconds), log)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         results = warm_base_images(client, targets, cache, force=config.force, log=log)
     if results and all(r.outcome == "failed" for r in results):
         raise RegistryError(
