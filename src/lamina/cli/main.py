@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import lamina
 from lamina.builder.options import default_kaniko_dir
+from lamina.cli._argv import split_own_path
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
 from lamina.cli._options import (
@@ -136,6 +137,11 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
         return EXIT_FAILURE
 
 
+def _note_own_path(own_path: str | None) -> None:
+    if own_path is not None:
+        log.debug("ignoring the first argument %s: it is this program's own path", own_path)
+
+
 def _configure(log_options: LogOptions, warnings: Sequence[str]) -> None:
     configure_logging(log_options.verbosity, log_options.format, log_options.timestamp)
     for warning in warnings:
@@ -228,9 +234,11 @@ def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> 
             _help_text(command, BUILD_FLAGS, "Build a container image from a Dockerfile.")
         )
         return 0
+    argv, own_path = split_own_path(argv, "executor", sys.argv[0])
     parsed = parse_flags(argv, BUILD_FLAGS, command=command)
     config = executor_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     _check_unsupported(parsed)
     return _build(config, env)
 
@@ -239,9 +247,11 @@ def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> i
     if _wants_help(argv):
         sys.stdout.write(_help_text(command, WARM_FLAGS, "Fill the base-image cache."))
         return 0
+    argv, own_path = split_own_path(argv, "warmer", sys.argv[0])
     parsed = parse_flags(argv, WARM_FLAGS, command=command)
     config = warm_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     return _warm(config, env)
 
 
