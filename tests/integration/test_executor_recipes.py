@@ -86,7 +86,7 @@ def dockerfile(base: str) -> str:
     return f"""\
 FROM {base}
 COPY app.sh /app/app.sh
-RUN echo built > /app/built.txt && echo discarded > /dev/null \\
+RUN echo built > /app/built.txt && echo discarded > /dev/null && test -c /dev/null \\
  && test -r /proc/self/status && chmod 0755 /app/app.sh
 ENV GREETING=hello
 CMD ["/app/app.sh"]
@@ -176,7 +176,16 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     finally:
         tool("rm", "-a", "-f")
         tool("rmi", "-a", "-f")
+        _unmount_below(work)  # podman leaves its storage's overlay directory mounted
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _unmount_below(directory: Path) -> None:
+    prefix = str(directory) + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def _build_variant(variant: str, work: Path, podman: Podman) -> str:
