@@ -317,11 +317,15 @@ def check_image(image: BuiltImage) -> None:
 
 
 def run_pushed(podman: Podman, ref: str, registry: RegistryServer) -> str:
-    args = ["run", "--rm", "--tls-verify=false"]
+    """``podman run`` of the pushed image: what it prints."""
+    pull = ["pull", "-q", "--tls-verify=false"]
     if registry.username is not None:
-        args.append(f"--creds={registry.username}:{registry.password}")
-    proc = podman(*args, ref)
+        pull.append(f"--creds={registry.username}:{registry.password}")
+    proc = podman(*pull, ref)
     assert proc.returncode == 0, proc.stderr
+    proc = podman("run", "--rm", ref)
+    assert proc.returncode == 0, proc.stderr
+    podman("rmi", "-f", ref)
     return proc.stdout
 
 
@@ -668,7 +672,12 @@ def test_tls_registry_ca_in_kaniko_ssl_certs_and_read_only_context(
 @pytest.mark.parametrize(
     ("script", "status", "message"),
     [
-        ("echo start; no-such-command --flag; echo never", 127, "no-such-command: not found"),
+        # GitLab's runner runs a job's script with set -e: the first failing line ends it
+        (
+            "set -e; echo start; no-such-command --flag; echo never",
+            127,
+            "no-such-command: not found",
+        ),
         ("if then fi", 2, "syntax error"),
         ("/kaniko/executor --no-such-flag", 2, "unknown flag: --no-such-flag"),
     ],
