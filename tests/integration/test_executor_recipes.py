@@ -390,6 +390,7 @@ def test_gitlab_ci(  # noqa: PLR0917 - fixtures
         )
     )
     ref = f"{registry.host}/group/project-{profile}:{sha}"
+    assert sorted(p.name for p in project.iterdir()) == ["Dockerfile", "app.sh"]
     check_image(pulled_image(ref, registry, base[1], tmp_path))
     assert run_pushed(podman, ref, registry) == EXPECTED_OUTPUT
 
@@ -409,6 +410,7 @@ def _buildkite_workspace(tmp_path: Path, base: str) -> Path:
 
 def _check_buildkite_tar(podman: Podman, workspace: Path, base_layers: int, tmp_path: Path) -> None:
     archive = workspace / "image.tar"
+    assert sorted(p.name for p in workspace.iterdir()) == ["build", "image.tar"]
     image = archived_image(archive, base_layers, tmp_path)
     check_image(image)
     with tarfile.open(archive) as tar:
@@ -591,13 +593,15 @@ def test_minikube_local_cache(
         )
     )
     assert any(cache.iterdir())
+    # kaniko's examples/pod.yaml: --dockerfile=/workspace/dockerfile --context=dir://workspace
     workspace = write_project(tmp_path / "workspace", base[0])
+    (workspace / "Dockerfile").rename(workspace / "dockerfile")
     dest = f"{registry_plain.host}/minikube/app:1"
     err = _ok(
         podman.run(
             images("executor"),
-            "--dockerfile=/workspace/Dockerfile",
-            "--context=dir:///workspace",
+            "--dockerfile=/workspace/dockerfile",
+            "--context=dir://workspace",
             f"--destination={dest}",
             "--cache=true",
             "--cache-dir=/cache",

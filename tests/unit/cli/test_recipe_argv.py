@@ -1,6 +1,6 @@
 """Details of kaniko users' CI recipes: the executor's own path repeated as the first
-argument (Buildkite's pod spec) and the name of a ``--tar-path`` archive without
-``--destination``."""
+argument (Buildkite's pod spec), the name of a ``--tar-path`` archive without
+``--destination``, and ``--context=dir://workspace`` (kaniko's own pod example)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import pytest
 
 from lamina.cli import run
 from lamina.cli._argv import split_own_path
+from lamina.cli._flags import parse_flags
+from lamina.cli._options import executor_config
+from lamina.cli._specs import BUILD_FLAGS
+from lamina.errors import UsageError
 
 
 def test_kaniko_path_is_dropped() -> None:
@@ -86,3 +90,30 @@ def test_buildkite_form_builds_a_tar_named_lamina_build(
         assert member is not None
         manifest = json.load(member)
     assert manifest[0]["RepoTags"] == ["docker.io/library/lamina-build:latest"]
+
+
+def _context(args: list[str]) -> tuple[str, list[str]]:
+    config = executor_config(parse_flags(args, BUILD_FLAGS, command="executor"), {})
+    return config.build.context, list(config.warnings)
+
+
+def test_dir_url_as_kaniko_examples_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kaniko's examples/pod.yaml: ``--context=dir://workspace`` with /workspace mounted
+    (and the working directory /workspace): the relative directory does not exist, the
+    absolute one does."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dockerfile").write_text("FROM scratch\n")
+    df = f"--dockerfile={tmp_path / 'dockerfile'}"
+    context, warnings = _context(["--context=dir://tmp", df, "--no-push"])
+    assert context == str(Path("/tmp").resolve())
+    assert warnings == [
+        f"--context dir://tmp: there is no directory tmp in {tmp_path}; using /tmp "
+        "(write dir:///tmp to say so)"
+    ]
+    # kaniko's rule first: relative to the working directory when that exists
+    (tmp_path / "tmp").mkdir()
+    assert _context(["--context=dir://tmp", df, "--no-push"]) == (str(tmp_path / "tmp"), [])
+    with pytest.raises(UsageError, match="no-such-dir-here is not a directory"):
+        _context(["--context=dir://no-such-dir-here", df, "--no-push"])
