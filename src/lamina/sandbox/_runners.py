@@ -20,7 +20,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
-from lamina.fs import apply_upper, safe_join
+from lamina.fs import ConfinedRoot, apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -332,18 +332,28 @@ class _Stubs:
             os.chown(path, st.st_uid, st.st_gid)
 
     def restore_times(self) -> None:
-        """Give the stub directories the times of their image counterparts."""
+        """Give the parents of the stubs back their times.
+
+        Also after the step: each parent is reached without following a
+        symlink (the step may have replaced any directory with one).
+        """
+        confined = ConfinedRoot(self.base)
         for parent, (atime, mtime) in sorted(self.parent_times.items(), reverse=True):
             with contextlib.suppress(OSError):
-                os.utime(parent, ns=(atime, mtime))
+                confined.set_times(parent, (atime, mtime))
 
     def remove(self) -> None:
+        """Remove the stubs (a directory only when empty), after the step: symlink-safe."""
+        confined = ConfinedRoot(self.base)
         for path in reversed(self.created):
             with contextlib.suppress(OSError):
-                if path.is_dir() and not path.is_symlink():
-                    path.rmdir()
+                st = confined.lstat(path)
+                if st is None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    confined.rmdir(path)
                 else:
-                    path.unlink()
+                    confined.remove(path)
         self.restore_times()
 
 
@@ -814,12 +824,18 @@ def _swapped_files(
     except OSError as exc:
         raise FilesystemError(f"cannot prepare the chroot's files in {rootfs}: {exc}") from exc
     finally:
+        # after the step: the recorded paths are reached without following a symlink
+        # (a step that replaced /etc with one must not get these writes outside the root)
+        confined = ConfinedRoot(rootfs)
         for host, data, st in saved:
             with contextlib.suppress(OSError):
-                host.write_bytes(data)
-                os.chown(host, st.st_uid, st.st_gid)
-                os.chmod(host, stat.S_IMODE(st.st_mode))
-                os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
+                confined.replace_file(
+                    host,
+                    data,
+                    mode=stat.S_IMODE(st.st_mode),
+                    owner=(st.st_uid, st.st_gid),
+                    times=(st.st_atime_ns, st.st_mtime_ns),
+                )
         stubs.remove()
 
 

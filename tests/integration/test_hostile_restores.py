@@ -1,0 +1,191 @@
+"""Restores after a hostile RUN stay inside the build root (issue 12, items 3-6).
+
+Every RUN here replaces directories lamina restores afterwards with symlinks
+to a *canary* tree the test owns (under ``tmp_path``), or tries to climb out of
+a chroot into it. The canary's every entry (mode, owner, mtime, ctime,
+content, existence) must be the same after the build as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lamina.oci.oci_layout import OCILayout
+from tests.integration.test_build_engine import BUSYBOX, make_context, run_build
+
+SETPRIV = shutil.which("setpriv")
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chroot and namespace builds as root"),
+]
+
+BASE = """FROM scratch AS base
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+"""
+
+Snapshot = dict[str, tuple[object, ...]]
+
+
+# ------------------------------------------------------------------ the canary
+
+
+def make_canary(where: Path) -> Path:
+    """A tree of the names a hostile RUN aims at: etc/, dev/, cache/, data/ ..."""
+    files = {
+        "etc/hosts": b"canary hosts\n",
+        "etc/resolv.conf": b"canary resolv\n",
+        "etc/passwd": b"canary:x:0:0\n",
+        "dev/null": b"canary null\n",
+        "dev/zero": b"canary zero\n",
+        "dev/tty": b"canary tty\n",
+        "pkg/keep": b"canary pkg\n",
+        "t/keep": b"canary tmpfs target\n",
+        "sub/x/y/keep": b"canary copy\n",
+        "secret": b"canary secret\n",
+        "b/keep": b"canary bind\n",
+    }
+    for name, data in files.items():
+        path = where / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o640)
+    for dirpath, dirnames, filenames in os.walk(where):
+        for name in [*dirnames, *filenames]:
+            os.utime(Path(dirpath) / name, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(where, ns=(1_000_000_000, 1_000_000_000))
+    return where
+
+
+def snapshot(root: Path) -> Snapshot:
+    """Every entry below ``root`` (and ``root``): type, mode, owner, times, content."""
+    out: Snapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            content: object = None
+            if stat.S_ISREG(st.st_mode):
+                content = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
+            rel = os.path.normpath(os.path.relpath(path, root))
+            out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, content)
+    return out
+
+
+def assert_unchanged(before: Snapshot, root: Path) -> None:
+    after = snapshot(root)
+    changed = sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
+    assert not changed, f"the canary changed: {changed}"
+
+
+def context(where: Path, body: str, files: dict[str, bytes] | None = None) -> Path:
+    ctx = make_context(where, BASE + body, files)
+    shutil.copy(BUSYBOX, ctx / "busybox")
+    os.chmod(ctx / "busybox", 0o755)
+    return ctx
+
+
+def cli_build(
+    tmp_path: Path, ctx: Path, *extra: str, isolation: str, mount_rights: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """``lamina build`` in a subprocess; ``mount_rights=False`` drops CAP_SYS_ADMIN."""
+    drop = [SETPRIV or "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
+    command = [
+        *([] if mount_rights else drop),
+        sys.executable,
+        "-m",
+        "lamina",
+        "build",
+        f"--context={ctx}",
+        f"--dockerfile={ctx / 'Dockerfile'}",
+        f"--isolation={isolation}",
+        "--no-push",
+        f"--kaniko-dir={tmp_path / 'kaniko'}",
+        f"--oci-layout-path={tmp_path / 'out'}",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(command, capture_output=True, env=env, timeout=300, check=False)
+
+
+def log_of(proc: subprocess.CompletedProcess[bytes]) -> str:
+    return (proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace"))[-4000:]
+
+
+CHROOT_MODES = [
+    pytest.param(False, id="chroot-no-mount-rights"),
+    pytest.param(True, id="chroot-mount-rights"),
+]
+
+
+def _needs_setpriv(mount_rights: bool) -> None:
+    if not mount_rights and SETPRIV is None:
+        pytest.skip("needs setpriv (util-linux) to drop CAP_SYS_ADMIN")
+
+
+# ------------------------------------------------------------------ item 3: chroot clean-up
+
+
+@pytest.mark.parametrize("mount_rights", CHROOT_MODES)
+def test_chroot_restore_of_network_files_and_dev_stubs_stays_in_the_root(
+    tmp_path: Path, mount_rights: bool
+) -> None:
+    """A RUN replaces /etc and /dev with symlinks to the canary: the restore of
+    hosts (a setuid, foreign-owned file in the image) and the removal of the
+    /dev stubs must not write, chmod, chown or delete anything there."""
+    _needs_setpriv(mount_rights)
+    canary = make_canary(tmp_path / "canary")
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base
+COPY --chmod=4755 --chown=1234:1234 hosts /etc/hosts
+RUN rm -rf /etc /dev && ln -s {canary}/etc /etc && ln -s {canary}/dev /dev
+""",
+        {"hosts": b"attacker hosts\n"},
+    )
+    before = snapshot(canary)
+    proc = cli_build(tmp_path, ctx, isolation="chroot", mount_rights=mount_rights)
+    assert_unchanged(before, canary)
+    assert proc.returncode == 0, log_of(proc)
+
+
+# ------------------------------------------------------------------ item 4: chroot escape
+
+
+@pytest.mark.parametrize("mount_rights", CHROOT_MODES)
+def test_chroot_in_chroot_escape_does_not_reach_the_host(
+    tmp_path: Path, mount_rights: bool
+) -> None:
+    """The classic escape: chroot into a subdirectory while the working directory
+    stays outside it (busybox ``nsenter -r -w``), climb with ``..``, chroot there.
+    The RUN must not be able to write into the canary."""
+    _needs_setpriv(mount_rights)
+    canary = make_canary(tmp_path / "canary")
+    up = "/".join([".."] * 40)
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base
+RUN mkdir -p /y/bin && cp /bin/busybox /y/bin/busybox
+RUN busybox nsenter -r/y -w/ /bin/busybox chroot {up} /bin/busybox sh -c \\
+      'echo escaped > {canary}/pwned; chmod 4777 {canary}/etc/hosts' \\
+    || echo "escape refused"
+""",
+    )
+    before = snapshot(canary)
+    proc = cli_build(tmp_path, ctx, isolation="chroot", mount_rights=mount_rights)
+    assert_unchanged(before, canary)
+    assert proc.returncode == 0, log_of(proc)
+    assert "escape refused" in log_of(proc)
