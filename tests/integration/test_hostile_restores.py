@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from lamina.oci import Image
 from lamina.oci.oci_layout import OCILayout
 from tests.integration.test_build_engine import BUSYBOX, make_context, run_build
 
@@ -53,6 +56,8 @@ def make_canary(where: Path) -> Path:
         "sub/x/y/keep": b"canary copy\n",
         "secret": b"canary secret\n",
         "b/keep": b"canary bind\n",
+        "agent": b"canary agent\n",
+        "img/keep": b"canary image entry\n",
     }
     for name, data in files.items():
         path = where / name
@@ -89,6 +94,15 @@ def assert_unchanged(before: Snapshot, root: Path) -> None:
         name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
     )
     assert not changed, f"the canary changed: {changed}"
+
+
+def layer_entries(image: Image, index: int) -> dict[str, tuple[bytes, str]]:
+    """Layer ``index``: name -> (tar type, link target) of every member."""
+    with (
+        image.layers()[index].uncompressed() as f,
+        tarfile.open(fileobj=f, mode="r|") as tar,
+    ):
+        return {m.name.removeprefix("./").rstrip("/"): (m.type, m.linkname) for m in tar}
 
 
 def context(where: Path, body: str, files: dict[str, bytes] | None = None) -> Path:
@@ -189,3 +203,68 @@ RUN busybox nsenter -r/y -w/ /bin/busybox chroot {up} /bin/busybox sh -c \\
     assert_unchanged(before, canary)
     assert proc.returncode == 0, log_of(proc)
     assert "escape refused" in log_of(proc)
+
+
+# ------------------------------------------------------------------ item 5: mount restores
+
+#: a RUN whose every mount target's parent it replaces with a symlink to the canary
+HOSTILE_MOUNTS = """FROM base
+RUN mkdir -p /m6/img && echo image > /m6/img/keep
+RUN --mount=type=tmpfs,target=/m1/t \\
+    --mount=type=cache,id=c1,target=/m2/pkg \\
+    --mount=type=secret,id=s,target=/m3/secret \\
+    --mount=type=bind,source=bdir,target=/m4/b,rw \\
+    --mount=type=ssh,target=/m5/agent \\
+    --mount=type=bind,source=bdir,target=/m6/img \\
+    for d in m1 m2 m3 m4 m5 m6; do rm -rf /$d; ln -s {canary} /$d; done; true
+RUN echo after > /after
+"""
+
+
+def _mount_sources(tmp_path: Path) -> tuple[dict[str, bytes], list[str], socket.socket]:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"s3cret\n")
+    agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.bind(str(tmp_path / "agent.sock"))
+    flags = [
+        f"--secret=id=s,src={secret}",
+        f"--ssh=default={tmp_path / 'agent.sock'}",
+        f"--cache-mount-dir={tmp_path / 'caches'}",
+    ]
+    return {"bdir/file": b"bind source\n"}, flags, agent
+
+
+@pytest.mark.parametrize(
+    ("isolation", "mount_rights"),
+    [
+        pytest.param("namespace", True, id="namespace"),
+        pytest.param("chroot", False, id="chroot-no-mount-rights"),
+        pytest.param("chroot", True, id="chroot-mount-rights"),
+    ],
+)
+def test_mount_restores_do_not_follow_planted_symlinks(
+    tmp_path: Path, isolation: str, mount_rights: bool
+) -> None:
+    """Cache, tmpfs, secret, bind (copy and real), ssh and moved-aside image entries:
+    after the RUN replaced each target's parent with a symlink to the canary, the
+    restore moves, deletes and re-times nothing there, and the build goes on."""
+    _needs_setpriv(mount_rights)
+    canary = make_canary(tmp_path / "canary")
+    files, flags, agent = _mount_sources(tmp_path)
+    with agent:
+        ctx = context(tmp_path / "ctx", HOSTILE_MOUNTS.format(canary=canary), files)
+        before = snapshot(canary)
+        proc = cli_build(tmp_path, ctx, *flags, isolation=isolation, mount_rights=mount_rights)
+    assert_unchanged(before, canary)
+    assert proc.returncode == 0, log_of(proc)
+    cache_data = [p for p in (tmp_path / "caches").glob("*/data")]
+    assert len(cache_data) == 1
+    assert list(cache_data[0].iterdir()) == []  # the step removed its cache: it starts empty
+    image = OCILayout.open(tmp_path / "out").image()
+    assert len(image.layers()) == 5  # busybox, --install, /m6/img, the hostile RUN, /after
+    hostile = layer_entries(image, 3)
+    link = (tarfile.SYMTYPE, str(canary))
+    for d in ("m1", "m2", "m3", "m4", "m5", "m6"):
+        # a real mount point cannot be removed: the symlink then lands inside the target
+        assert link in (hostile.get(d), hostile.get(f"{d}/canary")), (d, hostile)
+    assert layer_entries(image, 4) == {"after": (tarfile.REGTYPE, "")}
