@@ -9,6 +9,7 @@ content, existence) must be the same after the build as before.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -20,8 +21,17 @@ from pathlib import Path
 
 import pytest
 
+from lamina.builder import (
+    BuildOptions,
+    CacheOptions,
+    OutputOptions,
+    SecretSource,
+    SSHSource,
+    build_image,
+)
 from lamina.oci import Image
 from lamina.oci.oci_layout import OCILayout
+from lamina.sandbox import InPlaceRunner
 from tests.integration.test_build_engine import BUSYBOX, make_context, run_build
 
 SETPRIV = shutil.which("setpriv")
@@ -257,7 +267,7 @@ def test_mount_restores_do_not_follow_planted_symlinks(
         proc = cli_build(tmp_path, ctx, *flags, isolation=isolation, mount_rights=mount_rights)
     assert_unchanged(before, canary)
     assert proc.returncode == 0, log_of(proc)
-    cache_data = [p for p in (tmp_path / "caches").glob("*/data")]
+    cache_data = list((tmp_path / "caches").glob("*/data"))
     assert len(cache_data) == 1
     assert list(cache_data[0].iterdir()) == []  # the step removed its cache: it starts empty
     image = OCILayout.open(tmp_path / "out").image()
@@ -268,3 +278,63 @@ def test_mount_restores_do_not_follow_planted_symlinks(
         # a real mount point cannot be removed: the symlink then lands inside the target
         assert link in (hostile.get(d), hostile.get(f"{d}/canary")), (d, hostile)
     assert layer_entries(image, 4) == {"after": (tarfile.REGTYPE, "")}
+
+
+def test_in_place_mount_restores_do_not_follow_planted_symlinks(tmp_path: Path) -> None:
+    """``--isolation=none`` (an InPlaceRunner whose root is a test directory): the same
+    hostile RUN; the emulation's restore stays inside the root."""
+    canary = make_canary(tmp_path / "canary")
+    root = tmp_path / "root"
+    (root / "kaniko").mkdir(parents=True)
+    files, _, _ = _mount_sources(tmp_path)
+    ctx = context(tmp_path / "ctx", HOSTILE_MOUNTS.format(canary=canary), files)
+    before = snapshot(canary)
+    options = BuildOptions(
+        dockerfile=str(ctx / "Dockerfile"),
+        context=str(ctx),
+        kaniko_dir=root / "kaniko",
+        cache_mount_dir=tmp_path / "caches",
+        secrets=(SecretSource(id="s", path=tmp_path / "secret.txt"),),
+        ssh=(SSHSource(id="default", socket=root / "kaniko/agent.sock"),),
+    )
+    with socket.socket(socket.AF_UNIX) as agent:
+        agent.bind(str(root / "kaniko/agent.sock"))
+        result = build_image(
+            options,
+            CacheOptions(),
+            OutputOptions(no_push=True),
+            registry=None,
+            runner=InPlaceRunner(root=root),
+            log=logging.getLogger("lamina.tests.hostile"),
+        )
+    try:
+        assert_unchanged(before, canary)
+        assert layer_entries(result.image, 4) == {"after": (tarfile.REGTYPE, "")}
+    finally:
+        result.cleanup()
+
+
+# ------------------------------------------------------------------ item 6: COPY's deferred times
+
+
+def test_copy_later_symlink_replacing_a_copied_directory(tmp_path: Path) -> None:
+    """``COPY a/ s/ /dst/`` where ``s/x`` (a symlink to a host directory) replaces the
+    copied ``a/x/``: the later source wins (BuildKit), the deferred directory times
+    are not applied through the symlink, and the layer is clean."""
+    canary = make_canary(tmp_path / "canary")
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM scratch
+COPY a/ s/ /dst/
+""",
+        {"a/x/y/file": b"from a\n", "a/x/z": b"z\n", "a/keep": b"keep\n"},
+    )
+    (ctx / "s").mkdir()
+    (ctx / "s/x").symlink_to(canary / "sub/x")
+    before = snapshot(canary)
+    built = run_build(tmp_path, ctx)
+    assert_unchanged(before, canary)
+    entries = layer_entries(built.image, 0)
+    assert entries.get("dst/x") == (tarfile.SYMTYPE, str(canary / "sub/x")), entries
+    assert not [name for name in entries if name.startswith("dst/x/")], entries
+    assert entries.get("dst/keep") == (tarfile.REGTYPE, "")

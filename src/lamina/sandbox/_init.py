@@ -743,8 +743,7 @@ def _enter_chroot(rootfs: str, binds: list[dict[str, Any]]) -> bool:
     except OSError as exc:
         if binds:
             raise SetupError(
-                f"cannot make a private mount namespace for the RUN mounts: "
-                f"{exc.strerror or exc}",
+                f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
                 "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
                 "emulates them when the mount probe says so before the step",
             ) from exc
