@@ -895,12 +895,20 @@ class ChrootRunner:
     emulates every RUN mount in the rootfs itself (as for ``--isolation=none``)
     and passes none; a spec with mounts is then refused.
 
+    Where the kernel allows a mount namespace the step is ``pivot_root``-ed
+    into the rootfs (the host's tree detached), else plainly ``chroot``-ed;
+    either way it runs without CAP_SYS_CHROOT (a chroot-in-chroot would climb
+    out) and without inherited descriptors. It still shares the host's pid
+    and network namespaces: for trusted Dockerfiles.
+
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
     image lacks are created with ``mknod`` for the step (skipped where mknod
     is refused) and removed afterwards, like ``extra_files``, which are written
     into the rootfs and restored (or removed) afterwards: the parents' times
-    are restored too. Changes land in ``spec.rootfs``.
+    are restored too, all through :class:`~lamina.fs.ConfinedRoot` (the step
+    may have replaced ``/etc`` or ``/dev`` with a symlink). Changes land in
+    ``spec.rootfs``.
     """
 
     #: whether real mounts work here; ``None``: probe on first use
