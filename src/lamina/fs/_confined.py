@@ -26,6 +26,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from lamina.errors import FilesystemError
 
@@ -44,6 +45,14 @@ def _parts(path: str | PurePosixPath | Path) -> list[str]:
             hint="this is a bug in lamina",
         )
     return parts
+
+
+def _write_all(fd: int, data: bytes | IO[bytes]) -> None:
+    chunks = [data] if isinstance(data, bytes) else iter(lambda: data.read(1 << 20), b"")
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +231,15 @@ class ConfinedRoot:
     def replace_file(
         self,
         path: Path | str | PurePosixPath,
-        data: bytes,
+        data: bytes | IO[bytes],
         *,
         mode: int,
         owner: tuple[int, int] | None = None,
         times: tuple[int, int] | None = None,
     ) -> bool:
-        """Put ``data`` in a regular file at ``path``, with ``mode``, ``owner`` and ``times``.
+        """Put ``data`` (bytes, or a stream read to its end) in a regular file at ``path``.
+
+        The file gets ``mode``, ``owner`` and ``times`` when given.
 
         A regular file with one link there is rewritten in place (its
         directory keeps its times); anything else but a directory is replaced
@@ -263,9 +274,7 @@ class ConfinedRoot:
                 out = os.open(name, flags, 0o600, dir_fd=fd)
             try:
                 os.ftruncate(out, 0)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(out, view) :]
+                _write_all(out, data)
                 if owner is not None:
                     os.fchown(out, *owner)
                 os.fchmod(out, mode)

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
@@ -801,8 +801,10 @@ def _swapped_files(
     ``binds`` (in-image target -> is a directory) are mount points for the
     step's read-only bind mounts, made when missing and removed afterwards.
     """
-    saved: list[tuple[Path, bytes, os.stat_result]] = []
+    saved: list[tuple[Path, IO[bytes], os.stat_result]] = []
     stubs = _Stubs(rootfs)
+    confined = ConfinedRoot(rootfs)
+    stack = contextlib.ExitStack()
     try:
         for name, (major, minor) in _CHROOT_DEVICES.items():
             stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
@@ -810,8 +812,14 @@ def _swapped_files(
             host = safe_join(rootfs, target, follow_final=True)
             if host.is_file():
                 st = host.stat()
-                saved.append((host, host.read_bytes(), st))
-                host.write_bytes(content)
+                original = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+                with host.open("rb") as fh:  # streamed: the image's file may be huge
+                    shutil.copyfileobj(fh, original, 1 << 20)
+                saved.append((host, original, st))
+                # a new file where the image's has other names (its link group keeps it)
+                confined.replace_file(
+                    host, content, mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid)
+                )
             else:
                 stubs.add(rootfs, target, directory=False)
                 host.write_bytes(content)
@@ -826,17 +834,18 @@ def _swapped_files(
     finally:
         # after the step: the recorded paths are reached without following a symlink
         # (a step that replaced /etc with one must not get these writes outside the root)
-        confined = ConfinedRoot(rootfs)
-        for host, data, st in saved:
-            with contextlib.suppress(OSError):
-                confined.replace_file(
-                    host,
-                    data,
-                    mode=stat.S_IMODE(st.st_mode),
-                    owner=(st.st_uid, st.st_gid),
-                    times=(st.st_atime_ns, st.st_mtime_ns),
-                )
-        stubs.remove()
+        with stack:
+            for host, kept, st in saved:
+                with contextlib.suppress(OSError):
+                    kept.seek(0)
+                    confined.replace_file(
+                        host,
+                        kept,
+                        mode=stat.S_IMODE(st.st_mode),
+                        owner=(st.st_uid, st.st_gid),
+                        times=(st.st_atime_ns, st.st_mtime_ns),
+                    )
+            stubs.remove()
 
 
 def probe_mounts() -> str | None:
