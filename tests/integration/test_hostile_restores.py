@@ -31,7 +31,7 @@ from lamina.builder import (
 )
 from lamina.oci import Image
 from lamina.oci.oci_layout import OCILayout
-from lamina.sandbox import InPlaceRunner
+from lamina.sandbox import ChrootRunner, InPlaceRunner, RunSpec
 from tests.integration.test_build_engine import BUSYBOX, make_context, run_build
 
 SETPRIV = shutil.which("setpriv")
@@ -338,3 +338,28 @@ COPY a/ s/ /dst/
     assert entries.get("dst/x") == (tarfile.SYMTYPE, str(canary / "sub/x")), entries
     assert not [name for name in entries if name.startswith("dst/x/")], entries
     assert entries.get("dst/keep") == (tarfile.REGTYPE, "")
+
+
+@pytest.mark.parametrize("mount_rights", [False, True], ids=["no-mount-rights", "mount-rights"])
+def test_chroot_network_file_swap_keeps_other_hard_link_names(
+    tmp_path: Path, mount_rights: bool
+) -> None:
+    """An image whose /etc/hosts is a hard link to another file: the step's hosts
+    must not be written into that file, and the image's content comes back."""
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, root / "bin/busybox")
+    (root / "etc").mkdir()
+    (root / "etc/other").write_bytes(b"the image's file\n")
+    os.link(root / "etc/other", root / "etc/hosts")
+    seen: list[bytes] = []
+    spec = RunSpec(
+        rootfs=root,
+        argv=("/bin/busybox", "cat", "/etc/hosts", "/etc/other"),
+        extra_files={"/etc/hosts": b"the step's hosts\n"},
+    )
+    result = ChrootRunner(mount_rights=mount_rights).run(spec, on_output=seen.append)
+    assert result.exit_code == 0
+    assert b"".join(seen) == b"the step's hosts\nthe image's file\n"
+    assert (root / "etc/other").read_bytes() == b"the image's file\n"
+    assert (root / "etc/hosts").read_bytes() == b"the image's file\n"
