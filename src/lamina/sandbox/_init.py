@@ -740,6 +740,7 @@ def _enter_chroot(rootfs: str, binds: list[dict[str, Any]]) -> bool:
     try:
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        mount(rootfs, rootfs, None, MS_BIND | MS_REC, None)  # pivot_root needs a mount point
     except OSError as exc:
         if binds:
             raise SetupError(
@@ -749,7 +750,6 @@ def _enter_chroot(rootfs: str, binds: list[dict[str, Any]]) -> bool:
             ) from exc
         os.chroot(rootfs)
         return False
-    mount(rootfs, rootfs, None, MS_BIND | MS_REC, None)  # pivot_root needs a mount point
     for item in binds:
         _bind(
             str(item["source"]),
