@@ -352,6 +352,7 @@ def test_chroot_network_file_swap_keeps_other_hard_link_names(
     (root / "etc").mkdir()
     (root / "etc/other").write_bytes(b"the image's file\n")
     os.link(root / "etc/other", root / "etc/hosts")
+    os.utime(root / "etc", ns=(10**9, 10**9))
     seen: list[bytes] = []
     spec = RunSpec(
         rootfs=root,
@@ -363,3 +364,4 @@ def test_chroot_network_file_swap_keeps_other_hard_link_names(
     assert b"".join(seen) == b"the step's hosts\nthe image's file\n"
     assert (root / "etc/other").read_bytes() == b"the image's file\n"
     assert (root / "etc/hosts").read_bytes() == b"the image's file\n"
+    assert (root / "etc").stat().st_mtime_ns == 10**9

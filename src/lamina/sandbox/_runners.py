@@ -816,6 +816,8 @@ def _swapped_files(
                 with host.open("rb") as fh:  # streamed: the image's file may be huge
                     shutil.copyfileobj(fh, original, 1 << 20)
                 saved.append((host, original, st))
+                if st.st_nlink > 1:  # replaced by a new file: its directory's times change
+                    stubs._remember_parent(host.parent)
                 # a new file where the image's has other names (its link group keeps it)
                 confined.replace_file(
                     host, content, mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid)
