@@ -176,7 +176,7 @@ def test_chroot_restore_of_network_files_and_dev_stubs_stays_in_the_root(
         tmp_path / "ctx",
         f"""FROM base
 COPY --chmod=4755 --chown=1234:1234 hosts /etc/hosts
-RUN rm -rf /etc /dev && ln -s {canary}/etc /etc && ln -s {canary}/dev /dev
+RUN rm -rf /etc /dev; ln -s {canary}/etc /etc; ln -s {canary}/dev /dev; true
 """,
         {"hosts": b"attacker hosts\n"},
     )
@@ -365,3 +365,23 @@ def test_chroot_network_file_swap_keeps_other_hard_link_names(
     assert (root / "etc/other").read_bytes() == b"the image's file\n"
     assert (root / "etc/hosts").read_bytes() == b"the image's file\n"
     assert (root / "etc").stat().st_mtime_ns == 10**9
+
+
+def test_chroot_with_mount_rights_opens_no_host_device(tmp_path: Path) -> None:
+    """Pivoted chroot: the root is nodev, so a block device node the step makes (or
+    the image holds) cannot reach the host's disk; /dev's own nodes still work."""
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, root / "bin/busybox")
+    seen: list[bytes] = []
+    script = (
+        "mknod /blk b 7 0 && (head -c 1 /blk > /dev/null && echo OPENED || echo REFUSED); "
+        "echo x > /dev/null && head -c 4 /dev/zero | busybox wc -c"
+    )
+    spec = RunSpec(rootfs=root, argv=("/bin/busybox", "sh", "-c", script))
+    result = ChrootRunner(mount_rights=True).run(spec, on_output=seen.append)
+    text = b"".join(seen).decode(errors="replace")
+    assert result.exit_code == 0, text
+    assert "REFUSED" in text
+    assert "OPENED" not in text
+    assert text.strip().endswith("4"), text

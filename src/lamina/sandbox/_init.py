@@ -727,13 +727,14 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
     return found
 
 
-def _enter_chroot(rootfs: str, binds: list[dict[str, Any]]) -> bool:
+def _enter_chroot(rootfs: str, binds: list[dict[str, Any]], *, own_dev: bool) -> bool:
     """Make ``rootfs`` the root; True when it is a boundary (a pivot_root), False for chroot.
 
     Where the kernel allows it (CAP_SYS_ADMIN) the step gets a private mount
     namespace whose root *is* the rootfs (bind-mounted onto itself, the read-only
     ``binds`` on top, then ``pivot_root`` and the old root detached): nothing
-    of the host's tree is left to climb back to with a chroot-in-chroot. Without
+    of the host's tree is left to climb back to with a chroot-in-chroot; with
+    ``own_dev`` the root is also ``nodev`` under a ``/dev`` of its own. Without
     it, a plain ``chroot(2)`` (and no binds: the builder emulates mounts then);
     the step loses CAP_SYS_CHROOT either way (see :func:`_exec_command`).
     """
@@ -750,6 +751,11 @@ def _enter_chroot(rootfs: str, binds: list[dict[str, Any]]) -> bool:
             ) from exc
         os.chroot(rootfs)
         return False
+    if own_dev:
+        # no device node of the image (or one the step makes) opens a host device: the
+        # root is nodev and /dev is the sandbox's own, as in namespace mode
+        mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_NODEV, None)
+        _setup_dev(rootfs, rootless=False)
     for item in binds:
         _bind(
             str(item["source"]),
@@ -777,7 +783,9 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
         except OSError:
             proc_fd = None
         if spec["mode"] == "chroot":
-            _enter_chroot(str(spec["rootfs"]), list(spec.get("binds") or []))
+            _enter_chroot(
+                str(spec["rootfs"]), list(spec.get("binds") or []), own_dev=bool(spec.get("dev"))
+            )
         os.chdir("/")
         _prepare_cwd(spec["cwd"])
     except SetupError as exc:

@@ -907,7 +907,8 @@ class ChrootRunner:
     and passes none; a spec with mounts is then refused.
 
     Where the kernel allows a mount namespace the step is ``pivot_root``-ed
-    into the rootfs (the host's tree detached), else plainly ``chroot``-ed;
+    into the rootfs (the host's tree detached, the root ``nodev`` under a
+    ``/dev`` of its own), else plainly ``chroot``-ed;
     either way it runs without CAP_SYS_CHROOT (a chroot-in-chroot would climb
     out) and without inherited descriptors. It still shares the host's pid
     and network namespaces: for trusted Dockerfiles.
@@ -975,6 +976,7 @@ class ChrootRunner:
                     **_command_payload(spec, user, "chroot"),
                     "security": spec.security,
                     "binds": binds,
+                    "dev": True,  # a /dev of its own (and a nodev root) where it can mount
                 },
                 on_output,
                 runner="chroot",
