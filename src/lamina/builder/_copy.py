@@ -479,20 +479,17 @@ class _Copier:
         (a symlink to anywhere, say): each is reached component by component
         without following a symlink, and skipped when it is no longer there.
         """
-        confined = ConfinedRoot(self.rootfs)
         stamp = self.req.created_dir_mtime
-        deferred: list[tuple[Path, tuple[int, int]]] = []
+        deferred: dict[Path, tuple[int, int]] = {}
         if stamp is not None:
             ns = int(stamp * 1_000_000_000)
-            deferred.extend((host, (ns, ns)) for host in self.created_dirs)
-        deferred.extend((host, (atime, mtime)) for host, atime, mtime in reversed(self.dir_times))
-        for host, times in deferred:
-            try:
-                st = confined.lstat(host)
-                if st is not None and stat.S_ISDIR(st.st_mode):
-                    confined.set_times(host, times)
-            except OSError as exc:
-                raise _fs_error("set times of", str(self._real(host)), exc) from exc
+            deferred.update((host, (ns, ns)) for host in self.created_dirs)
+        for host, atime, mtime in self.dir_times:  # a later source's times win
+            deferred[host] = (atime, mtime)
+        try:
+            ConfinedRoot(self.rootfs).set_directory_times(deferred.items())
+        except OSError as exc:
+            raise _fs_error("set the directory times below", self.req.dest, exc) from exc
 
 
 def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> None:

@@ -23,7 +23,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -144,6 +144,42 @@ class ConfinedRoot:
             except FileNotFoundError:
                 return False
             return True
+
+    def set_directory_times(
+        self, times: Iterable[tuple[Path | str | PurePosixPath, tuple[int, int]]]
+    ) -> None:
+        """``utime`` of many ``(directory, times)``, each only if it is still a real directory.
+
+        Deferred directory times (COPY's, say) of a whole tree: the paths are
+        walked in sorted order, so a shared parent is opened once (the open
+        descriptors never exceed the depth of the deepest path).
+        """
+        entries = sorted((self._in(path), ns) for path, ns in times)
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        stack: list[tuple[str, int]] = []  # the open directories below the root
+        try:
+            for parts, ns in entries:
+                keep = 0
+                while keep < min(len(stack), len(parts)) and stack[keep][0] == parts[keep]:
+                    keep += 1
+                while len(stack) > keep:
+                    os.close(stack.pop()[1])
+                fd = stack[-1][1] if stack else root_fd
+                for part in parts[len(stack) :]:
+                    try:
+                        child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    except OSError as exc:
+                        if exc.errno in _GONE:
+                            break
+                        raise
+                    stack.append((part, child))
+                    fd = child
+                else:
+                    os.utime(fd, ns=ns)
+        finally:
+            for _, fd in stack:
+                os.close(fd)
+            os.close(root_fd)
 
     def remove(self, path: Path | str | PurePosixPath) -> bool:
         """Delete the entry at ``path`` (a whole tree for a directory); False: nothing there."""

@@ -114,3 +114,35 @@ def test_dot_dot_in_a_recorded_path_is_a_bug(tree: tuple[Path, Path]) -> None:
         ConfinedRoot(root).lstat("/etc/../../x")
     with pytest.raises(FilesystemError):
         ConfinedRoot(root).inside(root.parent / "x")
+
+
+def test_set_directory_times_skips_what_is_no_longer_a_directory(
+    tree: tuple[Path, Path],
+) -> None:
+    root, outside = tree
+    for d in ("a/b/c", "a/d", "e"):
+        (root / d).mkdir(parents=True)
+    (root / "link").symlink_to(outside)
+    (root / "a/f").write_bytes(b"file\n")
+    ConfinedRoot(root).set_directory_times(
+        [
+            ("/a/b/c", (1, 11)),
+            ("/a", (2, 12)),
+            ("/link", (3, 13)),
+            ("/link/sub", (4, 14)),
+            ("/a/f", (5, 15)),
+            ("/a/d", (6, 16)),
+            ("/e", (7, 17)),
+            ("/", (8, 18)),
+        ]
+    )
+    assert [(root / d).stat().st_mtime_ns for d in ("a/b/c", "a", "a/d", "e", ".")] == [
+        11,
+        12,
+        16,
+        17,
+        18,
+    ]
+    assert outside.stat().st_mtime_ns == 10**9
+    assert (outside / "sub").stat().st_mtime_ns != 14
+    assert (root / "a/f").stat().st_mtime_ns != 15
