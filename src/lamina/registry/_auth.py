@@ -344,7 +344,15 @@ def _read_config(path: Path) -> str | None:
     try:
         with path.open("rb") as f:
             data = f.read(_MAX_CONFIG_BYTES + 1)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        if path.parent.exists():  # DOCKER_CONFIG names a file (often config.json itself)
+            raise AuthError(
+                f"the docker config directory {path.parent} is a file",
+                hint="DOCKER_CONFIG names the directory holding config.json, "
+                "e.g. DOCKER_CONFIG=/kaniko/.docker",
+            ) from None
         return None
     except IsADirectoryError:
         raise AuthError(

@@ -276,3 +276,13 @@ def test_describe_says_where_or_that_none_was_found(tmp_path: Path) -> None:
     assert str(empty / "config.json") in text
     assert str(empty / SECRET_FILE) in text
     assert str(tmp_path / "h" / "config.json") in text
+
+
+def test_docker_config_naming_a_file(tmp_path: Path) -> None:
+    """DOCKER_CONFIG=/kaniko/.docker/config.json: a clear error, not anonymous access."""
+    path = _write(tmp_path, _auths("reg.example", "u")) / "config.json"
+    with pytest.raises(AuthError, match="is a file") as info:
+        Keychain(default_docker_config({"DOCKER_CONFIG": str(path)})).resolve("reg.example")
+    assert str(path) in info.value.message
+    assert info.value.hint is not None
+    assert "DOCKER_CONFIG" in info.value.hint
