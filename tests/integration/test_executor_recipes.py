@@ -349,36 +349,38 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 # ------------------------------------------------------------------------------ recipes
 
 
-@ALL_PROFILES
-def test_gitlab_ci(  # noqa: PLR0917 - fixtures
+def _gitlab_job(
+    config_file: str,
+    *,
     profile: str,
     tmp_path: Path,
     podman: Podman,
-    images: Callable[[str], str],
+    image: str,
     base: tuple[str, int],
-    registry_htpasswd: RegistryServer,
-) -> None:
-    """GitLab's documented job: ``:debug`` image, ``entrypoint: [""]``, the script run by sh."""
+    registry: RegistryServer,
+) -> str:
+    """GitLab's job script, writing the credentials to ``config_file``; its stderr."""
     project = write_project(tmp_path / "project", base[0])
-    registry = registry_htpasswd
     script = (
+        f"mkdir -p {Path(config_file).parent}\n"
         'echo "{\\"auths\\":{\\"$CI_REGISTRY\\":{\\"username\\":\\"$CI_REGISTRY_USER\\",'
-        '\\"password\\":\\"$CI_REGISTRY_PASSWORD\\"}}}" > /kaniko/.docker/config.json\n'
+        f'\\"password\\":\\"$CI_REGISTRY_PASSWORD\\"}}}}}}" > {config_file}\n'
         "/kaniko/executor --context $CI_PROJECT_DIR --dockerfile $CI_PROJECT_DIR/Dockerfile "
         "--destination $IMAGE:$CI_COMMIT_SHA\n"
     )
     sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = f"{registry.host}/group/project-{profile}-{Path(config_file).parts[1]}"
     env = {
         "CI_REGISTRY": registry.host,
         "CI_REGISTRY_USER": str(registry.username),
         "CI_REGISTRY_PASSWORD": str(registry.password),
         "CI_PROJECT_DIR": "/builds/group/project",
         "CI_COMMIT_SHA": sha,
-        "IMAGE": f"{registry.host}/group/project-{profile}",
+        "IMAGE": repo,
     }
-    _ok(
+    err = _ok(
         podman.run(
-            images("debug"),
+            image,
             "/busybox/sh",
             "-c",
             script,
@@ -389,10 +391,54 @@ def test_gitlab_ci(  # noqa: PLR0917 - fixtures
             workdir="/builds/group/project",
         )
     )
-    ref = f"{registry.host}/group/project-{profile}:{sha}"
+    ref = f"{repo}:{sha}"
     assert sorted(p.name for p in project.iterdir()) == ["Dockerfile", "app.sh"]
     check_image(pulled_image(ref, registry, base[1], tmp_path))
     assert run_pushed(podman, ref, registry) == EXPECTED_OUTPUT
+    return err
+
+
+@ALL_PROFILES
+def test_gitlab_ci(  # noqa: PLR0917 - fixtures
+    profile: str,
+    tmp_path: Path,
+    podman: Podman,
+    images: Callable[[str], str],
+    base: tuple[str, int],
+    registry_htpasswd: RegistryServer,
+) -> None:
+    """GitLab's documented job: ``:debug`` image, ``entrypoint: [""]``, the script run by
+    sh: ``echo "{\\"auths\\": …}" > /kaniko/.docker/config.json``, then the executor."""
+    _gitlab_job(
+        "/kaniko/.docker/config.json",
+        profile=profile,
+        tmp_path=tmp_path,
+        podman=podman,
+        image=images("debug"),
+        base=base,
+        registry=registry_htpasswd,
+    )
+
+
+def test_gitlab_ci_older_docs_root_docker_config(
+    tmp_path: Path,
+    podman: Podman,
+    images: Callable[[str], str],
+    base: tuple[str, int],
+    registry_htpasswd: RegistryServer,
+) -> None:
+    """Older GitLab docs write ``/root/.docker/config.json`` (``DOCKER_CONFIG`` is
+    /kaniko/.docker in the image): read, and said. podman's capability profile."""
+    err = _gitlab_job(
+        "/root/.docker/config.json",
+        profile="podman",
+        tmp_path=tmp_path,
+        podman=podman,
+        image=images("debug"),
+        base=base,
+        registry=registry_htpasswd,
+    )
+    assert "reading credentials from /root/.docker/config.json" in err
 
 
 def _buildkite_workspace(tmp_path: Path, base: str) -> Path:
