@@ -82,9 +82,12 @@ def _registry_message(response: httpx.Response) -> str:
     return "; ".join(parts)
 
 
-def auth_error(message: str, status: int, source: CredentialSource, *, sent: bool) -> AuthError:
+def auth_error(
+    message: str, status: int, source: CredentialSource, *, sent: bool, asked: bool = True
+) -> AuthError:
     """A 401/403 that tells "no credentials" from "credentials rejected" and names the
-    docker config file that was read (or that none was found)."""
+    docker config file that was read (or that none was found). ``sent``: the
+    credentials went with the request; ``asked``: the registry sent an auth challenge."""
     host = source.registry
     where = source.config_path or (source.searched[0] if source.searched else None)
     if sent and status == 403:
@@ -97,6 +100,13 @@ def auth_error(message: str, status: int, source: CredentialSource, *, sent: boo
         return AuthError(
             f"{message}: the registry rejected the {source.summary()}",
             hint=f"check the username and password (or token) for {host} in {source.source}",
+        )
+    if source.found and not asked:
+        return AuthError(
+            f"{message}: the registry asked for no credentials, so the {source.summary()} "
+            "were not sent",
+            hint="the registry (or a proxy in front of it) refuses access without asking "
+            "for credentials; check its access rules",
         )
     if source.found:  # e.g. only an identity token, and the registry asks for Basic
         return AuthError(
@@ -122,6 +132,7 @@ def error_from_response(
     *,
     credentials: CredentialSource | None = None,
     sent: bool = False,
+    asked: bool = True,
 ) -> RegistryError:
     """The error for an unexpected status; ``what`` is e.g. ``pulling host/repo:tag``.
 
@@ -133,7 +144,7 @@ def error_from_response(
     detail = _registry_message(response)
     message = f"{what}: {status} {reason}" + (f": {detail}" if detail else "")
     if status in (401, 403) and credentials is not None:
-        return auth_error(message, status, credentials, sent=sent)
+        return auth_error(message, status, credentials, sent=sent, asked=asked)
     if status == 401:
         return AuthError(message, hint=CONFIG_HINT)
     if status == 403:

@@ -221,7 +221,11 @@ class Endpoint:
             return error_from_response(response, what)
         source = self._keychain.describe(self.registry)
         return error_from_response(
-            response, what, credentials=source, sent=self._credentials_sent(source)
+            response,
+            what,
+            credentials=source,
+            sent=self._credentials_sent(source),
+            asked=self._challenge is not None,
         )
 
     def _authorization(self, scopes: tuple[str, ...], what: str, *, fresh: bool) -> str | None:

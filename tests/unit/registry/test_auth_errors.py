@@ -126,3 +126,19 @@ def test_anonymous_token_refused_says_no_credentials(tmp_path: Path) -> None:
     err = _pull_error(tmp_path, handler)
     assert "the token service of reg.test refused the request (401)" in err.message
     assert err.message.endswith(f"no credentials for {HOST} in {path}")
+
+
+def test_refused_without_a_challenge(tmp_path: Path) -> None:
+    """A 403 from a registry (or proxy) that never asked for credentials."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        return httpx.Response(403)
+
+    path = _config(tmp_path, "config.json", HOST, SECRET)
+    err = _pull_error(tmp_path, handler)
+    assert err.message.endswith(
+        f"the registry asked for no credentials, so the credentials for {HOST} from {path} "
+        "were not sent"
+    )
