@@ -218,12 +218,10 @@ def test_home_fallback_when_the_directory_has_none(
 
 
 def test_home_directory_is_not_searched_twice(tmp_path: Path) -> None:
-    location = default_docker_config({"HOME": str(tmp_path)})
-    if location.directory == tmp_path / ".docker":
-        assert location.candidates() == (
-            tmp_path / ".docker" / "config.json",
-            tmp_path / ".docker" / SECRET_FILE,
-        )
+    """Without DOCKER_CONFIG (and no /kaniko) the directory is ~/.docker itself."""
+    docker = tmp_path / ".docker"
+    location = DockerConfigLocation(docker, docker / "config.json")
+    assert location.candidates() == (docker / "config.json", docker / SECRET_FILE)
 
 
 def test_unreadable_config_names_the_file(tmp_path: Path) -> None:
