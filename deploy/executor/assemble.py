@@ -133,7 +133,7 @@ def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
     try:
         from packaging.requirements import Requirement
     except ImportError:  # pip vendors it
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
     names = []
     for line in dist.requires or []:
         req = Requirement(line)
@@ -210,8 +210,8 @@ def compile_bytecode(tree: Path) -> None:
 def collect_libraries(elves: list[Path], lib: Path, inside: Path) -> None:
     """Copy every library ``elves`` load (ldd), and the loader, into ``lib``."""
     for elf in elves:
-        for line in run("ldd", str(elf)).splitlines():
-            line = line.strip()
+        for raw in run("ldd", str(elf)).splitlines():
+            line = raw.strip()
             if "=> not found" in line:
                 sys.exit(f"assemble.py: {elf}: {line}")
             if "=>" in line:
@@ -229,8 +229,8 @@ def collect_libraries(elves: list[Path], lib: Path, inside: Path) -> None:
 
 
 def loader_name() -> str:
-    for line in run("ldd", sys.executable).splitlines():
-        line = line.strip()
+    for raw in run("ldd", sys.executable).splitlines():
+        line = raw.strip()
         if line.startswith("/") and "ld-linux" in line:
             return Path(line.split()[0]).name
     sys.exit("assemble.py: no dynamic loader found")
@@ -251,7 +251,9 @@ def patch(
             ["patchelf", "--force-rpath", "--set-rpath", KANIKO_LIB, str(elf)], check=True
         )
     for exe in executables:
-        subprocess.run(["patchelf", "--set-interpreter", f"{KANIKO_LIB}/{loader}", str(exe)])
+        subprocess.run(
+            ["patchelf", "--set-interpreter", f"{KANIKO_LIB}/{loader}", str(exe)], check=True
+        )
 
 
 # ------------------------------------------------------------------ git and busybox
