@@ -19,9 +19,10 @@ Use the session fixture ``executor_images`` (registered in ``tests/conftest.py``
 
 Built archives are cached under ``$LAMINA_TEST_CACHE/executor-images/<key>/`` (default
 ``~/.cache/lamina-tests``), ``<key>`` a digest of every input of the image (the files in
-``deploy/executor``, ``src/lamina``, ``pyproject.toml`` and the Python that runs the
-script), so an unchanged tree loads the previous session's images; a file lock keeps
-concurrent sessions from building the same key twice. ``LAMINA_TEST_REBUILD_IMAGES=1``
+``deploy/executor``, ``src/lamina``, ``pyproject.toml``, the Python that runs the
+script and the last commit's time, the images' mtimes), so an unchanged tree loads the
+previous session's images; a file lock keeps concurrent sessions from building the same
+key twice. ``LAMINA_TEST_REBUILD_IMAGES=1``
 ignores the cache.
 """
 
@@ -62,6 +63,14 @@ def inputs_key() -> str:
     h = hashlib.sha256()
     h.update(sys.version.encode())
     h.update(sys.executable.encode())
+    # the script's SOURCE_DATE_EPOCH: every mtime in the image
+    epoch = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    h.update(os.environ.get("SOURCE_DATE_EPOCH", epoch).encode())
     roots = [REPO / "deploy" / "executor", REPO / "src" / "lamina"]
     files = [REPO / "pyproject.toml"]
     for root in roots:
