@@ -118,28 +118,6 @@ def _summary(members: dict[str, tarfile.TarInfo]) -> list[tuple[str, int, int, i
     )
 
 
-def test_executor_image_layout(executor_image: Executor) -> None:
-    inspect = executor_image("image", "inspect", executor_image.tag)
-    assert inspect.returncode == 0, inspect.stderr
-    doc = json.loads(inspect.stdout)[0]
-    config = doc["Config"]
-    assert config["Entrypoint"] == ["/kaniko/executor"]
-    assert config["WorkingDir"] == "/workspace"
-    assert "DOCKER_CONFIG=/kaniko/.docker/" in config["Env"]
-    assert "SSL_CERT_DIR=/kaniko/ssl/certs" in config["Env"]
-    version = executor_image(
-        "run",
-        "--rm",
-        "--ulimit=nofile=4096:4096",
-        "--ulimit=nproc=4096:4096",
-        executor_image.tag,
-        "version",
-    )
-    assert version.returncode == 0, version.stderr
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert version.stdout == f"lamina {pyproject['project']['version']}\n"
-
-
 def test_executor_builds_in_place(  # noqa: PLR0917 - fixtures
     tmp_path: Path,
     executor_image: Executor,
