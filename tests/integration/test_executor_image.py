@@ -35,7 +35,7 @@ from lamina.oci import Image, Platform, Reference
 from lamina.registry import RegistryClient
 from tests.support.executor_images import REQUIRED_PROGRAMS, ExecutorImages, build_archive
 from tests.support.git_server import GitHttpServer, git
-from tests.support.registry import RegistryServer
+from tests.support.registry import RegistryServer, make_tls_material
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.registry]
 
@@ -534,14 +534,17 @@ def test_tls_registry_with_a_ca_dropped_into_kaniko_ssl_certs(
     assert len(json.loads(skopeo.stdout)["Layers"]) == 2
 
 
-def test_git_context_with_a_submodule(
+def test_git_context_over_https_with_a_submodule(
     tmp_path: Path, executor_image: Executor, registry_plain: RegistryServer,
     client: RegistryClient,
 ) -> None:  # fmt: skip
-    """``--context=git://…`` with the image's git, submodules (git's shell script) included."""
+    """``--context=git://…`` (fetched over https) with the image's git: the server's CA is
+    a file dropped into ``/kaniko/ssl/certs``; a submodule (git's shell script, its own
+    https fetch) is checked out too."""
+    ca, cert, key = make_tls_material(tmp_path / "tls")
     root = tmp_path / "served"
     root.mkdir()
-    with GitHttpServer(root) as http:
+    with GitHttpServer(root, tls=(cert, key)) as https:
         sub_work = tmp_path / "sub"
         git("init", "-q", "-b", "main", str(sub_work))
         (sub_work / "lib.txt").write_text("from the submodule\n")
@@ -554,8 +557,8 @@ def test_git_context_with_a_submodule(
         (work / "Dockerfile").write_text(
             "FROM scratch\nCOPY app.txt /app.txt\nCOPY vendor/sub/lib.txt /lib.txt\n"
         )
-        git("-c", "protocol.file.allow=always", "submodule", "add", "-q",
-            f"{http.base}/sub.git", "vendor/sub", cwd=work)  # fmt: skip
+        git("-c", f"http.sslCAInfo={ca}", "submodule", "add", "-q",
+            f"{https.base}/sub.git", "vendor/sub", cwd=work)  # fmt: skip
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", "app", cwd=work, when=1_600_000_100)
         git("clone", "-q", "--bare", str(work), str(root / "app.git"))
@@ -563,22 +566,24 @@ def test_git_context_with_a_submodule(
         empty.mkdir()
         host = registry_plain.host
         dest = f"{host}/lamina/git-context:v1"
-        run = executor_image.images.podman.executor(
-            executor_image.tag,
-            empty,
-            f"--context=git://{http.base.removeprefix('http://')}/app.git#main",
+        flags = (
+            f"--context=git://{https.base.removeprefix('https://')}/app.git#main",
             "--dockerfile=Dockerfile",
             "--git=recurse-submodules=true",
             f"--destination={dest}",
             f"--insecure-registry={host}",
-            podman_args=("-e", "GIT_PULL_METHOD=http"),
+        )
+        untrusted = executor_image.executor(empty, *flags)
+        assert untrusted.returncode == 3, untrusted.stderr[-3000:]
+        assert "certificate" in untrusted.stderr.lower()
+        run = executor_image.executor(
+            empty, *flags, volumes=(f"{ca}:/kaniko/ssl/certs/git-ca.pem:ro",)
         )
     assert run.returncode == 0, run.stderr[-4000:]
     assert list(empty.iterdir()) == []
     image = client.pull(Reference.parse(dest), platform=Platform.host())
-    layers = image.layers()
     contents = {}
-    for layer in layers:
+    for layer in image.layers():
         with layer.uncompressed() as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for m in tar:
                 data = tar.extractfile(m)
