@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,16 +207,27 @@ class ExecutorImages:
         return tag
 
 
+#: a cached set unused for this long is deleted (another session may still be using a
+#: younger one: its inputs changed under it, e.g. by a commit)
+_PRUNE_AFTER = 3600
+
+
 def _prune(keep: Path) -> None:
     """Drop cached images of older inputs (each set is ~100 MB)."""
+    now = time.time()
+    os.utime(keep)
     for other in keep.parent.iterdir():
-        if other != keep and other.is_dir():
-            with contextlib.suppress(OSError), open(other / ".lock", "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # another session is using it
-                shutil.rmtree(other, ignore_errors=True)
+        if other == keep or not other.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            if now - other.stat().st_mtime < _PRUNE_AFTER:
+                continue
+        with contextlib.suppress(OSError), open(other / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # another session is building it
+            shutil.rmtree(other, ignore_errors=True)
 
 
 @contextlib.contextmanager
