@@ -306,6 +306,13 @@ class _Git:
                     hint="pass --ssh default (the agent of $SSH_AUTH_SOCK) or "
                     "--ssh default=/path/to/agent.sock, or use the https:// URL",
                 )
+            if shutil.which("ssh", path=self.env["PATH"]) is None:  # the executor images
+                raise self.fail(
+                    "fetching a git repository over SSH needs the ssh program, which is not "
+                    "installed here",
+                    hint="use the repository's https:// URL (private: the GIT_AUTH_TOKEN "
+                    "secret), or install ssh (Debian package openssh-client)",
+                )
             # as BuildKit: the forwarded agent's keys only, no config, no known_hosts
             self.env["SSH_AUTH_SOCK"] = str(ssh_socket)
             self.env["GIT_SSH_VARIANT"] = "ssh"

@@ -3,6 +3,7 @@ relocated git lives in ``$GIT_EXEC_PATH``; TLS trust from ``SSL_CERT_FILE``/``SS
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,3 +59,27 @@ def test_environment_passed_to_git(tmp_path: Path, env: pytest.MonkeyPatch) -> N
     assert pem in (home / "ca-certificates.pem").read_text()
     env.setenv("GIT_SSL_CAINFO", "/my/ca.pem")  # the user's choice wins
     assert _installation_env(home)["GIT_SSL_CAINFO"] == "/my/ca.pem"
+
+
+def test_ssh_remote_without_an_ssh_program(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    """The executor images have no ssh: a clear error, not git's "cannot run ssh"."""
+    from lamina.context import _git
+    from lamina.errors import BuildStepError
+
+    source = _git.GitSource(
+        remote="git@example.com:org/repo.git", ref=None, subdir="", keep_git_dir=False,
+        checksum=None, submodules=False, mtime=None, ssh=True,
+    )  # fmt: skip
+    real_which = shutil.which
+
+    def which(name: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        return None if name == "ssh" else real_which(name, mode, path)
+
+    env.setattr(shutil, "which", which)
+    with pytest.raises(BuildStepError) as info:
+        _git._Git(
+            source, home=tmp_path, auth_header=None, ssh_socket=tmp_path / "agent.sock",
+            location=None, timeout=1,
+        )  # fmt: skip
+    assert "needs the ssh program" in str(info.value)
+    assert "https://" in (info.value.hint or "")
