@@ -612,10 +612,11 @@ def test_read_only_workspace(
     )
     before = sorted(p.name for p in ctx.iterdir())
     host = registry_plain.host
-    run = executor_image.images.podman(
-        "run", "--rm", "--network=host", *ULIMITS, "-v", f"{ctx}:/workspace:ro",
-        executor_image.tag, f"--destination={host}/lamina/read-only:v1",
-        f"--insecure-registry={host}",
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert sorted(p.name for p in ctx.iterdir()) == before
+    for isolation in ("auto", "none"):  # what auto picks here, and in place
+        run = executor_image.images.podman(
+            "run", "--rm", "--network=host", *ULIMITS, "-v", f"{ctx}:/workspace:ro",
+            executor_image.tag, f"--destination={host}/lamina/read-only:{isolation}",
+            f"--insecure-registry={host}", f"--isolation={isolation}",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-4000:]
+        assert sorted(p.name for p in ctx.iterdir()) == before
