@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,13 +42,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.executor_images import ExecutorImages, tag_of
 from tests.support.git_server import GitHttpServer, git
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.registry]
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "deploy" / "executor" / "build-image.sh"
 
 if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("patchelf"):
     pytest.skip("needs root, podman and patchelf", allow_module_level=True)
@@ -188,39 +185,22 @@ def _unmount_below(directory: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def _build_variant(variant: str, work: Path, podman: Podman) -> str:
-    """Build one image variant with deploy/executor/build-image.sh and load it into podman."""
-    tag = f"localhost/lamina-executor:{variant}"
-    archive = work / f"{variant}.tar"
-    cmd = [str(SCRIPT), "--variant", variant, "--tar", str(archive), "--tag", tag]
-    if "--variant" not in SCRIPT.read_text():  # before the images part of issue 11 lands
-        assert variant == "executor", f"build-image.sh cannot build the {variant} image yet"
-        cmd.remove("--variant")
-        cmd.remove(variant)
-    proc = subprocess.run(
-        [*cmd, "--work", str(work / f"tree-{variant}")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": sys.executable},
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"build-image.sh --variant {variant}: {proc.stderr[-3000:]}"
-    load = podman("load", "-i", str(archive))
-    assert load.returncode == 0, load.stderr
-    return tag
-
-
 @pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory, podman: Podman) -> Callable[[str], str]:
-    """``images("executor" | "debug" | "warmer")``: the variant's podman tag, built once."""
-    work = tmp_path_factory.mktemp("images")
-    built: dict[str, str] = {}
+def images(executor_images: ExecutorImages, podman: Podman) -> Callable[[str], str]:
+    """``images("executor" | "debug" | "warmer")``: the variant's tag in this module's podman.
+
+    The archives come from the shared ``executor_images`` fixture (built by
+    deploy/executor/build-image.sh, cached between sessions); they are loaded into this
+    module's own podman storage (overlay, as containerd's pods use).
+    """
+    loaded: dict[str, str] = {}
 
     def get(variant: str) -> str:
-        if variant not in built:
-            built[variant] = _build_variant(variant, work, podman)
-        return built[variant]
+        if variant not in loaded:
+            load = podman("load", "-i", str(executor_images.archive(variant)))
+            assert load.returncode == 0, load.stderr
+            loaded[variant] = tag_of(variant)
+        return loaded[variant]
 
     return get
 
