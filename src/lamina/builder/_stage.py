@@ -1068,15 +1068,9 @@ class StageBuilder:
     def _make_workdir(
         self, rootfs: Path, host: Path, path: str, location: SourceLocation
     ) -> list[Path]:
-        from lamina.sandbox import resolve_user
+        from lamina.builder._ids import file_op_owner
 
-        uid, gid = 0, 0
-        if self.runtime.user:
-            try:
-                ru = resolve_user(rootfs, self.runtime.user)
-                uid, gid = ru.uid, ru.gid
-            except LaminaError:
-                uid, gid = 0, 0
+        uid, gid = file_op_owner(rootfs, self.runtime.user) if self.runtime.user else (0, 0)
         created: list[Path] = []
         probe = host
         while not probe.exists() and probe != rootfs:

@@ -1,0 +1,82 @@
+"""Builds found by kaniko's own integration Dockerfiles and parity runs (issue 12, 16-19).
+
+Each builds real images from the busybox fixture in the loopback registry.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lamina.registry import RegistryClient
+from tests.integration.test_build_engine import Built, make_context, run_build
+
+pytestmark = [pytest.mark.root, pytest.mark.namespaces, pytest.mark.registry]
+
+
+def _owner(member: tarfile.TarInfo) -> tuple[int, int]:
+    return member.uid, member.gid
+
+
+def _last_layer(built: Built) -> dict[str, tarfile.TarInfo]:
+    return built.layer_files(len(built.image.layers()) - 1)
+
+
+def test_workdir_owner_follows_buildkit_file_op_rule(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """Every directory WORKDIR creates: numeric USER -> uid:uid, a name -> passwd uid:gid."""
+    dockerfile = f"""\
+FROM {busybox_image}
+RUN echo "app:x:1234:100::/:/bin/sh" >> /etc/passwd
+USER 9999
+WORKDIR /w/sub
+USER 1234
+WORKDIR /numeric-in-passwd
+USER app
+WORKDIR /by-name
+USER 9999:www-data
+WORKDIR /with-group
+USER 42:7
+WORKDIR /both-numeric
+USER nosuchuser
+WORKDIR /unknown-name
+"""
+    built = run_build(tmp_path, make_context(tmp_path / "ctx", dockerfile), registry=client)
+    layers = built.image.layers()
+    expected = [
+        ({"w": (9999, 9999), "w/sub": (9999, 9999)}),
+        ({"numeric-in-passwd": (1234, 1234)}),
+        ({"by-name": (1234, 100)}),
+        ({"with-group": (9999, 33)}),
+        ({"both-numeric": (42, 7)}),
+        ({"unknown-name": (0, 0)}),
+    ]
+    first = len(layers) - len(expected)
+    for offset, owners in enumerate(expected):
+        files = built.layer_files(first + offset)
+        assert {name: _owner(m) for name, m in files.items()} == owners
+        assert all(m.isdir() and m.mode == 0o755 for m in files.values())
+
+
+def test_from_a_stage_name_in_other_case(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """kaniko's Dockerfile_test_multistage shape: ``AS BUG_stage`` then ``FROM BUG_stage``."""
+    dockerfile = f"""\
+FROM {busybox_image} AS BUG_stage
+RUN echo stage > /from-stage
+FROM BUG_stage
+RUN cat /from-stage > /copied
+FROM scratch
+COPY --from=Bug_Stage /from-stage /again
+"""
+    ctx = make_context(tmp_path / "ctx", dockerfile)
+    built = run_build(tmp_path, ctx, registry=client, target="bug_STAGE")
+    assert built.read_file(len(built.image.layers()) - 1, "from-stage") == b"stage\n"
+    last = run_build(tmp_path / "all", ctx, registry=client)
+    assert last.read_file(0, "again") == b"stage\n"
+    middle = run_build(tmp_path / "mid", ctx, registry=client, target="1")
+    assert middle.read_file(len(middle.image.layers()) - 1, "copied") == b"stage\n"
