@@ -80,3 +80,35 @@ COPY --from=Bug_Stage /from-stage /again
     assert last.read_file(0, "again") == b"stage\n"
     middle = run_build(tmp_path / "mid", ctx, registry=client, target="1")
     assert middle.read_file(len(middle.image.layers()) - 1, "copied") == b"stage\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        ("exit 42", 42),  # kaniko's integration test: RUN exit 42 -> executor exits 42
+        ("exit 1", 1),
+        ("sh -c 'kill -KILL $$'", 128 + 9),  # killed by a signal: 128 + N
+    ],
+)
+def test_executor_exits_with_the_failed_run_status(
+    tmp_path: Path,
+    busybox_image: str,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    status: int,
+) -> None:
+    from lamina.cli.main import run
+    from lamina.errors import EXIT_BUILD_STEP
+
+    ctx = make_context(tmp_path / "ctx", f"FROM {busybox_image}\nRUN true\nRUN {command}\n")
+    registry = busybox_image.split("/", 1)[0]
+    flags = [
+        f"--context={ctx}",
+        "--no-push",
+        f"--insecure-registry={registry}",
+        f"--kaniko-dir={tmp_path / 'kaniko'}",
+    ]
+    assert run(flags, {}, prog="executor") == status
+    assert f"Dockerfile:3: stage '0': RUN /bin/sh -c {command}" in capsys.readouterr().err
+    # lamina build keeps its own categories: 5 = a build step failed
+    assert run(["build", *flags], {}) == EXIT_BUILD_STEP

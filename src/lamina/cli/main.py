@@ -31,6 +31,7 @@ from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    BuildStepError,
     LaminaError,
     NotSupportedError,
     RegistryError,
@@ -113,7 +114,17 @@ def _pre_log_options(argv: Sequence[str]) -> LogOptions:
     return LogOptions(verbosity=verbosity, format=fmt)
 
 
-def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+def _exit_code(err: LaminaError, *, run_status: bool) -> int:
+    """The exit code for ``err``: its category's, or (``executor``, as kaniko's) the failed
+    RUN's own status."""
+    if run_status and isinstance(err, BuildStepError) and err.status is not None:
+        return err.status
+    return err.exit_code
+
+
+def _guarded(
+    body: Callable[[], int], argv: Sequence[str], stderr: TextIO, *, run_status: bool = False
+) -> int:
     early = _pre_log_options(argv)
     try:
         return body()
@@ -121,7 +132,7 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
         if early.verbosity in ("debug", "trace"):
             traceback.print_exc(file=stderr)
         _render_error(err, early, stderr)
-        return err.exit_code
+        return _exit_code(err, run_status=run_status)
     except KeyboardInterrupt:
         stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
@@ -368,7 +379,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str 
             )
         return handler(args[1:], environ, f"lamina {name}")
 
-    return _guarded(body, args, sys.stderr)
+    return _guarded(body, args, sys.stderr, run_status=prog == "executor")
 
 
 def _exit(code: int) -> NoReturn:

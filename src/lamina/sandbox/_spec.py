@@ -190,4 +190,4 @@ def failure_error(
         hint = "the command was not found: check PATH and that the image has it installed"
     elif result.signal == 9:
         hint = "SIGKILL often means the step ran out of memory"
-    return BuildStepError(message, hint=hint, location=location)
+    return BuildStepError(message, hint=hint, location=location, status=result.exit_code)
