@@ -112,3 +112,42 @@ def test_executor_exits_with_the_failed_run_status(
     assert f"Dockerfile:3: stage '0': RUN /bin/sh -c {command}" in capsys.readouterr().err
     # lamina build keeps its own categories: 5 = a build step failed
     assert run(["build", *flags], {}) == EXIT_BUILD_STEP
+
+
+#: kaniko's Dockerfile_test_hardlink shape: a link group made in one RUN, one name
+#: modified in place by a later RUN, another name's metadata by a third
+HARDLINK_STEPS = """\
+RUN mkdir -p /hl/sub /other && echo original > /hl/link1 && ln /hl/link1 /hl/link2 \\
+ && ln /hl/link1 /hl/sub/link3 && ln /hl/link1 /other/link4
+RUN echo modified > /hl/link2
+RUN chmod 0600 /other/link4 && cat /hl/link1 /hl/sub/link3 > /seen-by-later-run
+"""
+
+
+def _group_of(files: dict[str, tarfile.TarInfo], names: list[str]) -> set[str]:
+    """The names of ``names`` that are one hardlink group in a layer (file + links to it)."""
+    regular = [n for n in names if files[n].isreg()]
+    assert len(regular) == 1, {n: files[n].type for n in names}
+    assert all(
+        files[n].islnk() and files[n].linkname == regular[0] for n in names if n != regular[0]
+    )
+    return set(names)
+
+
+@pytest.mark.parametrize("isolation", ["namespace", "chroot"])
+def test_a_file_modified_through_one_hardlink_name_keeps_its_group(
+    tmp_path: Path, busybox_image: str, client: RegistryClient, isolation: str
+) -> None:
+    names = ["hl/link1", "hl/link2", "hl/sub/link3", "other/link4"]
+    ctx = make_context(tmp_path / "ctx", f"FROM {busybox_image}\n{HARDLINK_STEPS}")
+    built = run_build(tmp_path, ctx, registry=client, isolation=isolation)
+    n = len(built.image.layers())
+    modified = built.layer_files(n - 2)
+    assert _group_of(modified, names) == set(names)
+    first = next(name for name in names if modified[name].isreg())
+    assert built.read_file(n - 2, first) == b"modified\n"
+    # the rootfs kept the group too: the next RUN read the new content through other names
+    assert built.read_file(n - 1, "seen-by-later-run") == b"modified\nmodified\n"
+    chmodded = built.layer_files(n - 1)
+    assert _group_of(chmodded, names) == set(names)
+    assert all(chmodded[name].mode == 0o600 for name in names if chmodded[name].isreg())

@@ -1319,7 +1319,8 @@ class StageBuilder:
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                changes = self._ownership().run(lambda: changes_from_upper(upper))
+                # lower=: a hardlinked file changed through one name keeps its group (#16)
+                changes = self._ownership().run(lambda: changes_from_upper(upper, lower=rootfs))
                 layer = self._layer(changes, upper)
                 ownership = self._ownership()
                 ownership.apply_upper(upper, rootfs)

@@ -1,0 +1,112 @@
+"""keep_link_groups: a hardlinked file changed through one name keeps its group (issue 12 #16).
+
+The upper directories here are made by hand in the shape overlayfs leaves after a
+copy-up without ``index=on``: the changed name as a new inode, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from lamina.fs import apply_upper, changes_from_upper
+from lamina.fs._overlay import keep_link_groups
+
+IS_ROOT = os.geteuid() == 0
+
+
+def _lower(root: Path) -> None:
+    (root / "hl" / "sub").mkdir(parents=True)
+    (root / "other").mkdir()
+    (root / "hl" / "link1").write_text("original\n")
+    for name in ("hl/link2", "hl/sub/link3", "other/link4", "other/gone"):
+        os.link(root / "hl" / "link1", root / name)
+    os.utime(root / "other", ns=(1_000_000_000, 1_000_000_000))
+    os.chmod(root / "other", 0o750)
+
+
+def _copy_up(upper: Path, name: str, content: str) -> Path:
+    path = upper / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
+
+
+def _ino(path: Path) -> int:
+    return os.lstat(path).st_ino
+
+
+def test_every_other_name_becomes_a_link_to_the_changed_copy(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    changed = _copy_up(upper, "hl/link2", "modified\n")
+    os.utime(upper / "hl", ns=(5_000_000_000, 5_000_000_000))
+    assert keep_link_groups(upper, lower) == 4
+    for name in ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4", "other/gone"):
+        assert _ino(upper / name) == _ino(changed), name
+        assert (upper / name).read_text() == "modified\n"
+    # an upper dir the step made keeps its times; created parents copy the lower's
+    assert os.lstat(upper / "hl").st_mtime_ns == 5_000_000_000
+    other = os.lstat(upper / "other")
+    assert (other.st_mtime_ns, stat.S_IMODE(other.st_mode)) == (1_000_000_000, 0o750)
+    assert os.lstat(upper / "hl" / "sub").st_mtime_ns == os.lstat(lower / "hl" / "sub").st_mtime_ns
+
+
+def test_names_the_step_changed_or_hid_are_left_alone(tmp_path: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("hand-made whiteouts need mknod (root)")
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    changed = _copy_up(upper, "hl/link2", "modified\n")
+    other = _copy_up(upper, "hl/link1", "replaced by its own file\n")
+    os.mknod(upper / "other", stat.S_IFCHR, os.makedev(0, 0))  # /other deleted
+    (upper / "hl" / "sub").mkdir()
+    os.setxattr(upper / "hl" / "sub", "trusted.overlay.opaque", b"y")  # lower hidden
+    assert keep_link_groups(upper, lower) == 0
+    assert not (upper / "hl" / "sub" / "link3").exists()
+    assert stat.S_ISCHR(os.lstat(upper / "other").st_mode)
+    assert _ino(upper / "hl" / "link1") == _ino(other)
+    assert _ino(upper / "hl" / "link2") == _ino(changed)
+
+
+def test_no_link_group_no_walk_and_symlinks_in_the_lower_not_followed(tmp_path: Path) -> None:
+    lower, upper, outside = tmp_path / "lower", tmp_path / "upper", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("host\n")
+    os.link(outside / "f", outside / "g")
+    lower.mkdir()
+    (lower / "alone").write_text("one name\n")
+    os.symlink(outside, lower / "sym")  # upper/sym/f must not be compared with the host file
+    _copy_up(upper, "alone", "changed\n")
+    _copy_up(upper, "sym/f", "a directory replacing the symlink\n")
+    assert keep_link_groups(upper, lower) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["f", "g"]
+
+
+def test_changes_and_merge_keep_the_group_in_layer_and_rootfs(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    _copy_up(upper, "hl/link2", "modified\n")
+    changes = changes_from_upper(upper, lower=lower)
+    paths = {str(c.path) for c in changes}
+    assert {"/hl/link1", "/hl/link2", "/hl/sub/link3", "/other/link4", "/other/gone"} <= paths
+    apply_upper(upper, lower)
+    inodes = {_ino(lower / n) for n in ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4")}
+    assert len(inodes) == 1
+    assert (lower / "other" / "gone").read_text() == "modified\n"
+    assert os.lstat(lower / "hl" / "link1").st_nlink == 5
+
+
+def test_names_changed_separately_the_latest_change_wins(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    _copy_up(upper, "hl/link1", "first\n")
+    time.sleep(0.05)  # ctime ticks are coarse
+    latest = _copy_up(upper, "hl/link2", "second\n")
+    assert keep_link_groups(upper, lower) == 3
+    assert _ino(upper / "hl" / "sub" / "link3") == _ino(latest)
+    assert (upper / "hl" / "link1").read_text() == "first\n"  # the step's own change stays
