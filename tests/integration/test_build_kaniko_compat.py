@@ -5,15 +5,21 @@ Each builds real images from the busybox fixture in the loopback registry.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from lamina.registry import RegistryClient
+from tests.integration import test_build_rootless as rootless
 from tests.integration.test_build_engine import Built, make_context, run_build
+from tests.integration.test_sandbox_rootless import SETPRIV, UNSHARE
+from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.root, pytest.mark.namespaces, pytest.mark.registry]
+
+rootless_base = rootless.base  # the fixture: a directory uid 65534 owns
 
 
 def _owner(member: tarfile.TarInfo) -> tuple[int, int]:
@@ -151,3 +157,32 @@ def test_a_file_modified_through_one_hardlink_name_keeps_its_group(
     chmodded = built.layer_files(n - 1)
     assert _group_of(chmodded, names) == set(names)
     assert all(chmodded[name].mode == 0o600 for name in names if chmodded[name].isreg())
+
+
+def test_rootless_namespace_build_keeps_the_link_group(
+    rootless_base: Path, registry_plain: RegistryServer, busybox_image: str
+) -> None:
+    """Rootless, with files of a subordinate owner: the relinking runs in the user namespace."""
+    if os.geteuid() != 0 or SETPRIV is None or UNSHARE is None:
+        pytest.skip("switches to uid 65534 with setpriv (util-linux)")
+    steps = HARDLINK_STEPS.replace(
+        "RUN echo modified", "RUN chown -R 1234:1234 /hl /other\nRUN echo modified"
+    )
+    layout = rootless._build_as_nobody(
+        rootless_base, registry_plain, f"FROM {busybox_image}\n{steps}"
+    )
+    image = layout.image()
+    n = len(image.layers())
+    names = ["hl/link1", "hl/link2", "hl/sub/link3", "other/link4"]
+    with image.layers()[n - 2].uncompressed() as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        files = {}
+        content = b""
+        for m in tar:
+            files[m.name.removeprefix("./").rstrip("/")] = m
+            if m.isreg() and m.name.removeprefix("./") in names:
+                data = tar.extractfile(m)
+                assert data is not None
+                content = data.read()
+    assert _group_of(files, names) == set(names)
+    assert content == b"modified\n"
+    assert all(_owner(files[name]) == (1234, 1234) for name in names)

@@ -72,7 +72,9 @@ MOUNT_STUBS = (
 )
 
 #: Cases whose images are also unpacked with umoci, to check the in-memory unpacker.
-UMOCI_CROSSCHECK = frozenset({"whiteouts", "hardlinks", "add_local_tar", "special_modes"})
+UMOCI_CROSSCHECK = frozenset(
+    {"whiteouts", "hardlinks", "hardlink_modified", "add_local_tar", "special_modes"}
+)
 
 #: Labels buildah adds on its own.
 BUILDAH_LABELS = ("io.buildah.version",)
@@ -222,6 +224,7 @@ ALL_CASES: list[Case] = [
             ("/bin/busybox", "/hardbusybox"), (("hardlinks",), LOWER_LAYER_HARDLINK)
         ),
     ),
+    Case("hardlink_modified"),  # kaniko's Dockerfile_test_hardlink: one name modified later
     Case(
         "special_modes",
         prepare=_prepare_suid,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import os
 import shutil
 import stat
@@ -368,6 +369,53 @@ def _link_into_upper(upper: Path, lower: Path, rel: PurePosixPath, source: Path)
     os.utime(touched, ns=(kept.st_atime_ns, kept.st_mtime_ns))
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    return os.lstat(a).st_size == os.lstat(b).st_size and filecmp.cmp(a, b, shallow=False)
+
+
+def _merged_copy(copies: list[Path], lower_file: Path) -> Path:
+    """One copy standing for the whole group: a three-way merge against the lower file.
+
+    Each name the step changed was copied up on its own from the same lower
+    inode, so what differs between a copy and the lower file is what the step
+    did through that name. The copy with changed content (the latest, if
+    several) carries the group; a mode or owner changed through another name
+    is applied to it (the latest change of each wins).
+    """
+    if len(copies) == 1:
+        return copies[0]
+    base = os.lstat(lower_file)
+    latest_first = sorted(copies, key=lambda c: os.lstat(c).st_ctime_ns, reverse=True)
+    rewritten = [c for c in latest_first if not _same_content(c, lower_file)]
+    carrier = rewritten[0] if rewritten else latest_first[0]
+    stats = [os.lstat(c) for c in latest_first]
+
+    def merged(field: str, value: int) -> int:
+        return next((v for v in (getattr(st, field) for st in stats) if v != value), value)
+
+    uid, gid = merged("st_uid", base.st_uid), merged("st_gid", base.st_gid)
+    mode = next(
+        (m for m in (stat.S_IMODE(st.st_mode) for st in stats) if m != stat.S_IMODE(base.st_mode)),
+        stat.S_IMODE(base.st_mode),
+    )
+    now = os.lstat(carrier)
+    if (now.st_uid, now.st_gid) != (uid, gid):
+        os.lchown(carrier, uid, gid)  # before chmod: chown clears setuid/setgid bits
+    if stat.S_IMODE(os.lstat(carrier).st_mode) != mode:
+        os.chmod(carrier, mode)
+    return carrier
+
+
+def _relink_copy(copy: Path, source: Path) -> None:
+    """Replace the upper file ``copy`` by a hard link to ``source`` (its dir keeps its times)."""
+    parent = copy.parent
+    kept = os.lstat(parent)
+    temp = parent / f".lamina-link-{os.getpid()}-{copy.name}"
+    os.link(source, temp)
+    os.rename(temp, copy)
+    os.utime(parent, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+
+
 def keep_link_groups(upper: Path, lower: Path) -> int:
     """Give a step's changed hardlinked files back their link group; the number of links made.
 
@@ -375,8 +423,10 @@ def keep_link_groups(upper: Path, lower: Path) -> int:
     (``st_nlink > 1``), every other name the step left alone is added to
     ``upper`` as a hard link to the changed file, so the layer holds the
     whole group with the new content and merging ``upper`` relinks the rootfs.
-    When the step changed several names of one group separately, the most
-    recently changed copy wins. The overlay upper cannot tell a file written
+    When the step changed several names of one group (each its own copy-up:
+    ``chown -R``, a chmod through one name and a write through another), the
+    copies are merged into one against the lower file (:func:`_merged_copy`)
+    and every name links to it. The overlay upper cannot tell a file written
     in place from one replaced by rename (``sed -i``): both count as a change
     of the group. Costs a walk of ``lower`` only when such a file exists.
     """
@@ -386,13 +436,15 @@ def keep_link_groups(upper: Path, lower: Path) -> int:
             return 0
         made = 0
         for key, names in _lower_names(lower, copied).items():
-            changed = copied[key]
-            source = max(
-                (upper / p.relative_to("/") for p in changed),
-                key=lambda host: os.lstat(host).st_ctime_ns,
-            )
+            changed = [upper / p.relative_to("/") for p in copied[key]]
+            source = _merged_copy(changed, lower / copied[key][0].relative_to("/"))
+            source_ino = os.lstat(source).st_ino
+            for copy in changed:
+                if os.lstat(copy).st_ino != source_ino:
+                    _relink_copy(copy, source)
+                    made += 1
             for rel in names:
-                if rel not in changed and _view_is_lower(upper, rel):
+                if rel not in copied[key] and _view_is_lower(upper, rel):
                     _link_into_upper(upper, lower, rel, source)
                     made += 1
         return made

@@ -56,21 +56,22 @@ def test_every_other_name_becomes_a_link_to_the_changed_copy(tmp_path: Path) -> 
     assert os.lstat(upper / "hl" / "sub").st_mtime_ns == os.lstat(lower / "hl" / "sub").st_mtime_ns
 
 
-def test_names_the_step_changed_or_hid_are_left_alone(tmp_path: Path) -> None:
+def test_names_the_step_deleted_or_hid_are_left_alone(tmp_path: Path) -> None:
     if not IS_ROOT:
         pytest.skip("hand-made whiteouts need mknod (root)")
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    changed = _copy_up(upper, "hl/link2", "modified\n")
-    other = _copy_up(upper, "hl/link1", "replaced by its own file\n")
+    _copy_up(upper, "hl/link2", "modified\n")
+    time.sleep(0.05)  # ctime ticks are coarse
+    latest = _copy_up(upper, "hl/link1", "written again\n")
     os.mknod(upper / "other", stat.S_IFCHR, os.makedev(0, 0))  # /other deleted
     (upper / "hl" / "sub").mkdir()
     os.setxattr(upper / "hl" / "sub", "trusted.overlay.opaque", b"y")  # lower hidden
-    assert keep_link_groups(upper, lower) == 0
+    assert keep_link_groups(upper, lower) == 1  # two writes: the latest is the group's
     assert not (upper / "hl" / "sub" / "link3").exists()
     assert stat.S_ISCHR(os.lstat(upper / "other").st_mode)
-    assert _ino(upper / "hl" / "link1") == _ino(other)
-    assert _ino(upper / "hl" / "link2") == _ino(changed)
+    assert _ino(upper / "hl" / "link2") == _ino(latest)
+    assert latest.read_text() == "written again\n"
 
 
 def test_no_link_group_no_walk_and_symlinks_in_the_lower_not_followed(tmp_path: Path) -> None:
@@ -101,12 +102,35 @@ def test_changes_and_merge_keep_the_group_in_layer_and_rootfs(tmp_path: Path) ->
     assert os.lstat(lower / "hl" / "link1").st_nlink == 5
 
 
-def test_names_changed_separately_the_latest_change_wins(tmp_path: Path) -> None:
+def test_names_changed_separately_are_merged_against_the_lower_file(tmp_path: Path) -> None:
+    """A write through one name, chmod and chown through others: POSIX's one inode has all."""
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    _copy_up(upper, "hl/link1", "first\n")
+    chmodded = _copy_up(upper, "other/link4", "original\n")
+    os.chmod(chmodded, 0o600)
     time.sleep(0.05)  # ctime ticks are coarse
-    latest = _copy_up(upper, "hl/link2", "second\n")
-    assert keep_link_groups(upper, lower) == 3
-    assert _ino(upper / "hl" / "sub" / "link3") == _ino(latest)
-    assert (upper / "hl" / "link1").read_text() == "first\n"  # the step's own change stays
+    written = _copy_up(upper, "hl/link2", "modified\n")
+    time.sleep(0.05)
+    chowned = _copy_up(upper, "hl/link1", "original\n")
+    os.chown(chowned, 7, 8)
+    assert keep_link_groups(upper, lower) == 4  # link1, link4 relinked; link3, gone added
+    names = ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4", "other/gone")
+    assert {_ino(upper / n) for n in names} == {_ino(written)}
+    st = os.lstat(written)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (7, 8, 0o600)
+    assert written.read_text() == "modified\n"
+
+
+def test_equal_copies_of_one_group_are_joined_again(tmp_path: Path) -> None:
+    """``chown -R`` over a group copies every name up on its own: one inode again."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    copies = [_copy_up(upper, name, "original\n") for name in ("hl/link1", "hl/link2")]
+    for copy in copies:
+        os.chmod(copy, 0o600)
+    os.utime(upper / "hl", ns=(7_000_000_000, 7_000_000_000))
+    assert keep_link_groups(upper, lower) == 4
+    group = {_ino(upper / n) for n in ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4")}
+    assert len(group) == 1
+    assert os.lstat(upper / "hl").st_mtime_ns == 7_000_000_000
+    assert not [p for p in (upper / "hl").iterdir() if p.name.startswith(".lamina")]
