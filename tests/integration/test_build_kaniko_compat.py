@@ -186,3 +186,24 @@ def test_rootless_namespace_build_keeps_the_link_group(
     assert _group_of(files, names) == set(names)
     assert content == b"modified\n"
     assert all(_owner(files[name]) == (1234, 1234) for name in names)
+
+
+def test_in_place_build_keeps_the_link_group(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """--isolation=none (kaniko's mode), in a throw-away root the test owns."""
+    import io
+
+    from lamina.sandbox import InPlaceRunner
+    from tests.integration.test_isolation_none import _build, _context
+
+    ctx = _context(tmp_path, f"FROM {busybox_image}\n{HARDLINK_STEPS}")
+    root = tmp_path / "root"
+    (root / "kaniko").mkdir(parents=True)
+    built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
+    names = ["hl/link1", "hl/link2", "hl/sub/link3", "other/link4"]
+    with tarfile.open(fileobj=io.BytesIO(built.blobs[-2])) as tar:
+        files = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+    assert _group_of(files, names) == set(names)
+    assert len({os.lstat(root / name).st_ino for name in names}) == 1
+    assert (root / "seen-by-later-run").read_text() == "modified\nmodified\n"
