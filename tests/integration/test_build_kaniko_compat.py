@@ -207,3 +207,46 @@ def test_in_place_build_keeps_the_link_group(
     assert _group_of(files, names) == set(names)
     assert len({os.lstat(root / name).st_ino for name in names}) == 1
     assert (root / "seen-by-later-run").read_text() == "modified\nmodified\n"
+
+
+VOLUME_STEPS = """\
+VOLUME /foo1
+VOLUME ["/data/sub"]
+RUN echo hello > /foo1/hello
+RUN test -d /data/sub && touch /marker
+"""
+
+
+@pytest.mark.parametrize("isolation", ["namespace", "chroot"])
+def test_run_writes_below_a_volume_path_missing_from_the_image(
+    tmp_path: Path, busybox_image: str, client: RegistryClient, isolation: str
+) -> None:
+    """kaniko's Dockerfile_test_volume shape: BuildKit fails (no /foo1), kaniko builds."""
+    ctx = make_context(tmp_path / "ctx", f"FROM {busybox_image}\n{VOLUME_STEPS}")
+    built = run_build(tmp_path, ctx, registry=client, isolation=isolation)
+    n = len(built.image.layers())
+    written = built.layer_files(n - 2)
+    assert sorted(written) == ["foo1", "foo1/hello"]
+    assert written["foo1"].isdir()
+    assert written["foo1"].mode == 0o755
+    assert _owner(written["foo1"]) == (0, 0)
+    assert built.read_file(n - 2, "foo1/hello") == b"hello\n"
+    # a volume the step leaves alone existed for it and left no trace
+    assert sorted(built.layer_files(n - 1)) == ["marker"]
+    assert built.config.config.volumes == ("/foo1", "/data/sub")
+
+
+def test_in_place_volume_directories_are_made_as_kaniko_does(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """--isolation=none: VOLUME makes the directory; writes below it stay out of layers."""
+    from lamina.sandbox import InPlaceRunner
+    from tests.integration.test_isolation_none import _build, _context
+
+    ctx = _context(tmp_path, f"FROM {busybox_image}\n{VOLUME_STEPS}")
+    root = tmp_path / "root"
+    (root / "kaniko").mkdir(parents=True)
+    built = _build(ctx, root / "kaniko", client, InPlaceRunner(root=root))
+    assert built.names[-2:] == [[], ["marker"]]
+    assert (root / "foo1" / "hello").read_text() == "hello\n"
+    assert (root / "data" / "sub").is_dir()

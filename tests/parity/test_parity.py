@@ -58,6 +58,12 @@ VOLUME_DIRS = (
     "commits (VOLUME paths are restored after each RUN); BuildKit only records "
     "them in the config and leaves the filesystem alone"
 )
+VOLUME_WRITES = (
+    "a RUN writing below a VOLUME path: buildah 1.28 (like Docker's classic builder and "
+    "kaniko) discards it; BuildKit keeps changes below VOLUME paths, and so does lamina, "
+    "which also makes a VOLUME directory missing from the image exist for the RUN (BuildKit "
+    "fails the step there; buildah and kaniko create it)"
+)
 LOWER_LAYER_HARDLINK = (
     "a hard link made by RUN to a file of a lower layer: BuildKit's differ (and "
     "lamina) puts both names in the new layer as one hardlink group; buildah's "
@@ -174,6 +180,10 @@ ALL_CASES: list[Case] = [
         allowed_paths=dict.fromkeys(
             ("/logs", "/var/cache", "/var/cache/app"), (("*",), VOLUME_DIRS)
         ),
+    ),
+    Case(  # kaniko's Dockerfile_test_volume shape: BuildKit fails it (no /foo1)
+        "volume_then_write",
+        allowed_paths={"/foo1/hello": (("*",), VOLUME_WRITES)},
     ),
     Case("user_workdir"),
     Case("workdir_creation"),

@@ -104,6 +104,9 @@ class RunSpec:
     upper: Path | None = None
     work: Path | None = None
     security: Security = "sandbox"
+    #: directories the step must find (VOLUME paths missing from the image): made when
+    #: missing, like mount points, and gone afterwards unless the step wrote below them
+    placeholders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
