@@ -252,7 +252,20 @@ def apply_upper(upper: Path, root: Path, *, ignore: IgnoreList | None = None) ->
 # needs CAP_DAC_READ_SEARCH in the initial user namespace, so never rootless) the
 # copy is a new inode: the file's other names in the lower layer keep the old
 # content and the step's upper directory holds only the name it wrote through.
-# POSIX (and kaniko, buildah, BuildKit) say every name of the group changed.
+# POSIX (and kaniko, buildah) say every name of the group changed. A name the step
+# *replaced* (rm and create, ``sed -i``, ``mv new name``) is a new inode under POSIX
+# too, and must stay apart. The upper file tells which: a copy-up sets the lower
+# file's atime and mtime on the copy, and neither writing nor chmod/chown moves
+# the atime, nor chmod/chown the mtime; a new file has its own times.
+
+
+def _copy_up_evidence(up: os.stat_result, low: os.stat_result) -> bool:
+    """Whether the upper file is (most likely) a copy-up of the lower one, not a new file.
+
+    False for a copy the step also read after writing it (the read moves its
+    atime): that group stays broken, as a replacement would.
+    """
+    return up.st_atime_ns == low.st_atime_ns or up.st_mtime_ns == low.st_mtime_ns
 
 
 def _open_dir(name: str, parent: int | None = None) -> int | None:
@@ -264,7 +277,7 @@ def _open_dir(name: str, parent: int | None = None) -> int | None:
 
 
 def _copied_up(upper: Path, lower: Path) -> dict[tuple[int, int], list[PurePosixPath]]:
-    """Regular files of ``upper`` standing over a lower regular file with other names.
+    """Regular files of ``upper`` copied up from a lower regular file with other names.
 
     Keyed by the lower file's ``(st_dev, st_ino)``; the lower side is walked
     with directory fds, so a symlink in the lower tree is never followed, and
@@ -295,7 +308,11 @@ def _copied_up(upper: Path, lower: Path) -> dict[tuple[int, int], list[PurePosix
                         low = os.stat(entry.name, dir_fd=lower_fd, follow_symlinks=False)
                     except OSError:
                         continue
-                    if stat.S_ISREG(low.st_mode) and low.st_nlink > 1:
+                    if (
+                        stat.S_ISREG(low.st_mode)
+                        and low.st_nlink > 1
+                        and _copy_up_evidence(entry.stat(follow_symlinks=False), low)
+                    ):
                         found.setdefault((low.st_dev, low.st_ino), []).append(rel_dir / entry.name)
             finally:
                 os.close(lower_fd)
@@ -426,9 +443,9 @@ def keep_link_groups(upper: Path, lower: Path) -> int:
     When the step changed several names of one group (each its own copy-up:
     ``chown -R``, a chmod through one name and a write through another), the
     copies are merged into one against the lower file (:func:`_merged_copy`)
-    and every name links to it. The overlay upper cannot tell a file written
-    in place from one replaced by rename (``sed -i``): both count as a change
-    of the group. Costs a walk of ``lower`` only when such a file exists.
+    and every name links to it. A name the step replaced by a new file is
+    left apart (see :func:`_copy_up_evidence`). Costs a walk of ``lower``
+    only when such a file exists.
     """
     try:
         copied = _copied_up(upper, lower)

@@ -29,10 +29,16 @@ def _lower(root: Path) -> None:
     os.chmod(root / "other", 0o750)
 
 
-def _copy_up(upper: Path, name: str, content: str) -> Path:
+def _copy_up(upper: Path, name: str, content: str, lower: Path | None = None) -> Path:
+    """``name`` as overlayfs copies it up: the lower file's atime (and mtime, when the
+    content is unchanged) on a new inode. Without ``lower``: a new file (a replacement)."""
     path = upper / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
+    if lower is not None:
+        low = os.lstat(lower / name)
+        mtime = low.st_mtime_ns if content == "original\n" else os.lstat(path).st_mtime_ns
+        os.utime(path, ns=(low.st_atime_ns, mtime))
     return path
 
 
@@ -43,7 +49,7 @@ def _ino(path: Path) -> int:
 def test_every_other_name_becomes_a_link_to_the_changed_copy(tmp_path: Path) -> None:
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    changed = _copy_up(upper, "hl/link2", "modified\n")
+    changed = _copy_up(upper, "hl/link2", "modified\n", lower)
     os.utime(upper / "hl", ns=(5_000_000_000, 5_000_000_000))
     assert keep_link_groups(upper, lower) == 4
     for name in ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4", "other/gone"):
@@ -61,9 +67,9 @@ def test_names_the_step_deleted_or_hid_are_left_alone(tmp_path: Path) -> None:
         pytest.skip("hand-made whiteouts need mknod (root)")
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    _copy_up(upper, "hl/link2", "modified\n")
+    _copy_up(upper, "hl/link2", "modified\n", lower)
     time.sleep(0.05)  # ctime ticks are coarse
-    latest = _copy_up(upper, "hl/link1", "written again\n")
+    latest = _copy_up(upper, "hl/link1", "written again\n", lower)
     os.mknod(upper / "other", stat.S_IFCHR, os.makedev(0, 0))  # /other deleted
     (upper / "hl" / "sub").mkdir()
     os.setxattr(upper / "hl" / "sub", "trusted.overlay.opaque", b"y")  # lower hidden
@@ -82,7 +88,7 @@ def test_no_link_group_no_walk_and_symlinks_in_the_lower_not_followed(tmp_path: 
     lower.mkdir()
     (lower / "alone").write_text("one name\n")
     os.symlink(outside, lower / "sym")  # upper/sym/f must not be compared with the host file
-    _copy_up(upper, "alone", "changed\n")
+    _copy_up(upper, "alone", "changed\n", lower)
     _copy_up(upper, "sym/f", "a directory replacing the symlink\n")
     assert keep_link_groups(upper, lower) == 0
     assert sorted(p.name for p in outside.iterdir()) == ["f", "g"]
@@ -91,7 +97,7 @@ def test_no_link_group_no_walk_and_symlinks_in_the_lower_not_followed(tmp_path: 
 def test_changes_and_merge_keep_the_group_in_layer_and_rootfs(tmp_path: Path) -> None:
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    _copy_up(upper, "hl/link2", "modified\n")
+    _copy_up(upper, "hl/link2", "modified\n", lower)
     changes = changes_from_upper(upper, lower=lower)
     paths = {str(c.path) for c in changes}
     assert {"/hl/link1", "/hl/link2", "/hl/sub/link3", "/other/link4", "/other/gone"} <= paths
@@ -106,12 +112,12 @@ def test_names_changed_separately_are_merged_against_the_lower_file(tmp_path: Pa
     """A write through one name, chmod and chown through others: POSIX's one inode has all."""
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    chmodded = _copy_up(upper, "other/link4", "original\n")
+    chmodded = _copy_up(upper, "other/link4", "original\n", lower)
     os.chmod(chmodded, 0o600)
     time.sleep(0.05)  # ctime ticks are coarse
-    written = _copy_up(upper, "hl/link2", "modified\n")
+    written = _copy_up(upper, "hl/link2", "modified\n", lower)
     time.sleep(0.05)
-    chowned = _copy_up(upper, "hl/link1", "original\n")
+    chowned = _copy_up(upper, "hl/link1", "original\n", lower)
     os.chown(chowned, 7, 8)
     assert keep_link_groups(upper, lower) == 4  # link1, link4 relinked; link3, gone added
     names = ("hl/link1", "hl/link2", "hl/sub/link3", "other/link4", "other/gone")
@@ -125,7 +131,7 @@ def test_equal_copies_of_one_group_are_joined_again(tmp_path: Path) -> None:
     """``chown -R`` over a group copies every name up on its own: one inode again."""
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     _lower(lower)
-    copies = [_copy_up(upper, name, "original\n") for name in ("hl/link1", "hl/link2")]
+    copies = [_copy_up(upper, name, "original\n", lower) for name in ("hl/link1", "hl/link2")]
     for copy in copies:
         os.chmod(copy, 0o600)
     os.utime(upper / "hl", ns=(7_000_000_000, 7_000_000_000))
@@ -134,3 +140,17 @@ def test_equal_copies_of_one_group_are_joined_again(tmp_path: Path) -> None:
     assert len(group) == 1
     assert os.lstat(upper / "hl").st_mtime_ns == 7_000_000_000
     assert not [p for p in (upper / "hl").iterdir() if p.name.startswith(".lamina")]
+
+
+def test_a_name_replaced_by_a_new_file_leaves_the_group(tmp_path: Path) -> None:
+    """``sed -i``, ``rm`` + create, ``mv new name``: POSIX gives that name a new inode."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    replaced = _copy_up(upper, "hl/link2", "new file\n")  # its own atime and mtime
+    chmodded = _copy_up(upper, "other/link4", "original\n", lower)
+    os.chmod(chmodded, 0o600)
+    assert keep_link_groups(upper, lower) == 3  # link1, link3, gone join link4's copy
+    assert _ino(upper / "hl" / "link2") == _ino(replaced)
+    assert replaced.read_text() == "new file\n"
+    group = {_ino(upper / n) for n in ("hl/link1", "hl/sub/link3", "other/link4", "other/gone")}
+    assert group == {_ino(chmodded)}
