@@ -250,3 +250,23 @@ def test_in_place_volume_directories_are_made_as_kaniko_does(
     assert built.names[-2:] == [[], ["marker"]]
     assert (root / "foo1" / "hello").read_text() == "hello\n"
     assert (root / "data" / "sub").is_dir()
+
+
+def test_as_root_the_step_sees_posix_links_and_a_written_then_read_file_keeps_its_group(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """Root, namespace mode: the overlay has index=on, so a copy-up keeps the group for the
+    step itself, and the copy's origin xattr tells keep_link_groups even after a read."""
+    dockerfile = f"""\
+FROM {busybox_image}
+RUN mkdir /hl && echo original > /hl/link1 && ln /hl/link1 /hl/link2 && ln /hl/link1 /hl/link3
+RUN echo again >> /hl/link1 && cat /hl/link1 && test "$(cat /hl/link2)" = "$(cat /hl/link1)"
+RUN sed -i s/again/edited/ /hl/link3 && cat /hl/link3 && test "$(cat /hl/link2)" != edited
+"""
+    built = run_build(tmp_path, make_context(tmp_path / "ctx", dockerfile), registry=client)
+    n = len(built.image.layers())
+    names = ["hl/link1", "hl/link2", "hl/link3"]
+    assert _group_of(built.layer_files(n - 2), names) == set(names)
+    replaced = built.layer_files(n - 1)
+    assert sorted(replaced) == ["hl", "hl/link3"]  # sed -i: link3 alone is a new file
+    assert built.read_file(n - 1, "hl/link3") == b"original\nedited\n"

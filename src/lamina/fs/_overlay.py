@@ -256,16 +256,22 @@ def apply_upper(upper: Path, root: Path, *, ignore: IgnoreList | None = None) ->
 # *replaced* (rm and create, ``sed -i``, ``mv new name``) is a new inode under POSIX
 # too, and must stay apart. The upper file tells which: a copy-up sets the lower
 # file's atime and mtime on the copy, and neither writing nor chmod/chown moves
-# the atime, nor chmod/chown the mtime; a new file has its own times.
+# the atime, nor chmod/chown the mtime; a new file has its own times. With
+# ``index=on`` (root, see sandbox._init) the copy names its origin in an xattr.
+
+_ORIGIN = tuple(ns + "origin" for ns in _OVERLAY_NAMESPACES)
 
 
-def _copy_up_evidence(up: os.stat_result, low: os.stat_result) -> bool:
-    """Whether the upper file is (most likely) a copy-up of the lower one, not a new file.
+def _copy_up_evidence(host: Path, up: os.stat_result, low: os.stat_result) -> bool:
+    """Whether the upper file is a copy-up of the lower one, not a new file.
 
-    False for a copy the step also read after writing it (the read moves its
-    atime): that group stays broken, as a replacement would.
+    Certain with an origin xattr (``index=on``); otherwise from the times, and
+    then false for a copy the step also read after writing it (the read moves
+    its atime): that group stays broken, as a replacement's would.
     """
-    return up.st_atime_ns == low.st_atime_ns or up.st_mtime_ns == low.st_mtime_ns
+    if up.st_atime_ns == low.st_atime_ns or up.st_mtime_ns == low.st_mtime_ns:
+        return True
+    return any(name in _ORIGIN for name in _overlay_attrs(host))
 
 
 def _open_dir(name: str, parent: int | None = None) -> int | None:
@@ -311,7 +317,7 @@ def _copied_up(upper: Path, lower: Path) -> dict[tuple[int, int], list[PurePosix
                     if (
                         stat.S_ISREG(low.st_mode)
                         and low.st_nlink > 1
-                        and _copy_up_evidence(entry.stat(follow_symlinks=False), low)
+                        and _copy_up_evidence(host, entry.stat(follow_symlinks=False), low)
                     ):
                         found.setdefault((low.st_dev, low.st_ino), []).append(rel_dir / entry.name)
             finally:
