@@ -281,6 +281,20 @@ ALL_CASES: list[Case] = [
         allowed_paths={"/run/secrets": (("*",), MOUNT_STUBS)},
     ),
     Case("add_chown_chmod"),
+    # shapes of kaniko's own integration Dockerfiles (integration/dockerfiles/Dockerfile_test_*)
+    Case("kaniko_workdir"),
+    Case("kaniko_user_run"),
+    Case(
+        "kaniko_volume_2",
+        allowed_paths={
+            **dict.fromkeys(("/foo1/hello", "/foo2/test"), (("*",), VOLUME_WRITES)),
+            "/foo3": (("*",), VOLUME_DIRS),
+        },
+    ),
+    Case("kaniko_args_quotes"),
+    Case("kaniko_parent_dir_perms"),
+    Case("kaniko_dangling_symlink"),
+    Case("kaniko_stage_name_case"),  # FROM BUG_stage: BuildKit takes it for an image
 ]
 
 
