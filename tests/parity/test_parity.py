@@ -295,6 +295,7 @@ ALL_CASES: list[Case] = [
     Case("kaniko_parent_dir_perms"),
     Case("kaniko_dangling_symlink"),
     Case("kaniko_stage_name_case"),  # FROM BUG_stage: BuildKit takes it for an image
+    Case("kaniko_replaced_links"),  # symlink -> dir and dir -> symlink (kaniko #2308)
 ]
 
 
