@@ -298,28 +298,31 @@ def _copied_up(upper: Path, lower: Path) -> dict[tuple[int, int], list[PurePosix
         while stack:
             dir_host, rel_dir, lower_fd = stack.pop()
             try:
-                for entry in os.scandir(dir_host):
-                    host = Path(entry.path)
-                    if entry.is_dir(follow_symlinks=False):
-                        if not _is_opaque(host, _overlay_attrs(host)):
-                            sub = _open_dir(entry.name, lower_fd)
-                            if sub is not None:
-                                stack.append((host, rel_dir / entry.name, sub))
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    if _is_whiteout(host, entry.stat(follow_symlinks=False)):
-                        continue
-                    try:
-                        low = os.stat(entry.name, dir_fd=lower_fd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if (
-                        stat.S_ISREG(low.st_mode)
-                        and low.st_nlink > 1
-                        and _copy_up_evidence(host, entry.stat(follow_symlinks=False), low)
-                    ):
-                        found.setdefault((low.st_dev, low.st_ino), []).append(rel_dir / entry.name)
+                with os.scandir(dir_host) as entries:
+                    for entry in entries:
+                        host = Path(entry.path)
+                        if entry.is_dir(follow_symlinks=False):
+                            if not _is_opaque(host, _overlay_attrs(host)):
+                                sub = _open_dir(entry.name, lower_fd)
+                                if sub is not None:
+                                    stack.append((host, rel_dir / entry.name, sub))
+                            continue
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        if _is_whiteout(host, entry.stat(follow_symlinks=False)):
+                            continue
+                        try:
+                            low = os.stat(entry.name, dir_fd=lower_fd, follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if (
+                            stat.S_ISREG(low.st_mode)
+                            and low.st_nlink > 1
+                            and _copy_up_evidence(host, entry.stat(follow_symlinks=False), low)
+                        ):
+                            found.setdefault((low.st_dev, low.st_ino), []).append(
+                                rel_dir / entry.name
+                            )
             finally:
                 os.close(lower_fd)
     finally:
