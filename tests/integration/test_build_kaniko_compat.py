@@ -270,3 +270,17 @@ RUN sed -i s/again/edited/ /hl/link3 && cat /hl/link3 && test "$(cat /hl/link2)"
     replaced = built.layer_files(n - 1)
     assert sorted(replaced) == ["hl", "hl/link3"]  # sed -i: link3 alone is a new file
     assert built.read_file(n - 1, "hl/link3") == b"original\nedited\n"
+
+
+def test_copy_glob_with_a_bracket_class_escape(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    """kaniko's Dockerfile_test_copy: ``arr[[]0].txt`` matches the file ``arr[0].txt``
+    (Go's filepath.Match, as BuildKit; buildah 1.28 matches nothing)."""
+    ctx = make_context(
+        tmp_path / "ctx",
+        f"FROM {busybox_image}\nCOPY context/arr[[]0].txt /mydir/\n",
+        {"context/arr[0].txt": "arr\n", "context/arr0.txt": "not me\n"},
+    )
+    built = run_build(tmp_path, ctx, registry=client)
+    assert sorted(_last_layer(built)) == ["mydir", "mydir/arr[0].txt"]

@@ -296,6 +296,8 @@ ALL_CASES: list[Case] = [
     Case("kaniko_dangling_symlink"),
     Case("kaniko_stage_name_case"),  # FROM BUG_stage: BuildKit takes it for an image
     Case("kaniko_replaced_links"),  # symlink -> dir and dir -> symlink (kaniko #2308)
+    # Dockerfile_test_copy: globs, ENV in sources ([[] escapes: test_build_kaniko_compat)
+    Case("kaniko_copy"),
 ]
 
 
