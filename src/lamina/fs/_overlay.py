@@ -262,16 +262,23 @@ def apply_upper(upper: Path, root: Path, *, ignore: IgnoreList | None = None) ->
 _ORIGIN = tuple(ns + "origin" for ns in _OVERLAY_NAMESPACES)
 
 
-def _copy_up_evidence(host: Path, up: os.stat_result, low: os.stat_result) -> bool:
+def _copy_up_evidence(
+    host: Path, up: os.stat_result, lower_file: Path, low: os.stat_result
+) -> bool:
     """Whether the upper file is a copy-up of the lower one, not a new file.
 
-    Certain with an origin xattr (``index=on``); otherwise from the times, and
-    then false for a copy the step also read after writing it (the read moves
-    its atime): that group stays broken, as a replacement's would.
+    Certain with an origin xattr (``index=on``); otherwise from the times, or
+    an upper file equal to the lower one in content, mode and owner (``touch``:
+    joining the group then changes nothing but times). False for a copy the
+    step wrote and then read (the read moves its atime): that group stays
+    broken, as a replacement's would.
     """
     if up.st_atime_ns == low.st_atime_ns or up.st_mtime_ns == low.st_mtime_ns:
         return True
-    return any(name in _ORIGIN for name in _overlay_attrs(host))
+    if any(name in _ORIGIN for name in _overlay_attrs(host)):
+        return True
+    same = (up.st_mode, up.st_uid, up.st_gid) == (low.st_mode, low.st_uid, low.st_gid)
+    return same and _same_content(host, lower_file)
 
 
 def _open_dir(name: str, parent: int | None = None) -> int | None:
@@ -318,7 +325,12 @@ def _copied_up(upper: Path, lower: Path) -> dict[tuple[int, int], list[PurePosix
                         if (
                             stat.S_ISREG(low.st_mode)
                             and low.st_nlink > 1
-                            and _copy_up_evidence(host, entry.stat(follow_symlinks=False), low)
+                            and _copy_up_evidence(
+                                host,
+                                entry.stat(follow_symlinks=False),
+                                lower / (rel_dir / entry.name).relative_to("/"),
+                                low,
+                            )
                         ):
                             found.setdefault((low.st_dev, low.st_ino), []).append(
                                 rel_dir / entry.name

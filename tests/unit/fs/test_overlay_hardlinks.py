@@ -154,3 +154,12 @@ def test_a_name_replaced_by_a_new_file_leaves_the_group(tmp_path: Path) -> None:
     assert replaced.read_text() == "new file\n"
     group = {_ino(upper / n) for n in ("hl/link1", "hl/sub/link3", "other/link4", "other/gone")}
     assert group == {_ino(chmodded)}
+
+
+def test_a_touched_copy_equal_to_the_lower_file_joins_its_group(tmp_path: Path) -> None:
+    """``touch`` moves both times of the copy; equal content, mode and owner still tell."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    _lower(lower)
+    touched = _copy_up(upper, "hl/link2", "original\n")  # new times, nothing else changed
+    assert keep_link_groups(upper, lower) == 4
+    assert _ino(upper / "other" / "link4") == _ino(touched)
