@@ -11,6 +11,10 @@ costs as much as the change, not as the rootfs.
 The mount must use ``redirect_dir=off`` and ``metacopy=off`` (directory renames
 then copy, and file data is always in the upper dir); an upper dir that relies
 on either is refused with a :class:`FilesystemError`.
+
+A copy-up breaks a hardlink group (the changed name becomes a new inode);
+:func:`keep_link_groups` puts the group back together in the upper dir before
+its changes are read.
 """
 
 from __future__ import annotations
