@@ -383,13 +383,26 @@ def _ovl(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _mount_overlay(target: str, options: str, *, userns: bool) -> None:
+def _mount_overlay(target: str, options: str, *, userns: bool, index: bool = False) -> None:
     """Mount an overlay; in a user namespace with ``userxattr`` when the kernel has it.
 
     Without it, an overlay mounted in a user namespace cannot store opaque
     directory markers (``trusted.*`` xattrs), so removing a directory of a
     lower layer fails with EIO. With it, the marker is ``user.overlay.opaque``.
+
+    ``index`` (a step's root overlay, not in a user namespace): ``index=on``
+    so a copy-up keeps a lower file's hardlink group in the step's view and
+    marks the copy with its origin (``lamina.fs.keep_link_groups`` reads it).
+    The kernel needs file handles, so CAP_DAC_READ_SEARCH in the initial user
+    namespace: in a user namespace it silently falls back to ``index=off``.
     """
+    if index and not userns:
+        # best effort: EINVAL (no such options), ESTALE (an upper dir used before over
+        # other lower dirs: index=on records the lower root in it) and the like mount
+        # without the index below
+        with contextlib.suppress(OSError):
+            mount("overlay", target, "overlay", 0, options + ",index=on,nfs_export=off")
+            return
     if userns:
         try:
             mount("overlay", target, "overlay", 0, options + ",userxattr")
@@ -495,7 +508,7 @@ def _setup_root(spec: dict[str, Any]) -> str:
             f"workdir={_ovl(spec['work'])}"
         )
         try:
-            _mount_overlay(root, options, userns=rootless)
+            _mount_overlay(root, options, userns=rootless, index=True)
         except OSError as exc:
             raise SetupError(
                 f"overlay mount failed ({options}): {exc.strerror or exc}",
