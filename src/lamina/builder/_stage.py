@@ -268,7 +268,9 @@ class BuildEnv:
         if self.runner is None:
             from lamina.sandbox import select_runner  # the first step that runs
 
-            self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
+            self.runner = select_runner(
+                self.isolation, force=self.force, log=self.log.info, debug=self.log.debug
+            )
         return self.runner
 
     def pull(self, name: str, platform: Platform, location: SourceLocation | None) -> Image:
