@@ -105,6 +105,7 @@ def prepare_inplace(
             environ=environ,
             ignore=preview,
             debug=log.debug,
+            scratch=build.kaniko_dir if build.kaniko_dir.is_dir() else None,
         )
     if not isinstance(runner, InPlaceRunner):
         if build.ignore_paths or not build.ignore_var_run:

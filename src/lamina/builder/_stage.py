@@ -269,7 +269,11 @@ class BuildEnv:
             from lamina.sandbox import select_runner  # the first step that runs
 
             self.runner = select_runner(
-                self.isolation, force=self.force, log=self.log.info, debug=self.log.debug
+                self.isolation,
+                force=self.force,
+                log=self.log.info,
+                debug=self.log.debug,
+                scratch=self.build_dir.work,
             )
         return self.runner
 

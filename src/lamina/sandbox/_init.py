@@ -905,7 +905,10 @@ def _run_namespace(spec: dict[str, Any], status: Status) -> int:
                 _write_proc("/proc/self/uid_map", f"0 {int(spec['host_uid'])} 1\n")
                 _write_proc("/proc/self/gid_map", f"0 {int(spec['host_gid'])} 1\n")
         if spec.get("hostname"):
-            socket.sethostname(str(spec["hostname"]))
+            # a container's seccomp profile may refuse sethostname (Docker's and podman's
+            # do without CAP_SYS_ADMIN): the step then keeps the container's name
+            with contextlib.suppress(PermissionError):
+                socket.sethostname(str(spec["hostname"]))
         if spec["network"] == "none":
             _loopback_up()
     except OSError as exc:

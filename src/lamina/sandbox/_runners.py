@@ -622,7 +622,8 @@ class NamespaceRunner:
             return None
         full = self.id_map or IdMap.for_current_user()
         if full is not None:
-            return full
+            # root through a user namespace maps every id to itself: host ids are image ids
+            return None if full.identity else full
         return IdMap(uids=((0, os.geteuid(), 1),), gids=((0, os.getegid(), 1),))
 
     def _userns(self) -> bool:
@@ -650,7 +651,7 @@ class NamespaceRunner:
         starts that writer), before ``fn`` (also when no child is needed).
         """
         id_map = self.effective_id_map()
-        if id_map is None or id_map.identity:  # root via a user namespace: ids as they are
+        if id_map is None:
             if after_fork is not None:
                 after_fork()
             return fn()

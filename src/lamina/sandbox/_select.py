@@ -93,7 +93,9 @@ class NamespaceProbe:
         return "namespace (" + ", ".join(extras) + ")"
 
 
-def namespace_probe(*, user_namespace: bool, id_map: IdMap | None = None) -> NamespaceProbe:
+def namespace_probe(
+    *, user_namespace: bool, id_map: IdMap | None = None, scratch: Path | None = None
+) -> NamespaceProbe:
     """Set up the namespace sandbox as a RUN would get it and check it from inside.
 
     The probe runs the real set-up (user namespace with ``id_map``, default
@@ -101,13 +103,17 @@ def namespace_probe(*, user_namespace: bool, id_map: IdMap | None = None) -> Nam
     fresh or bound; /dev; pivot_root) on a tiny image and checks what a RUN
     needs: the /dev nodes open, /proc/self/status reads, /dev/shm is writable,
     a directory of the image can be replaced, a device node made in the root
-    does not open.
+    does not open. ``scratch``: where the build keeps its overlay directories
+    (the probe's go there, so that their filesystem is the one probed).
     """
     config: dict[str, object] = {"userns": user_namespace}
     if user_namespace:
         id_map = id_map or IdMap.for_current_user()
         config["idmap"] = id_map.payload() if id_map is not None else None
-    tmp = tempfile.mkdtemp(prefix="lamina-probe-")
+    try:
+        tmp = tempfile.mkdtemp(prefix="lamina-probe-", dir=scratch)
+    except OSError:
+        tmp = tempfile.mkdtemp(prefix="lamina-probe-")
     try:
         proc = subprocess.run(
             _init_command("--probe", "namespace", tmp, json.dumps(config)),
@@ -206,6 +212,7 @@ def select_runner(
     probe_root: Path = Path("/"),
     ignore: IgnoreList | None = None,
     debug: Callable[[str], None] = lambda _: None,
+    scratch: Path | None = None,
 ) -> Runner:
     """The runner for ``--isolation``; ``auto`` probes and logs its choice in one line.
 
@@ -215,7 +222,8 @@ def select_runner(
     (see :func:`detect_container`) that has kaniko's layout (a ``/kaniko``
     directory, as in the executor image); ``--force`` never makes ``auto``
     pick ``none``. ``auto`` never picks ``chroot``: its RUN gets no ``/proc``
-    and no ``/dev`` nodes without CAP_MKNOD. ``debug`` gets the probes' details.
+    and no ``/dev`` nodes without CAP_MKNOD. ``debug`` gets the probes' details;
+    ``scratch`` is where the build keeps its overlay directories (probed there).
     ``--isolation=none`` refuses to run outside a container
     unless ``force``. ``probe_root`` is where the container hints are looked
     for and ``ignore`` the paths an in-place build keeps (for the message).
@@ -228,7 +236,7 @@ def select_runner(
     failures: list[str] = []
     if isolation in ("namespace", "auto"):
         for userns in (False, True) if root else (True,):
-            found = namespace_probe(user_namespace=userns)
+            found = namespace_probe(user_namespace=userns, scratch=scratch)
             where = "user namespace" if userns else "as root"
             if found.reason is None:
                 log(f"isolation: {found.describe()}")
