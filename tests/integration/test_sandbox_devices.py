@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from lamina.fs import changes_from_upper
-from lamina.sandbox import NamespaceRunner, RunSpec
-from lamina.sandbox._select import namespace_probe
+from lamina.sandbox import NamespaceRunner, RunSpec, namespace_probe
 from tests.integration.test_sandbox_namespace import BUSYBOX, Collected, make_rootfs
 
 pytestmark = [
