@@ -231,3 +231,36 @@ def test_no_isolation_at_all_is_a_clear_error(
     assert "mapping root into a user namespace is refused (needs CAP_SETFCAP)" in run.stderr
     assert "lamina is not installed under /kaniko" in run.stderr
     assert "--isolation=chroot" in run.stderr
+
+
+@pytest.mark.parametrize("isolation", ["chroot", "none", "auto"])
+def test_dev_null_never_reaches_a_layer(
+    tmp_path: Path,
+    podman: Podman,
+    registry_plain: RegistryServer,
+    busybox_image: str,
+    isolation: str,
+) -> None:
+    """A root ``RUN ... > /dev/null`` under podman's default capabilities (no CAP_MKNOD:
+    chroot cannot make the node and the shell makes a regular file): not in the layer."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo x > /dev/null; mkdir -p /dev/shm; echo ok > /ok\n"
+    )
+    run = podman.executor(
+        (),
+        {ctx: "/workspace", out: "/out"},
+        "--dockerfile=/workspace/Dockerfile",
+        "--no-push",
+        "--tar-path=/out/image.tar",
+        "--destination=lamina/devnull:test",
+        f"--insecure-registry={registry_plain.host}",
+        f"--isolation={isolation}",
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    top = _layers(out / "image.tar")[-1]
+    assert "ok" in top
+    assert not [n for n in top if n.split("/", 1)[0] in ("dev", "proc", "sys")], sorted(top)
