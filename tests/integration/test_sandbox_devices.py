@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lamina.fs import changes_from_upper
-from lamina.sandbox import NamespaceRunner, RunSpec, namespace_probe
+from lamina.sandbox import BindMount, NamespaceRunner, RunSpec, namespace_probe
 from tests.integration.test_sandbox_namespace import BUSYBOX, Collected, make_rootfs
 
 pytestmark = [
@@ -141,3 +141,29 @@ def test_probe_checks_the_run_environment() -> None:
     assert found.reason is None, found
     assert found.proc == "fresh"
     assert found.describe().startswith("namespace (root")
+
+
+@pytest.mark.parametrize("readonly", [True, False], ids=["ro", "rw"])
+def test_a_device_node_in_a_bind_mount_does_not_open(tmp_path: Path, readonly: bool) -> None:
+    """``RUN --mount=type=bind,from=<stage>``: the bound stage may hold device nodes."""
+    rootfs = make_rootfs(tmp_path / "rootfs")
+    (rootfs / "mnt").mkdir()
+    source = tmp_path / "stage"
+    source.mkdir()
+    os.mknod(source / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    out = Collected()
+    result = NamespaceRunner(user_namespace=False).run(
+        RunSpec(
+            rootfs=rootfs,
+            argv=("/bin/sh", "-c", "head -c 1 /mnt/zero > /dev/null 2>&1 && echo OPENED; true"),
+            upper=upper,
+            work=work,
+            mounts=(BindMount(source=source, target="/mnt", readonly=readonly),),
+        ),
+        on_output=out,
+    )
+    assert result.ok, out.text
+    assert "OPENED" not in out.text

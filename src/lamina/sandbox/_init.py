@@ -453,16 +453,17 @@ def _setup_dev(root: str, *, rootless: bool) -> None:
         os.symlink(target, os.path.join(dev, name))
 
 
-def _bind(source: str, target: str, *, readonly: bool, rootless: bool) -> None:
+def _bind(source: str, target: str, *, readonly: bool) -> None:
+    """Bind ``source`` at ``target``, ``nodev`` (a device node in a bound stage or context
+    does not open), read-only if asked; the source mount's other flags are kept."""
     mount(source, target, None, MS_BIND | MS_REC, None)
+    flags = MS_BIND | MS_REMOUNT | MS_NODEV | _statvfs_locked_flags(target)
     if readonly:
-        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-        if rootless:
-            flags |= _statvfs_locked_flags(target)
-        mount(None, target, None, flags, None)
+        flags |= MS_RDONLY
+    mount(None, target, None, flags, None)
 
 
-def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
+def _setup_sys(root: str, *, writable: bool) -> None:
     """``/sys``: a fresh sysfs where the kernel allows it, else the host's, bound.
 
     Read-only unless ``writable`` (``--security=insecure``). A user namespace
@@ -479,7 +480,7 @@ def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
     except OSError:
         pass
     with contextlib.suppress(OSError):
-        _bind("/sys", target, readonly=not writable, rootless=rootless)
+        _bind("/sys", target, readonly=not writable)
 
 
 def _overlay_options(lowers: list[str], upper: str, work: str) -> str:
@@ -684,7 +685,7 @@ def _setup_root(spec: dict[str, Any]) -> tuple[str, str]:
     rootless = bool(spec["userns"])
     proc_kind = _mount_proc(root)
     insecure = spec.get("security") == "insecure"
-    _setup_sys(root, writable=insecure, rootless=rootless)
+    _setup_sys(root, writable=insecure)
     if insecure:
         dev = os.path.join(root, "dev")
         _ensure_mount_point(dev)
@@ -713,7 +714,7 @@ def _setup_root(spec: dict[str, Any]) -> tuple[str, str]:
             options = f"lowerdir={_ovl(item['source'])},upperdir={_ovl(upper)},workdir={_ovl(work)}"
             _mount_overlay(target, options, userns=rootless, flags=MS_NODEV)
         else:
-            _bind(item["source"], target, readonly=bool(item["readonly"]), rootless=rootless)
+            _bind(item["source"], target, readonly=bool(item["readonly"]))
     return root, proc_kind
 
 
@@ -1023,12 +1024,7 @@ def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
             "emulates them when the mount probe says so before the step",
         ) from exc
     for item in binds:
-        _bind(
-            str(item["source"]),
-            resolve_in_root(rootfs, str(item["target"])),
-            readonly=True,
-            rootless=False,
-        )
+        _bind(str(item["source"]), resolve_in_root(rootfs, str(item["target"])), readonly=True)
 
 
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
