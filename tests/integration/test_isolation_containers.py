@@ -264,3 +264,46 @@ def test_dev_null_never_reaches_a_layer(
     top = _layers(out / "image.tar")[-1]
     assert "ok" in top
     assert not [n for n in top if n.split("/", 1)[0] in ("dev", "proc", "sys")], sorted(top)
+
+
+def test_namespace_in_a_container_keeps_caches_users_and_mounts(
+    tmp_path: Path, podman: Podman, registry_plain: RegistryServer, debian_image: str
+) -> None:
+    """With the upper staged on a tmpfs: a cache mount is seeded into the step and copied
+    back (the next step reads it; no layer has it), USER runs as itself, binds work."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("from the context\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (ctx / "Dockerfile").write_text(f"""\
+FROM {debian_image}
+RUN --mount=type=cache,target=/cache echo cached > /cache/c && echo one > /one
+RUN --mount=type=cache,target=/cache --mount=type=bind,target=/ctx \\
+    cat /cache/c > /seen && cat /ctx/data.txt > /bound
+RUN useradd -u 1500 -m bob
+USER bob
+RUN id -u > /home/bob/uid && touch /tmp/bobfile
+""")
+    run = podman.executor(
+        (),
+        {ctx: "/workspace", out: "/out"},
+        "--dockerfile=/workspace/Dockerfile",
+        "--no-push",
+        "--tar-path=/out/image.tar",
+        "--destination=lamina/caches:test",
+        f"--insecure-registry={registry_plain.host}",
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert "changes staged on a tmpfs" in run.stderr
+    layers = _layers(out / "image.tar")
+    names = set().union(*layers[1:])
+    assert not any(n == "cache" or n.startswith("cache/") for n in names)
+    assert not any(n == "ctx" or n.startswith("ctx/") for n in names)
+    assert "one" in layers[1]
+    assert {"seen", "bound"} <= set(layers[2])
+    assert layers[2]["seen"].size == len("cached\n")  # the first step's cache write came back
+    assert layers[2]["bound"].size == len("from the context\n")
+    last = layers[-1]
+    assert (last["tmp/bobfile"].uid, last["tmp/bobfile"].gid) == (1500, 1500)
+    assert (last["home/bob/uid"].uid, last["home/bob/uid"].size) == (1500, len("1500\n"))
