@@ -78,6 +78,7 @@ PR_CAPBSET_DROP = 24
 #: NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
 SANDBOX_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31))
 PR_SET_CHILD_SUBREAPER = 36
+CAP_SYS_CHROOT = 18
 
 #: pivot_root(2) syscall numbers; other machines fall back to MS_MOVE + chroot
 _SYS_PIVOT_ROOT = {
@@ -248,6 +249,11 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
             os.setpgid(0, 0)
         if spec.get("security") == "sandbox":
             _drop_capabilities()
+            if spec.get("mode") == "chroot":  # chroot-in-chroot would climb out of the rootfs
+                prctl(PR_CAPBSET_DROP, CAP_SYS_CHROOT)
+        if spec.get("mode") == "chroot":  # no descriptor of the host's tree (fchdir out)
+            os.closerange(3, err_w)
+            os.closerange(err_w + 1, 1 << 20)
         uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec["groups"]]
         if spec.get("setgroups", True):
             os.setgroups(groups)
@@ -1008,23 +1014,39 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
     return found
 
 
-def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
-    """The chroot's read-only bind mounts, in a private mount namespace.
+def _enter_chroot(rootfs: str, binds: list[dict[str, Any]], *, own_dev: bool) -> bool:
+    """Make ``rootfs`` the root; True when it is a boundary (a pivot_root), False for chroot.
 
-    The builder emulates mounts in the rootfs when the mount probe fails, so
-    a failure here means the rights went away after the probe.
+    Where the kernel allows it (CAP_SYS_ADMIN) the step gets a private mount
+    namespace whose root *is* the rootfs (bind-mounted onto itself, the read-only
+    ``binds`` on top, then ``pivot_root`` and the old root detached): nothing
+    of the host's tree is left to climb back to with a chroot-in-chroot; with
+    ``own_dev`` the root is also ``nodev`` under a ``/dev`` of its own. Without
+    it, a plain ``chroot(2)`` (and no binds: the builder emulates mounts then);
+    the step loses CAP_SYS_CHROOT either way (see :func:`_exec_command`).
     """
     try:
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        mount(rootfs, rootfs, None, MS_BIND | MS_REC, None)  # pivot_root needs a mount point
     except OSError as exc:
-        raise SetupError(
-            f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
-            "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
-            "emulates them when the mount probe says so before the step",
-        ) from exc
+        if binds:
+            raise SetupError(
+                f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
+                "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
+                "emulates them when the mount probe says so before the step",
+            ) from exc
+        os.chroot(rootfs)
+        return False
+    if own_dev:
+        # no device node of the image (or one the step makes) opens a host device: the
+        # root is nodev and /dev is the sandbox's own, as in namespace mode
+        mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_NODEV, None)
+        _setup_dev(rootfs, rootless=False)
     for item in binds:
         _bind(str(item["source"]), resolve_in_root(rootfs, str(item["target"])), readonly=True)
+    _enter_root(rootfs)
+    return True
 
 
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
@@ -1043,9 +1065,9 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
         except OSError:
             proc_fd = None
         if spec["mode"] == "chroot":
-            if spec.get("binds"):
-                _chroot_binds(str(spec["rootfs"]), spec["binds"])
-            os.chroot(spec["rootfs"])
+            _enter_chroot(
+                str(spec["rootfs"]), list(spec.get("binds") or []), own_dev=bool(spec.get("dev"))
+            )
         os.chdir("/")
         _prepare_cwd(spec["cwd"])
     except SetupError as exc:

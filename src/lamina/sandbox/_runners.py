@@ -16,11 +16,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
-from lamina.fs import apply_upper, safe_join
+from lamina.fs import ConfinedRoot, apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -332,18 +332,28 @@ class _Stubs:
             os.chown(path, st.st_uid, st.st_gid)
 
     def restore_times(self) -> None:
-        """Give the stub directories the times of their image counterparts."""
+        """Give the parents of the stubs back their times.
+
+        Also after the step: each parent is reached without following a
+        symlink (the step may have replaced any directory with one).
+        """
+        confined = ConfinedRoot(self.base)
         for parent, (atime, mtime) in sorted(self.parent_times.items(), reverse=True):
             with contextlib.suppress(OSError):
-                os.utime(parent, ns=(atime, mtime))
+                confined.set_times(parent, (atime, mtime))
 
     def remove(self) -> None:
+        """Remove the stubs (a directory only when empty), after the step: symlink-safe."""
+        confined = ConfinedRoot(self.base)
         for path in reversed(self.created):
             with contextlib.suppress(OSError):
-                if path.is_dir() and not path.is_symlink():
-                    path.rmdir()
+                st = confined.lstat(path)
+                if st is None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    confined.rmdir(path)
                 else:
-                    path.unlink()
+                    confined.remove(path)
         self.restore_times()
 
 
@@ -810,8 +820,10 @@ def _swapped_files(
     ``binds`` (in-image target -> is a directory) are mount points for the
     step's read-only bind mounts, made when missing and removed afterwards.
     """
-    saved: list[tuple[Path, bytes, os.stat_result]] = []
+    saved: list[tuple[Path, IO[bytes], os.stat_result]] = []
     stubs = _Stubs(rootfs)
+    confined = ConfinedRoot(rootfs)
+    stack = contextlib.ExitStack()
     try:
         for name, (major, minor) in _CHROOT_DEVICES.items():
             stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
@@ -819,8 +831,16 @@ def _swapped_files(
             host = safe_join(rootfs, target, follow_final=True)
             if host.is_file():
                 st = host.stat()
-                saved.append((host, host.read_bytes(), st))
-                host.write_bytes(content)
+                original = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+                with host.open("rb") as fh:  # streamed: the image's file may be huge
+                    shutil.copyfileobj(fh, original, 1 << 20)
+                saved.append((host, original, st))
+                if st.st_nlink > 1:  # replaced by a new file: its directory's times change
+                    stubs._remember_parent(host.parent)
+                # a new file where the image's has other names (its link group keeps it)
+                confined.replace_file(
+                    host, content, mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid)
+                )
             else:
                 stubs.add(rootfs, target, directory=False)
                 host.write_bytes(content)
@@ -833,13 +853,20 @@ def _swapped_files(
     except OSError as exc:
         raise FilesystemError(f"cannot prepare the chroot's files in {rootfs}: {exc}") from exc
     finally:
-        for host, data, st in saved:
-            with contextlib.suppress(OSError):
-                host.write_bytes(data)
-                os.chown(host, st.st_uid, st.st_gid)
-                os.chmod(host, stat.S_IMODE(st.st_mode))
-                os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
-        stubs.remove()
+        # after the step: the recorded paths are reached without following a symlink
+        # (a step that replaced /etc with one must not get these writes outside the root)
+        with stack:
+            for host, kept, st in saved:
+                with contextlib.suppress(OSError):
+                    kept.seek(0)
+                    confined.replace_file(
+                        host,
+                        kept,
+                        mode=stat.S_IMODE(st.st_mode),
+                        owner=(st.st_uid, st.st_gid),
+                        times=(st.st_atime_ns, st.st_mtime_ns),
+                    )
+            stubs.remove()
 
 
 def probe_mounts() -> str | None:
@@ -898,12 +925,21 @@ class ChrootRunner:
     emulates every RUN mount in the rootfs itself (as for ``--isolation=none``)
     and passes none; a spec with mounts is then refused.
 
+    Where the kernel allows a mount namespace the step is ``pivot_root``-ed
+    into the rootfs (the host's tree detached, the root ``nodev`` under a
+    ``/dev`` of its own), else plainly ``chroot``-ed;
+    either way it runs without CAP_SYS_CHROOT (a chroot-in-chroot would climb
+    out) and without inherited descriptors. It still shares the host's pid
+    and network namespaces: for trusted Dockerfiles.
+
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
     image lacks are created with ``mknod`` for the step (skipped where mknod
     is refused) and removed afterwards, like ``extra_files``, which are written
     into the rootfs and restored (or removed) afterwards: the parents' times
-    are restored too. Changes land in ``spec.rootfs``.
+    are restored too, all through :class:`~lamina.fs.ConfinedRoot` (the step
+    may have replaced ``/etc`` or ``/dev`` with a symlink). Changes land in
+    ``spec.rootfs``.
     """
 
     #: whether real mounts work here; ``None``: probe on first use
@@ -959,6 +995,7 @@ class ChrootRunner:
                     **_command_payload(spec, user, "chroot"),
                     "security": spec.security,
                     "binds": binds,
+                    "dev": True,  # a /dev of its own (and a nodev root) where it can mount
                 },
                 on_output,
                 runner="chroot",
