@@ -1,6 +1,6 @@
 """``--isolation=auto`` in unprivileged containers, as users run the executor image.
 
-The executor image (deploy/executor/build-image.sh) runs under podman with
+The executor image (the ``executor_images`` fixture) runs under podman with
 ``--network=host`` and no ``--privileged``, its root on overlay storage (as in
 a pod), in the capability profiles users meet: podman's default, Docker's
 default (podman's + MKNOD, NET_RAW, AUDIT_WRITE), a minimal set, and a
@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -25,13 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.executor_images import ExecutorImages, tag_of
 from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.registry, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "deploy" / "executor" / "build-image.sh"
-TAG = "localhost/lamina-executor:isolation-test"
+TAG = tag_of("executor")
 
 if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("patchelf"):
     pytest.skip("needs root, podman and patchelf", allow_module_level=True)
@@ -101,19 +99,12 @@ class Podman:
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
-    """The executor image of this checkout, built with build-image.sh, in private storage."""
-    work = tmp_path_factory.mktemp("executor")
-    archive = work / "executor.tar"
-    proc = subprocess.run(
-        [str(SCRIPT), "--tar", str(archive), "--tag", TAG],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": sys.executable},
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def podman(
+    tmp_path_factory: pytest.TempPathFactory, executor_images: ExecutorImages
+) -> Iterator[Podman]:
+    """The executor image of this checkout, in private *overlay* storage: the container's
+    root is then an overlay, as in a pod (the shared fixture's podman uses vfs)."""
+    work = tmp_path_factory.mktemp("overlay-podman")
     runroot = Path(tempfile.mkdtemp(prefix="lamina-pm-"))  # podman wants a short runroot
     base = ["podman", "--root", str(work / "storage"), "--runroot", str(runroot)]
     base += ["--storage-driver", "overlay"]
@@ -121,7 +112,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
         base += ["--runtime", "runc"]
     pm = Podman(tuple(base))
     try:
-        load = pm("load", "-i", str(archive))
+        load = pm("load", "-i", str(executor_images.archive("executor")))
         assert load.returncode == 0, load.stderr
         yield pm
     finally:
