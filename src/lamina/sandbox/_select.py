@@ -177,9 +177,11 @@ _MEANINGS = (
 )
 
 
-def _meaning(reason: str) -> str:
+def _meaning(reason: str, *, root: bool) -> str:
     for needle, meaning in _MEANINGS:
         if needle in reason:
+            if not root and "CAP_SETFCAP" in meaning:  # rootless: newuidmap's ranges instead
+                return "mapping ids into a user namespace is refused"
             return meaning
     return reason.splitlines()[0][:120] if reason else "unknown failure"
 
@@ -242,7 +244,7 @@ def select_runner(
                 log(f"isolation: {found.describe()}")
                 return NamespaceRunner(user_namespace=userns)
             debug(f"isolation probe: namespace ({where}): {found.reason}")
-            failures.append(f"namespace ({where}): {_meaning(found.reason)}")
+            failures.append(f"namespace ({where}): {_meaning(found.reason, root=root)}")
         if isolation == "namespace":
             raise BuildStepError(
                 "--isolation=namespace is not available here: " + "; ".join(failures),

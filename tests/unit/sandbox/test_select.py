@@ -117,3 +117,26 @@ def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
     )
     assert isinstance(runner, InPlaceRunner)
     assert logged == ["isolation: none (in place, as kaniko; EPERM)"]
+
+
+def test_probe_summaries_are_short_and_name_the_missing_right() -> None:
+    from lamina.sandbox._select import NamespaceProbe, _meaning
+
+    mapping = (
+        "cannot create the namespaces: [Errno 1] user namespace id mapping: "
+        "cannot write uid_map: [Errno 1] Operation not permitted"
+    )
+    assert _meaning(mapping, root=True) == (
+        "mapping root into a user namespace is refused (needs CAP_SETFCAP)"
+    )
+    assert _meaning(mapping, root=False) == "mapping ids into a user namespace is refused"
+    assert _meaning("cannot create the namespaces: [Errno 1] unshare: EPERM", root=True) == (
+        "creating namespaces is refused (seccomp, or no rights)"
+    )
+    assert _meaning("something new\nand more", root=True) == "something new"
+    pod = NamespaceProbe(user_namespace=True, reason=None, proc="bound", upper="tmpfs")
+    assert pod.describe() == (
+        "namespace (a user namespace, the container's /proc, changes staged on a tmpfs)"
+    )
+    host = NamespaceProbe(user_namespace=False, reason=None, proc="fresh", upper="direct")
+    assert host.describe() == "namespace (root)"
