@@ -384,13 +384,28 @@ def _ovl(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _mount_overlay(target: str, options: str, *, userns: bool, flags: int = 0) -> None:
+def _mount_overlay(
+    target: str, options: str, *, userns: bool, flags: int = 0, index: bool = False
+) -> None:
     """Mount an overlay; in a user namespace with ``userxattr`` when the kernel has it.
 
     Without it, an overlay mounted in a user namespace cannot store opaque
     directory markers (``trusted.*`` xattrs), so removing a directory of a
     lower layer fails with EIO. With it, the marker is ``user.overlay.opaque``.
+
+    ``index`` (a step's root overlay, not in a user namespace): ``index=on``
+    so a copy-up keeps a lower file's hardlink group in the step's view and
+    marks the copy with its origin (``lamina.fs.keep_link_groups`` reads it).
+    The kernel needs file handles, so CAP_DAC_READ_SEARCH in the initial user
+    namespace: in a user namespace it silently falls back to ``index=off``.
     """
+    if index and not userns:
+        # best effort: EINVAL (no such options), ESTALE (an upper dir used before over
+        # other lower dirs: index=on records the lower root in it) and the like mount
+        # without the index below
+        with contextlib.suppress(OSError):
+            mount("overlay", target, "overlay", flags, options + ",index=on,nfs_export=off")
+            return
     if userns:
         try:
             mount("overlay", target, "overlay", flags, options + ",userxattr")
@@ -517,7 +532,13 @@ def _mount_root(spec: dict[str, Any]) -> str | None:
     lowers = [*spec.get("stub_lowers", []), str(spec["rootfs"])]
     upper, work = str(spec["upper"]), str(spec["work"])
     try:
-        _mount_overlay(root, _overlay_options(lowers, upper, work), userns=rootless, flags=MS_NODEV)
+        _mount_overlay(
+            root,
+            _overlay_options(lowers, upper, work),
+            userns=rootless,
+            flags=MS_NODEV,
+            index=True,
+        )
         return None
     except OSError as exc:
         direct = exc
@@ -537,7 +558,11 @@ def _mount_root(spec: dict[str, Any]) -> str | None:
         _copy_tree(upper, tmp_upper, prefix)
         _copy_meta(upper, tmp_upper, os.lstat(upper), prefix)
         _mount_overlay(
-            root, _overlay_options(lowers, tmp_upper, tmp_work), userns=rootless, flags=MS_NODEV
+            root,
+            _overlay_options(lowers, tmp_upper, tmp_work),
+            userns=rootless,
+            flags=MS_NODEV,
+            index=True,
         )
     except OSError as exc:
         raise SetupError(

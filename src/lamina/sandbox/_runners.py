@@ -357,6 +357,14 @@ class _Stubs:
         self.restore_times()
 
 
+def _add_placeholders(stubs: _Stubs, spec: RunSpec) -> None:
+    """``spec.placeholders`` as stub directories, where a directory can be made."""
+    for path in spec.placeholders:
+        if path.startswith("/") and not _exists_in_view(spec.rootfs, spec.upper, path):
+            with contextlib.suppress(FilesystemError):  # below a file: BuildKit has none either
+                stubs.add(spec.rootfs, path, directory=True)
+
+
 def _copy_times_from_image(stubs_base: Path, rootfs: Path) -> None:
     for dirpath, dirnames, _ in os.walk(stubs_base, topdown=False):
         for name in dirnames:
@@ -733,6 +741,7 @@ class NamespaceRunner:
             for target, directory in wanted:
                 if not _exists_in_view(spec.rootfs, spec.upper, target):
                     stubs.add(spec.rootfs, target, directory=directory)
+            _add_placeholders(stubs, spec)
             if overlay:
                 _copy_times_from_image(stubs.base, spec.rootfs)
             else:
@@ -989,6 +998,8 @@ class ChrootRunner:
                 ) from exc
             binds.append({"source": str(source), "target": target})
             targets[target] = is_dir
+        for path in spec.placeholders:
+            targets.setdefault(path, True)
         with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
                 {
