@@ -268,7 +268,13 @@ class BuildEnv:
         if self.runner is None:
             from lamina.sandbox import select_runner  # the first step that runs
 
-            self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
+            self.runner = select_runner(
+                self.isolation,
+                force=self.force,
+                log=self.log.info,
+                debug=self.log.debug,
+                scratch=self.build_dir.work,
+            )
         return self.runner
 
     def pull(self, name: str, platform: Platform, location: SourceLocation | None) -> Image:
@@ -340,6 +346,17 @@ class BuildEnv:
         if ownership.rootless and ownership.remove not in self.build_dir.removers:
             self.build_dir.removers.append(ownership.remove)
         return ownership
+
+
+#: a RUN's own mounts in every mode (BuildKit's too): what a step writes there (a chroot
+#: step's ``> /dev/null`` without CAP_MKNOD makes a file) never reaches its layer
+RUN_MOUNT_POINTS = ("/dev", "/proc", "/sys")
+
+
+def _run_ignore(inplace: InPlace | None) -> IgnoreList:
+    """What a RUN's rootfs snapshot leaves out: the in-place ignore list and /dev, /proc, /sys."""
+    base = inplace.ignore if inplace is not None else IgnoreList()
+    return base.with_paths(*RUN_MOUNT_POINTS)
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -1331,12 +1348,15 @@ class StageBuilder:
             elif emulate:
                 layer = self._run_emulated(runner, spec, emulated, caches, out, command_text, loc)
             else:
-                before = self.env.scan(rootfs)
+                from lamina.fs import StatIndex
+
+                ignore = _run_ignore(self.env.inplace)
+                before = StatIndex.scan(rootfs, ignore)
                 result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                after = self.env.scan(rootfs)
+                after = StatIndex.scan(rootfs, ignore)
                 mode = (
                     self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
                 )
@@ -1382,8 +1402,7 @@ class StageBuilder:
                     (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
                 )
             places.sort(key=lambda p: PurePosixPath(p[0]).parts)
-            base = inplace.ignore if inplace is not None else IgnoreList()
-            ignore = base.with_paths(*(em.resolve(t) for t, _ in places))
+            ignore = _run_ignore(inplace).with_paths(*(em.resolve(t) for t, _ in places))
             before = StatIndex.scan(root, ignore)
             try:
                 for _, place in places:

@@ -81,6 +81,19 @@ def _is_whiteout(host: Path, st: os.stat_result) -> bool:
     return False
 
 
+def _lower_has_dir(lower: Path, rel: PurePosixPath) -> bool:
+    """Is there a real directory at ``rel`` in ``lower``, through no symlink?"""
+    current = lower
+    for part in rel.parts[1:]:
+        current = current / part
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def changes_from_upper(
     upper: Path, *, ignore: IgnoreList | None = None, lower: Path | None = None
 ) -> list[Change]:
@@ -90,7 +103,10 @@ def changes_from_upper(
     plus the ``.wh..wh..opq`` marker), every other entry ``ADD``. Paths matched
     by ``ignore`` are left out. With ``lower`` (the overlay's lower directory),
     hardlink groups the step changed through one name are first completed in
-    ``upper`` (:func:`keep_link_groups`).
+    ``upper`` (:func:`keep_link_groups`), and a directory marked opaque that
+    hides nothing (no directory at its path in ``lower``: the kernel marks new
+    directories opaque with ``index=on``) is a plain ``ADD``, so the layer gets
+    no needless ``.wh..wh..opq``.
     """
     if lower is not None:
         keep_link_groups(upper, lower)
@@ -107,7 +123,10 @@ def changes_from_upper(
                 if entry.is_dir(follow_symlinks=False):
                     names = _overlay_attrs(host)
                     _check_supported(host, names)
-                    out.append(Change.opaque(rel) if _is_opaque(host, names) else Change.add(rel))
+                    opaque = _is_opaque(host, names) and (
+                        lower is None or _lower_has_dir(lower, rel)
+                    )
+                    out.append(Change.opaque(rel) if opaque else Change.add(rel))
                     stack.append((host, rel))
                     continue
                 if entry.is_symlink():
