@@ -6,9 +6,10 @@
   hosts, ``gs://`` and ``s3://`` are refused with :class:`NotSupportedError`
   (they need cloud SDKs), other schemes with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
-  (kaniko's ``<kaniko-dir>/buildcontext``). Archives are streamed through
-  :func:`lamina.fs.extract_archive`: ``..`` names are skipped with a warning,
-  absolute names and symlinks stay inside the directory.
+  (the builder gives each build its own ``<kaniko-dir>/lamina-context-*/buildcontext``;
+  kaniko's fixed ``<kaniko-dir>/buildcontext`` was shared by concurrent builds).
+  Archives are streamed through :func:`lamina.fs.extract_archive`: ``..`` names
+  are skipped with a warning, absolute names and symlinks stay inside the directory.
 * Git contexts are cloned over https (``GIT_PULL_METHOD=http``: plain http)
   with the git machinery of :mod:`lamina.context._git`; ``GIT_TOKEN`` or
   ``GIT_USERNAME``/``GIT_PASSWORD`` become a Basic ``Authorization`` header
@@ -379,7 +380,9 @@ def fetch_context(
     if not spec.remote:
         raise ValueError("fetch_context needs a remote context")
     try:
-        if into.exists() or into.is_symlink():
+        if into.is_symlink():  # removed, never followed
+            into.unlink()
+        elif into.exists():
             shutil.rmtree(into)
         into.parent.mkdir(parents=True, exist_ok=True)
         if spec.kind != "git":
