@@ -6,7 +6,11 @@
   ``--checksum`` is compared before anything reaches the rootfs.
 * The file gets mode 0600 and, when the server sends ``Last-Modified``, that
   time as its mtime (BuildKit's ``httpsource``).
-* httpx errors are translated here: callers see :class:`BuildStepError` only.
+* Redirects are followed by hand: to http(s) only (a ``data:``, ``file:`` or ``ftp:``
+  target is refused), at most :data:`MAX_REDIRECTS`, never to a URL carrying
+  credentials; the URL's own user-info authenticates requests to its origin only.
+* httpx errors are translated here: callers see :class:`BuildStepError` only, and no
+  message (nor :attr:`Fetched.url`) holds the URL's user-info.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ def check_add_sources(instr: AddInstruction) -> list[str]:
 class Fetched:
     """A downloaded file: where it is, its URL-derived name and its digest."""
 
+    #: the URL without its user-info (for messages)
     url: str
     host: Path
     name: str
@@ -148,6 +153,89 @@ def _last_modified(value: str | None) -> float | None:
         return None
 
 
+#: how many redirects one download may follow (Go's http client stops at 10 too)
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+def _next_url(
+    current: httpx.URL, location: str | None, shown: str, loc: SourceLocation | None
+) -> httpx.URL:
+    """Where a redirect leads; only to http(s), never to a URL carrying credentials."""
+    import httpx
+
+    if not location:
+        raise BuildStepError(
+            f"ADD: cannot download {shown}: a redirect without a Location",
+            hint="the server answered a redirect status without saying where to",
+            location=loc,
+        )
+    try:
+        target = current.join(location)
+        scheme = target.scheme.lower()
+    except (httpx.InvalidURL, ValueError, TypeError):
+        target, scheme = None, ""
+    where = redact_url(location)[:200]
+    if target is None or scheme not in ("http", "https"):
+        raise BuildStepError(
+            f"ADD: cannot download {shown}: it redirects to {where!r}, not an http(s) URL",
+            hint="ADD follows redirects to http:// and https:// only",
+            location=loc,
+        )
+    if target.userinfo:
+        raise BuildStepError(
+            f"ADD: cannot download {shown}: it redirects to a URL with credentials "
+            f"({redact_url(str(target))[:200]})",
+            hint="a server may not hand out credentials in a redirect; give them in the "
+            "Dockerfile's URL (they are redacted everywhere)",
+            location=loc,
+        )
+    return target
+
+
+class _RedirectError(Exception):
+    """A redirect answer, raised by :func:`_stop_at_redirects` before httpx parses its
+    Location (httpx raises its own InvalidURL for a ``data:`` target)."""
+
+    def __init__(self, location: str | None) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def _stop_at_redirects(response: httpx.Response) -> None:
+    if response.status_code in _REDIRECTS:
+        response.close()
+        raise _RedirectError(response.headers.get("location"))
+
+
+def _open(client: httpx.Client, url: str, shown: str, loc: SourceLocation | None) -> httpx.Response:
+    """GET ``url`` following at most :data:`MAX_REDIRECTS` checked redirects.
+
+    The URL's user-info authenticates the requests to its own origin only.
+    """
+    import httpx
+
+    first = httpx.URL(url)
+    auth = httpx.BasicAuth(first.username, first.password) if first.userinfo else None
+    current = first.copy_with(userinfo=b"") if first.userinfo else first
+    for _ in range(MAX_REDIRECTS + 1):
+        request = client.build_request("GET", current)
+        same = _origin(current) == _origin(first)
+        try:
+            return client.send(request, stream=True, auth=auth if same else None)
+        except _RedirectError as redirect:
+            current = _next_url(current, redirect.location, shown, loc)
+    raise BuildStepError(
+        f"ADD: cannot download {shown}: more than {MAX_REDIRECTS} redirects",
+        hint="the server redirects in a loop; check the URL",
+        location=loc,
+    )
+
+
 def fetch_url(
     url: str,
     into: Path,
@@ -161,7 +249,8 @@ def fetch_url(
 
     ``checksum`` (``sha256:<hex>``) is verified before returning; on any
     failure the partial file is deleted and :class:`BuildStepError` names the
-    URL (and ``location``, the Dockerfile line).
+    URL without its credentials (and ``location``, the Dockerfile line).
+    Redirects are followed to http(s) URLs only (at most :data:`MAX_REDIRECTS`).
     """
     import httpx  # a cached ADD never downloads
 
@@ -170,7 +259,8 @@ def fetch_url(
     )
     hasher = hashlib.new(algorithm)
     name = url_file_name(url)
-    fd, tmp_name = _mkstemp(into, location, url)
+    shown = redact_url(url)
+    fd, tmp_name = _mkstemp(into, location, shown)
     target = Path(tmp_name)
     size = 0
     try:
@@ -178,15 +268,16 @@ def fetch_url(
             with (
                 os.fdopen(fd, "wb") as out,
                 httpx.Client(
-                    follow_redirects=True,
+                    follow_redirects=False,
                     timeout=httpx.Timeout(timeout),
                     transport=transport,
+                    event_hooks={"response": [_stop_at_redirects]},
                 ) as client,
-                client.stream("GET", url) as resp,
+                contextlib.closing(_open(client, url, shown, location)) as resp,
             ):
                 if resp.status_code >= 400:
                     raise BuildStepError(
-                        f"ADD: cannot download {url}: HTTP {resp.status_code} "
+                        f"ADD: cannot download {shown}: HTTP {resp.status_code} "
                         f"{resp.reason_phrase}".rstrip(),
                         hint="check the URL; the server must answer 200 to a plain GET",
                         location=location,
@@ -196,22 +287,23 @@ def fetch_url(
                     out.write(chunk)
                     size += len(chunk)
                 mtime = _last_modified(resp.headers.get("last-modified"))
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            detail = redact_url(str(exc))[:300] or type(exc).__name__
             raise BuildStepError(
-                f"ADD: cannot download {url}: {exc or type(exc).__name__}",
+                f"ADD: cannot download {shown}: {detail}",
                 hint="check the URL, the network and any HTTP(S)_PROXY settings",
                 location=location,
-            ) from exc
+            ) from None
         except OSError as exc:
             raise BuildStepError(
-                f"ADD: cannot save the download of {url} to {target}: {exc.strerror or exc}",
+                f"ADD: cannot save the download of {shown} to {target}: {exc.strerror or exc}",
                 hint="check free space in the build directory",
                 location=location,
-            ) from exc
+            ) from None
         actual = hasher.hexdigest()
         if expected is not None and actual != expected:
             raise BuildStepError(
-                f"ADD {url}: checksum mismatch: expected {algorithm}:{expected}, "
+                f"ADD {shown}: checksum mismatch: expected {algorithm}:{expected}, "
                 f"got {algorithm}:{actual}",
                 hint="the file on the server changed, or --checksum is wrong",
                 location=location,
@@ -222,7 +314,7 @@ def fetch_url(
                 os.utime(target, (mtime, mtime))
         except OSError as exc:
             raise BuildStepError(
-                f"ADD {url}: cannot set the mode of {target}: {exc.strerror or exc}",
+                f"ADD {shown}: cannot set the mode of {target}: {exc.strerror or exc}",
                 location=location,
             ) from exc
     except BaseException:
@@ -230,7 +322,7 @@ def fetch_url(
             target.unlink()
         raise
     return Fetched(
-        url=url,
+        url=shown,
         host=target,
         name=name,
         digest=f"{algorithm}:{actual}",

@@ -921,15 +921,7 @@ class StageBuilder:
             config = replace(self.runtime, working_dir=path)
             return StepEffect(created_by=f"WORKDIR {path}", config=config, layer=layer)
         assert isinstance(instr, CopyInstruction | AddInstruction)
-        parents = isinstance(instr, CopyInstruction) and instr.parents
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
 
     # ------------------------------------------------------ metadata handlers
 
@@ -1605,7 +1597,7 @@ class StageBuilder:
         out: list[Fetched] = []
         try:
             for url in urls:
-                self.log.info("downloading %s", url)
+                self.log.info("downloading %s", redact_url(url))
                 out.append(fetch_url(url, into, checksum=instr.checksum, location=instr.location))
         except BaseException:
             shutil.rmtree(into, ignore_errors=True)
@@ -1777,14 +1769,20 @@ class StageBuilder:
             shutil.rmtree(fetch_dir, ignore_errors=True)
             if link:
                 self._ownership().remove(target)
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
+
+
+def copy_created_by(instr: CopyInstruction | AddInstruction) -> str:
+    """A COPY/ADD's history entry, for a cache hit and a miss alike (URL user-info
+    redacted)."""
+    parents = isinstance(instr, CopyInstruction) and instr.parents
+    flags = "--parents " if parents else ""
+    if instr.chown:
+        flags += f"--chown={instr.chown} "
+    if instr.chmod:
+        flags += f"--chmod={instr.chmod} "
+    srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
+    return f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
 
 
 def now_utc() -> datetime:
