@@ -485,10 +485,7 @@ class StageBuilder:
             inherited=inherited,
         )
         if inherited is not None:
-            self.scope = replace(
-                self.scope,
-                config_env=tuple(_config_env_pairs(runtime.env)),
-            )
+            self.scope = self.scope.with_config_env(_config_env_pairs(runtime.env))
 
     def ensure_fs(self) -> Path:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
@@ -939,7 +936,7 @@ class StageBuilder:
         assert self.scope is not None
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
         scope = self.scope.with_env(pairs)
-        config = replace(self.runtime, env=tuple(f"{k}={v}" for k, v in scope.config_env))
+        config = replace(self.runtime, env=scope.config_env_text)
         text = " ".join(f"{k}={v}" for k, v in pairs)
         return StepEffect(created_by=f"ENV {text}", config=config, scope=scope)
 

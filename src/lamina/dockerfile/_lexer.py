@@ -15,14 +15,35 @@ from lamina.errors import DockerfileError
 
 from ._text import GO_SPACE
 
-__all__ = ["Expansion", "ShellLex", "ShellSyntaxError", "expand_word", "expand_words"]
+__all__ = [
+    "MAX_EXPANSION",
+    "MAX_NESTING",
+    "Expansion",
+    "ShellLex",
+    "ShellSyntaxError",
+    "expand_word",
+    "expand_words",
+]
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _EOF = ""
 
 
+#: how many characters variable substitution may add to one word (or, through
+#: :attr:`Expansion.substituted`, one instruction): ``ARG A=${A}${A}`` doubled 20 times
+#: would otherwise build a 1 GiB value (literal text is not counted: a large heredoc
+#: body stays fine)
+MAX_EXPANSION = 1 << 20
+#: how deeply ``${A:-${B:-...}}`` may nest (the scanner recurses per level)
+MAX_NESTING = 64
+
+
 class ShellSyntaxError(DockerfileError):
     """A word could not be expanded (bad ``${...}``, unterminated quote, ``${X:?msg}``)."""
+
+
+class _TooLargeError(ShellSyntaxError):
+    """An expansion past :data:`MAX_EXPANSION` or :data:`MAX_NESTING`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,43 +54,51 @@ class Expansion:
     words: tuple[str, ...]
     matched: frozenset[str]
     unmatched: frozenset[str]
+    #: characters the substitutions added (counted against :data:`MAX_EXPANSION`)
+    substituted: int = 0
 
 
 class _Words:
-    __slots__ = ("in_word", "word", "words")
+    """Words being split at unquoted whitespace, built from slices (joined once per
+    word), never one character at a time: expanding a 1 MiB value stays linear."""
+
+    __slots__ = ("parts", "words")
 
     def __init__(self) -> None:
-        self.word = ""
+        self.parts: list[str] = []  # the pieces of the word being built
         self.words: list[str] = []
-        self.in_word = False
+
+    def _end_word(self) -> None:
+        if self.parts:
+            word = "".join(self.parts)
+            self.parts.clear()
+            if word:
+                self.words.append(word)
 
     def add_char(self, ch: str) -> None:
         if ch in GO_SPACE:
-            if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+            self._end_word()
         else:
-            self.word += ch
-            self.in_word = True
+            self.parts.append(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word += ch
-        self.in_word = True
+        self.parts.append(ch)
 
     def add_string(self, s: str) -> None:
-        for ch in s:
-            self.add_char(ch)
+        """``s`` (an expanded value): split at its whitespace runs."""
+        pieces = _SPACE_RUN.split(s)
+        if pieces[0]:
+            self.parts.append(pieces[0])
+        for piece in pieces[1:]:
+            self._end_word()
+            if piece:
+                self.parts.append(piece)
 
     def add_raw_string(self, s: str) -> None:
-        self.word += s
-        self.in_word = True
+        self.parts.append(s)
 
     def get(self) -> list[str]:
-        if self.word:
-            self.words.append(self.word)
-            self.word = ""
-            self.in_word = False
+        self._end_word()
         return self.words
 
 
@@ -81,6 +110,8 @@ class _Scanner:
     """One expansion run over one word (BuildKit's ``shellWord``)."""
 
     __slots__ = (
+        "budget",
+        "depth",
         "env",
         "escape",
         "matched",
@@ -93,9 +124,12 @@ class _Scanner:
         "unmatched",
     )
 
-    def __init__(self, src: str, env: Mapping[str, str], lex: ShellLex) -> None:
+    def __init__(self, src: str, env: Mapping[str, str], lex: ShellLex, budget: int) -> None:
         self.src = src
         self.pos = 0
+        #: how many characters substitutions may still add (see MAX_EXPANSION)
+        self.budget = budget
+        self.depth = 0
         self.env = env
         self.escape = lex.escape
         self.raw_quotes = lex.raw_quotes
@@ -116,10 +150,19 @@ class _Scanner:
             return ch
         return _EOF
 
+    def spend(self, size: int) -> None:
+        """Account for ``size`` characters a substitution adds; too many is an error."""
+        self.budget -= size
+        if self.budget < 0:
+            raise _TooLargeError(
+                f"variable expansion makes the word larger than {MAX_EXPANSION // (1 << 20)} MiB"
+            )
+
     def get_env(self, name: str) -> tuple[str, bool]:
         value = self.env.get(name)
         if value is not None:
             self.matched.add(name)
+            self.spend(len(value))
             return value, True
         self.unmatched.add(name)
         return "", False
@@ -130,6 +173,9 @@ class _Scanner:
         words = _Words()
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _TooLargeError(f"${{...}} nested more than {MAX_NESTING} levels deep")
         try:
             while self.pos < len(self.src):
                 ch = self.src[self.pos]
@@ -159,6 +205,7 @@ class _Scanner:
                     result.append(ch)
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
         if stop:
             raise ShellSyntaxError(f"unexpected end of statement while looking for matching {stop}")
         return "".join(result), words.get()
@@ -318,10 +365,17 @@ class _Scanner:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
         rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
         if replace_all:
-            return rx.sub(lambda m: _go_expand_template(replacement, m), value)
+
+            def one(m: re.Match[str]) -> str:
+                out = _go_expand_template(replacement, m)
+                self.spend(len(out))
+                return out
+
+            return rx.sub(one, value)
         m = rx.search(value)
         if m is None:
             return value
+        self.spend(len(replacement))
         return value[: m.start()] + replacement + value[m.end() :]
 
 
@@ -428,8 +482,14 @@ class ShellLex:
     skip_unset_env: bool = False
     skip_process_quotes: bool = False
 
-    def process(self, word: str, env: Mapping[str, str]) -> Expansion:
-        """Expand ``word``; raise :class:`ShellSyntaxError` on a syntax error."""
+    def process(
+        self, word: str, env: Mapping[str, str], *, budget: int = MAX_EXPANSION
+    ) -> Expansion:
+        """Expand ``word``; raise :class:`ShellSyntaxError` on a syntax error, or when
+        substitutions would add more than ``budget`` characters (or nest too deeply).
+
+        Linear in the size of ``word`` plus what the substitutions add.
+        """
         if "$" not in word and self.escape not in word and "'" not in word and '"' not in word:
             return Expansion(
                 result=word,
@@ -437,12 +497,23 @@ class ShellLex:
                 matched=frozenset(),
                 unmatched=frozenset(),
             )
-        sc = _Scanner(word, env, self)
+        sc = _Scanner(word, env, self, budget)
         try:
             result, words = sc.process_stop_on(_EOF, self.raw_escapes)
+        except _TooLargeError as exc:
+            raise ShellSyntaxError(
+                f"failed to process {_excerpt(word)}: {exc.message}",
+                hint="a variable is doubled or repeated too often; expansions are limited "
+                "to 1 MiB per instruction",
+            ) from None
+        except RecursionError:
+            raise ShellSyntaxError(
+                f"failed to process {_excerpt(word)}: ${{...}} nested too deeply",
+                hint="simplify the nested ${...} forms",
+            ) from None
         except ShellSyntaxError as exc:
             raise ShellSyntaxError(
-                f"failed to process {word!r}: {exc.message}",
+                f"failed to process {_excerpt(word)}: {exc.message}",
                 hint="check the quotes and ${...} forms in this word",
             ) from None
         return Expansion(
@@ -450,6 +521,7 @@ class ShellLex:
             words=tuple(words),
             matched=frozenset(sc.matched),
             unmatched=frozenset(sc.unmatched),
+            substituted=budget - sc.budget,
         )
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
@@ -462,6 +534,12 @@ class ShellLex:
 
 
 _NON_SPACE_RUN = re.compile("[^" + re.escape("".join(sorted(GO_SPACE))) + "]+")
+_SPACE_RUN = re.compile("[" + re.escape("".join(sorted(GO_SPACE))) + "]+")
+
+
+def _excerpt(word: str, limit: int = 200) -> str:
+    """``word`` quoted for a message, cut to ``limit`` characters."""
+    return repr(word) if len(word) <= limit else repr(word[:limit]) + f"… ({len(word)} chars)"
 
 
 def _split_plain(word: str) -> list[str]:
