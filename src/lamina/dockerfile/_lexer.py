@@ -7,12 +7,14 @@ single words (``expand_word``) or whitespace-split words (``expand_words``), the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lamina.errors import DockerfileError
 
+from ._glob import compile_glob
 from ._text import GO_SPACE
 
 __all__ = [
@@ -363,26 +365,48 @@ class _Scanner:
         value, found = self.get_env(name)
         if self.skip_unset and not found:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
-        rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
-        if replace_all:
-
-            def one(m: re.Match[str]) -> str:
-                out = _go_expand_template(replacement, m)
-                self.spend(len(out))
-                return out
-
-            return rx.sub(one, value)
-        m = rx.search(value)
-        if m is None:
+        tokens = _pattern_tokens(pattern)
+        stars = sum(1 for kind, _ in tokens if kind == "star")
+        glob = compile_glob(tokens, greedy=True) if stars else None
+        spans: list[tuple[int, int]]
+        if glob is None:
+            # no star: the regex cannot backtrack far (else a literal newline: rare)
+            rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
+            if replace_all and not stars and "$" not in replacement:
+                # every match has the pattern's length: count first, then let C replace
+                count = len(rx.findall(value))
+                self.spend(max(0, count * (len(replacement) - len(tokens))))
+                return rx.sub(replacement.replace("\\", "\\\\"), value)
+            if replace_all:
+                spans = [m.span() for m in rx.finditer(value)]
+            else:
+                m = rx.search(value)
+                spans = [] if m is None else [m.span()]
+        elif replace_all:
+            spans = glob.search_all(value)
+        else:
+            hit = glob.search(value)
+            spans = [] if hit is None else [hit]
+        if not spans:
             return value
-        self.spend(len(replacement))
-        return value[: m.start()] + replacement + value[m.end() :]
+        out: list[str] = []
+        last = 0
+        for start, end in spans:
+            text = (
+                _go_expand_template(replacement, value[start:end]) if replace_all else replacement
+            )
+            self.spend(max(0, len(text) - (end - start)))  # the value is counted already
+            out.append(value[last:start])
+            out.append(text)
+            last = end
+        out.append(value[last:])
+        return "".join(out)
 
 
 _TEMPLATE_REF = re.compile(r"\$(\$|\{([A-Za-z0-9_]*)\}|([A-Za-z0-9_]+))")
 
 
-def _go_expand_template(template: str, m: re.Match[str]) -> str:
+def _go_expand_template(template: str, matched: str) -> str:
     """Go's ``Regexp.Expand`` for ``ReplaceAllString`` (``$0``/``${0}`` only; no groups)."""
     if "$" not in template:
         return template
@@ -391,7 +415,7 @@ def _go_expand_template(template: str, m: re.Match[str]) -> str:
         if ref.group(1) == "$":
             return "$"
         name = ref.group(2) if ref.group(2) is not None else ref.group(3)
-        return m.group(0) if name in ("0", "00", "000") else ""
+        return matched if name in ("0", "00", "000") else ""
 
     return _TEMPLATE_REF.sub(one, template)
 
@@ -439,9 +463,41 @@ def _pattern_to_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Patte
     return rx
 
 
+@functools.lru_cache(maxsize=512)
+def _pattern_tokens(pattern: str) -> tuple[tuple[str, str], ...]:
+    """The pattern as ``(kind, char)`` tokens (``star``, ``any``, ``lit``), with the
+    escapes and errors of :func:`_pattern_to_regex`."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        tok = pattern[i]
+        i += 1
+        if tok == "*":
+            out.append(("star", tok))
+        elif tok == "?":
+            out.append(("any", tok))
+        elif tok == "\\":
+            if i < n and pattern[i] == "}":
+                continue
+            if i >= n or pattern[i] not in "*?\\":
+                bad = pattern[i] if i < n else "EOF"
+                raise ShellSyntaxError(
+                    f"invalid pattern ({pattern}) in substitution: invalid escape '\\{bad}'"
+                )
+            out.append(("lit", pattern[i]))
+            i += 1
+        else:
+            out.append(("lit", tok))
+    return tuple(out)
+
+
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    m = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
-    return value[m.end() :] if m else value
+    glob = compile_glob(_pattern_tokens(pattern), greedy=greedy)
+    if glob is None:  # a literal newline in the pattern: the regex (backtracking)
+        m = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
+        return value[m.end() :] if m else value
+    end = glob.prefix(value)
+    return value if end is None else value[end:]
 
 
 def _reverse_pattern(pattern: str) -> str:
