@@ -371,6 +371,7 @@ class _Scanner:
         spans: list[tuple[int, int]]
         if glob is None:
             # no star: the regex cannot backtrack far (else a literal newline: rare)
+            _check_backtracking(pattern, value, stars)
             rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
             if replace_all and not stars and "$" not in replacement:
                 # every match has the pattern's length: count first, then let C replace
@@ -491,9 +492,24 @@ def _pattern_tokens(pattern: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+#: the work a backtracking regex may do: about len(value) ** (stars + 1) steps
+_MAX_BACKTRACKING = 10_000_000
+
+
+def _check_backtracking(pattern: str, value: str, stars: int) -> None:
+    """Refuse the regex for a pattern with a newline and stars on a long value."""
+    if stars and (len(value) + 1) ** (stars + 1) > _MAX_BACKTRACKING:
+        raise _TooLargeError(
+            f"the pattern {pattern[:50]!r} holds a newline and {stars} '*': too costly to "
+            f"match against a value of {len(value)} characters"
+        )
+
+
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    glob = compile_glob(_pattern_tokens(pattern), greedy=greedy)
+    tokens = _pattern_tokens(pattern)
+    glob = compile_glob(tokens, greedy=greedy)
     if glob is None:  # a literal newline in the pattern: the regex (backtracking)
+        _check_backtracking(pattern, value, sum(1 for kind, _ in tokens if kind == "star"))
         m = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
         return value[m.end() :] if m else value
     end = glob.prefix(value)

@@ -240,3 +240,12 @@ def test_patterns_on_a_1_mib_value_are_linear(pattern: str) -> None:
         expand_word(f"${{A{op}{pattern}{'/' if op.startswith('/') else ''}}}", env)
     # the backtracking regex took 86 s for '*a*a*b' on 1,000 characters
     assert time.process_time() - start < 3.0
+
+
+def test_a_pattern_with_a_newline_is_refused_on_a_long_value() -> None:
+    # the one case left to the backtracking regex (a heredoc body can hold it)
+    assert expand_word("${A/*\n*b/x}", {"A": "a\nab"}) == _reference("/", "*\n*b", "a\nab", "x")
+    start = time.process_time()
+    with pytest.raises(DockerfileError, match="too costly"):
+        expand_word("${A/*\n*a*b/x}", {"A": "a\n" * 5000})
+    assert time.process_time() - start < 1.0
