@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from lamina.context import redact_url
+from lamina.context._http import MAX_REDIRECTS, open_following, stop_at_redirects
 from lamina.dockerfile import AddInstruction
 from lamina.errors import BuildStepError, DockerfileError, NotSupportedError, SourceLocation
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "MAX_REDIRECTS",
     "Fetched",
     "check_add_sources",
     "fetch_url",
@@ -153,89 +155,6 @@ def _last_modified(value: str | None) -> float | None:
         return None
 
 
-#: how many redirects one download may follow (Go's http client stops at 10 too)
-MAX_REDIRECTS = 10
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return (url.scheme, url.host, url.port)
-
-
-def _next_url(
-    current: httpx.URL, location: str | None, shown: str, loc: SourceLocation | None
-) -> httpx.URL:
-    """Where a redirect leads; only to http(s), never to a URL carrying credentials."""
-    import httpx
-
-    if not location:
-        raise BuildStepError(
-            f"ADD: cannot download {shown}: a redirect without a Location",
-            hint="the server answered a redirect status without saying where to",
-            location=loc,
-        )
-    try:
-        target = current.join(location)
-        scheme = target.scheme.lower()
-    except (httpx.InvalidURL, ValueError, TypeError):
-        target, scheme = None, ""
-    where = redact_url(location)[:200]
-    if target is None or scheme not in ("http", "https"):
-        raise BuildStepError(
-            f"ADD: cannot download {shown}: it redirects to {where!r}, not an http(s) URL",
-            hint="ADD follows redirects to http:// and https:// only",
-            location=loc,
-        )
-    if target.userinfo:
-        raise BuildStepError(
-            f"ADD: cannot download {shown}: it redirects to a URL with credentials "
-            f"({redact_url(str(target))[:200]})",
-            hint="a server may not hand out credentials in a redirect; give them in the "
-            "Dockerfile's URL (they are redacted everywhere)",
-            location=loc,
-        )
-    return target
-
-
-class _RedirectError(Exception):
-    """A redirect answer, raised by :func:`_stop_at_redirects` before httpx parses its
-    Location (httpx raises its own InvalidURL for a ``data:`` target)."""
-
-    def __init__(self, location: str | None) -> None:
-        super().__init__(location)
-        self.location = location
-
-
-def _stop_at_redirects(response: httpx.Response) -> None:
-    if response.status_code in _REDIRECTS:
-        response.close()
-        raise _RedirectError(response.headers.get("location"))
-
-
-def _open(client: httpx.Client, url: str, shown: str, loc: SourceLocation | None) -> httpx.Response:
-    """GET ``url`` following at most :data:`MAX_REDIRECTS` checked redirects.
-
-    The URL's user-info authenticates the requests to its own origin only.
-    """
-    import httpx
-
-    first = httpx.URL(url)
-    auth = httpx.BasicAuth(first.username, first.password) if first.userinfo else None
-    current = first.copy_with(userinfo=b"") if first.userinfo else first
-    for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", current)
-        same = _origin(current) == _origin(first)
-        try:
-            return client.send(request, stream=True, auth=auth if same else None)
-        except _RedirectError as redirect:
-            current = _next_url(current, redirect.location, shown, loc)
-    raise BuildStepError(
-        f"ADD: cannot download {shown}: more than {MAX_REDIRECTS} redirects",
-        hint="the server redirects in a loop; check the URL",
-        location=loc,
-    )
-
-
 def fetch_url(
     url: str,
     into: Path,
@@ -260,6 +179,10 @@ def fetch_url(
     hasher = hashlib.new(algorithm)
     name = url_file_name(url)
     shown = redact_url(url)
+
+    def fail(message: str, hint: str) -> BuildStepError:
+        return BuildStepError(f"ADD: {message}", hint=hint, location=location)
+
     fd, tmp_name = _mkstemp(into, location, shown)
     target = Path(tmp_name)
     size = 0
@@ -271,9 +194,9 @@ def fetch_url(
                     follow_redirects=False,
                     timeout=httpx.Timeout(timeout),
                     transport=transport,
-                    event_hooks={"response": [_stop_at_redirects]},
+                    event_hooks={"response": [stop_at_redirects]},
                 ) as client,
-                contextlib.closing(_open(client, url, shown, location)) as resp,
+                contextlib.closing(open_following(client, url, fail)) as resp,
             ):
                 if resp.status_code >= 400:
                     raise BuildStepError(
