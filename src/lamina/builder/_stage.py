@@ -824,7 +824,7 @@ class StageBuilder:
             parent=self.cache_parent,
             platform=str(self._platform()),
             layer_format=self._layer_format(),
-            run_env=dict(self.scope.env),
+            run_env=self.scope.env,  # a persistent map: no copy per step
             context=self.env.context,
             ref_key=self._ref_key,
             single_snapshot=self.single_snapshot,
@@ -925,7 +925,7 @@ class StageBuilder:
     def do_arg(self, instr: ArgInstruction) -> StepEffect:
         assert self.scope is not None
         scope = self.scope.with_arg(instr, escape=self.escape)
-        values = dict(scope.args)
+        values = scope.declared  # a persistent map: no copy per ARG
         words = []
         for kv in instr.args:
             v = values.get(kv.key)

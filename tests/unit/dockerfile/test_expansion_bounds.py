@@ -91,13 +91,17 @@ def test_deep_nesting_is_an_error_not_a_recursion_error() -> None:
 
 def test_many_env_steps_are_linear() -> None:
     def run(n: int) -> float:
-        text = "FROM scratch\n" + "".join(f"ENV V{i}=v{i} W=$V{i - 1}\n" for i in range(n))
+        text = "FROM scratch\n" + "".join(
+            f"ENV V{i}=v{i} W=$V{i - 1}\nARG B{i}=$W\n" for i in range(n)
+        )
         start = time.process_time()
         scope = _walk(text)
         elapsed = time.process_time() - start
         assert scope.config_env_text[-1] == f"V{n - 1}=v{n - 1}"
         assert scope.config_env_text[1] == f"W=v{n - 2}"  # replaced in place
         assert len(scope.config_env) == n + 1
+        assert scope.arg_values[f"B{n - 1}"] == f"v{n - 2}"
+        assert len(scope.args) == n
         return elapsed
 
     small, large = run(2000), run(16000)
