@@ -654,6 +654,9 @@ class StageBuilder:
             self._squash()
         image = append_layers(self.base_image, *self.addenda)
         cfg = image.config()
+        assert self.scope is not None
+        if self.scope.config_changed:
+            self.runtime = replace(self.runtime, env=self.scope.config_env_text)
         cfg = replace(
             cfg,
             config=self.runtime,
@@ -936,9 +939,10 @@ class StageBuilder:
         assert self.scope is not None
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
         scope = self.scope.with_env(pairs)
-        config = replace(self.runtime, env=scope.config_env_text)
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"ENV {text}", config=config, scope=scope)
+        # the config's Env is written from the scope once, by _finish (a tuple per ENV
+        # made 100k ENV lines quadratic)
+        return StepEffect(created_by=f"ENV {text}", scope=scope)
 
     def do_label(self, instr: LabelInstruction) -> StepEffect:
         labels = dict(self.runtime.labels)

@@ -132,13 +132,18 @@ class StageScope:
     config: PMap[str] = field(default_factory=PMap)
     declared: PMap[str | None] = field(default_factory=PMap)
     env: PMap[str] = field(default_factory=PMap)
-    #: ``config`` as ``KEY=value`` strings, and each key's index in it
-    config_env_text: tuple[str, ...] = ()
-    text_index: PMap[int] = field(default_factory=PMap)
+    #: an ENV changed ``config`` since the stage started (its image config Env is then
+    #: ``config_env_text``; else the base image's, as it was)
+    config_changed: bool = False
 
     @property
     def config_env(self) -> tuple[tuple[str, str], ...]:
         return tuple(self.config.items_list())
+
+    @property
+    def config_env_text(self) -> tuple[str, ...]:
+        """``config`` as the image config's ``KEY=value`` strings (O(size): ask once)."""
+        return tuple(f"{k}={v}" for k, v in self.config.items_list())
 
     @property
     def args(self) -> tuple[tuple[str, str | None], ...]:
@@ -154,33 +159,22 @@ class StageScope:
     ) -> StageScope:
         """The scope right after FROM: the base config Env (or the parent stage's scope)."""
         if inherited is not None:
-            return replace(inherited, build_args=build_args, meta=meta)
-        config: PMap[str] = PMap(base_env)
-        text, index = _env_text((), PMap(), config.items_list())
+            return replace(inherited, build_args=build_args, meta=meta, config_changed=False)
         return StageScope(
-            build_args=build_args,
-            meta=meta,
-            config=config,
-            env=PMap(base_env),
-            config_env_text=text,
-            text_index=index,
+            build_args=build_args, meta=meta, config=PMap(base_env), env=PMap(base_env)
         )
 
     def with_config_env(self, pairs: Sequence[tuple[str, str]]) -> StageScope:
         """The same scope with the image config Env replaced by ``pairs`` (``env`` kept)."""
-        config: PMap[str] = PMap(pairs)
-        text, index = _env_text((), PMap(), config.items_list())
-        return replace(self, config=config, config_env_text=text, text_index=index)
+        return replace(self, config=PMap(pairs), config_changed=False)
 
     def with_env(self, pairs: Sequence[tuple[str, str]]) -> StageScope:
-        """After ``ENV k=v ...`` (values already expanded)."""
-        text, index = _env_text(self.config_env_text, self.text_index, pairs)
+        """After ``ENV k=v ...`` (values already expanded): O(len(pairs))."""
         return replace(
             self,
             config=self.config.set_many(pairs),
             env=self.env.set_many(pairs),
-            config_env_text=text,
-            text_index=index,
+            config_changed=True,
         )
 
     def with_arg(self, instr: ArgInstruction, *, escape: str = "\\") -> StageScope:
@@ -218,39 +212,3 @@ class StageScope:
     def arg_values(self) -> dict[str, str]:
         """Declared ARGs that have a value (for cache keys and ``RUN |N k=v`` history)."""
         return {k: v for k, v in self.declared.items_list() if v is not None}
-
-
-def _env_text(
-    text: tuple[str, ...], index: PMap[int], pairs: Sequence[tuple[str, str]]
-) -> tuple[tuple[str, ...], PMap[int]]:
-    """``text`` (``KEY=value`` strings, ``index`` their positions) with ``pairs`` set.
-
-    A new key is appended and an existing one replaced in place (BuildKit's addEnv).
-    The tuple is copied once per step, by C code (the image config needs a tuple).
-    """
-    added: list[str] = []
-    replaced: dict[int, str] = {}
-    positions: list[tuple[str, int]] = []
-    seen: dict[str, int] = {}
-    for k, v in pairs:
-        pos = seen.get(k)
-        if pos is None:
-            pos = index.get(k)
-        entry = f"{k}={v}"
-        if pos is None:
-            pos = len(text) + len(added)
-            added.append(entry)
-            positions.append((k, pos))
-        elif pos >= len(text):
-            added[pos - len(text)] = entry
-        else:
-            replaced[pos] = entry
-        seen[k] = pos
-    if replaced:
-        out = list(text)
-        for pos, entry in replaced.items():
-            out[pos] = entry
-        text = tuple(out)
-    if added:
-        text = text + tuple(added)
-    return text, index.set_many(positions) if positions else index
