@@ -253,3 +253,29 @@ def test_a_pattern_with_a_newline_is_refused_on_a_long_value() -> None:
     with pytest.raises(DockerfileError, match="too costly"):
         expand_word("${A/*\n*a*b/x}", {"A": "a\n" * 5000})
     assert time.process_time() - start < 1.0
+
+
+@given(st.lists(word, min_size=1, max_size=6), env)
+@FUZZ
+def test_fuzz_an_instruction_is_bounded_as_a_whole(words: list[str], e: dict[str, str]) -> None:
+    from lamina.dockerfile import LabelInstruction
+
+    text = "FROM scratch\nLABEL " + " ".join(f"l{i}={w!r}" for i, w in enumerate(words)) + "\n"
+    try:
+        instr = parse_dockerfile(text).stages[0].instructions[0]
+    except LaminaError:
+        return
+    start = time.process_time()
+    error: DockerfileError | None = None
+    try:
+        ex = expand_instruction(instr, e).instruction
+    except DockerfileError as exc:
+        error = exc
+    assert time.process_time() - start < 1.0
+    if error is not None:
+        assert error.location is not None
+        assert error.location.line == 2
+        return
+    assert isinstance(ex, LabelInstruction)
+    produced = sum(len(kv.key) + len(kv.value or "") for kv in ex.pairs)
+    assert produced <= len(text) + MAX_EXPANSION
