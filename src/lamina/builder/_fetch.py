@@ -173,6 +173,8 @@ def fetch_url(
     """
     import httpx  # a cached ADD never downloads
 
+    from lamina.registry import system_trust_context
+
     algorithm, expected = (
         parse_checksum(checksum, location) if checksum is not None else ("sha256", None)
     )
@@ -191,6 +193,7 @@ def fetch_url(
             with (
                 os.fdopen(fd, "wb") as out,
                 httpx.Client(
+                    verify=system_trust_context(),
                     follow_redirects=False,
                     timeout=httpx.Timeout(timeout),
                     transport=transport,

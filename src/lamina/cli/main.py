@@ -6,13 +6,16 @@ place that prints or chooses an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -31,6 +34,7 @@ from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    BuildStepError,
     LaminaError,
     NotSupportedError,
     RegistryError,
@@ -117,15 +121,65 @@ def _pre_log_options(argv: Sequence[str]) -> LogOptions:
     return LogOptions(verbosity=verbosity, format=fmt)
 
 
-def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+#: the exit status after SIGTERM (what a shell reports for a process it killed)
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as SIGINT raises ``KeyboardInterrupt``.
+
+    A subclass, so every clean-up that runs for Ctrl-C (the sandbox stopped,
+    secrets and the build directory deleted) runs for SIGTERM too, which is
+    what Kubernetes and CI runners send.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`_Terminated` (once: a second
+    SIGTERM during the clean-up is ignored, so the clean-up finishes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal raised
+        if raised:
+            return
+        raised = True
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(err: LaminaError, *, run_status: bool) -> int:
+    """The exit code for ``err``: its category's, or (``executor``, as kaniko's) the failed
+    RUN's own status."""
+    if run_status and isinstance(err, BuildStepError) and err.status is not None:
+        return err.status
+    return err.exit_code
+
+
+def _guarded(
+    body: Callable[[], int], argv: Sequence[str], stderr: TextIO, *, run_status: bool = False
+) -> int:
     early = _pre_log_options(argv)
     try:
-        return body()
+        with _sigterm_interrupts():
+            return body()
     except LaminaError as err:
         if early.verbosity in ("debug", "trace"):
             traceback.print_exc(file=stderr)
         _render_error(err, early, stderr)
-        return err.exit_code
+        return _exit_code(err, run_status=run_status)
+    except _Terminated:
+        stderr.write("error: terminated\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
@@ -372,7 +426,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str 
             )
         return handler(args[1:], environ, f"lamina {name}")
 
-    return _guarded(body, args, sys.stderr)
+    return _guarded(body, args, sys.stderr, run_status=prog == "executor")
 
 
 def _exit(code: int) -> NoReturn:

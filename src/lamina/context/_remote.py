@@ -313,10 +313,10 @@ def _open_archive(path: str, display: str) -> BinaryIO:
 
 
 def _ssl_verify() -> ssl.SSLContext:
-    """The system trust (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), not certifi's."""
-    import ssl
+    """The system trust (``SSL_CERT_FILE``, every file in ``SSL_CERT_DIR``), not certifi's."""
+    from lamina.registry import system_trust_context
 
-    return ssl.create_default_context()
+    return system_trust_context()
 
 
 def _client(timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:

@@ -13,6 +13,8 @@
   upper dir (namespace mode), :class:`StatIndex` and :func:`diff` for
   ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``).
   ``--single-snapshot`` is the caller's choice of when to scan and diff.
+* :class:`ConfinedRoot` changes recorded paths inside a root after a RUN
+  fd-relative, following no symlink the step may have planted.
 * :func:`write_layer` writes a deterministic PAX layer tar to a stream.
 * :func:`extract_archive` unpacks a local (compressed) tar for ``ADD``, confined
   to its destination, without whiteout semantics.
@@ -27,6 +29,7 @@ from lamina._lazy import lazy_exports
 if TYPE_CHECKING:
     from lamina.fs._builddir import BuildDir
     from lamina.fs._changes import Change, ChangeKind, normalise_changes
+    from lamina.fs._confined import ConfinedRoot
     from lamina.fs._extract import ExtractStats, extract_archive, extract_layer, remove_path
     from lamina.fs._ignore import (
         IgnoreList,
@@ -43,6 +46,7 @@ __all__ = [
     "BuildDir",
     "Change",
     "ChangeKind",
+    "ConfinedRoot",
     "ExtractStats",
     "IgnoreList",
     "LayerWriteStats",
@@ -69,6 +73,7 @@ _EXPORTS = {
     "BuildDir": "lamina.fs._builddir",
     "Change": "lamina.fs._changes",
     "ChangeKind": "lamina.fs._changes",
+    "ConfinedRoot": "lamina.fs._confined",
     "ExtractStats": "lamina.fs._extract",
     "IgnoreList": "lamina.fs._ignore",
     "LayerWriteStats": "lamina.fs._tarwriter",

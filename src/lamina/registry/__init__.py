@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._client import RegistryClient
     from ._options import RegistryOptions
     from ._pull import RemoteImage, RemoteIndex, RemoteLayer
+    from ._tls import system_trust_context, write_trust_bundle
     from ._transport import user_agent
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "RemoteIndex",
     "RemoteLayer",
     "default_docker_config_dir",
+    "system_trust_context",
     "user_agent",
+    "write_trust_bundle",
 ]
 
 #: what each name is imported from, on first use (``RegistryOptions`` alone must not
@@ -44,7 +47,9 @@ _EXPORTS = {
     "RemoteIndex": "lamina.registry._pull",
     "RemoteLayer": "lamina.registry._pull",
     "default_docker_config_dir": "lamina.registry._auth",
+    "system_trust_context": "lamina.registry._tls",
     "user_agent": "lamina.registry._transport",
+    "write_trust_bundle": "lamina.registry._tls",
 }
 
 

@@ -14,12 +14,10 @@ import base64
 import ipaddress
 import json
 import logging
-import os
 import ssl
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 
@@ -36,8 +34,16 @@ from ._errors import (
     is_tls_error,
 )
 from ._options import RegistryOptions
+from ._tls import SystemTrustContext
 
-__all__ = ["Body", "Endpoint", "Purpose", "RegistryTransport", "user_agent"]
+__all__ = [
+    "Body",
+    "Endpoint",
+    "Purpose",
+    "RegistryTransport",
+    "SystemTrustContext",
+    "user_agent",
+]
 
 _log = logging.getLogger("lamina.registry")
 
@@ -47,45 +53,6 @@ Body = bytes | Iterator[bytes] | Callable[[], Iterable[bytes]] | None
 
 _DOCKER_HUB_API = "registry-1.docker.io"
 _V = TypeVar("_V")
-
-
-class SystemTrustContext(ssl.SSLContext):
-    """A client TLS context (as ``ssl.create_default_context()`` makes) that loads the
-    system's CA certificates on its first handshake rather than when it is made.
-
-    Loading them costs tens of milliseconds; an endpoint that only ever speaks plain
-    HTTP (an ``--insecure-registry``) never pays it. Certificates given explicitly
-    (a registry's CA, a client certificate) are loaded at once by the caller, so
-    their errors still come up front.
-    """
-
-    def __new__(cls) -> SystemTrustContext:
-        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._trust_lock = threading.Lock()
-        self._trust_loaded = False
-        keylog = os.environ.get("SSLKEYLOGFILE")  # as create_default_context honours it
-        if keylog and not sys.flags.ignore_environment:
-            self.keylog_filename = keylog
-
-    def _load_trust(self) -> None:
-        with self._trust_lock:
-            if not self._trust_loaded:
-                if self.verify_mode != ssl.CERT_NONE:
-                    self.load_default_certs(ssl.Purpose.SERVER_AUTH)
-                self._trust_loaded = True
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        if not self._trust_loaded:
-            self._load_trust()
-        return super().wrap_socket(*args, **kwargs)
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        if not self._trust_loaded:
-            self._load_trust()
-        return super().wrap_bio(*args, **kwargs)
 
 
 def basic_header(cred: Credential) -> str:
