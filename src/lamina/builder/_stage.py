@@ -76,6 +76,7 @@ from lamina.dockerfile import (
     MaintainerInstruction,
     Mount,
     OnbuildInstruction,
+    PMap,
     RunInstruction,
     ShellCommand,
     ShellInstruction,
@@ -674,6 +675,8 @@ class StageBuilder:
         assert self.scope is not None
         if self.scope.config_changed:
             self.runtime = replace(self.runtime, env=self.scope.config_env_text)
+        if isinstance(self.runtime.labels, PMap):
+            self.runtime = replace(self.runtime, labels=dict(self.runtime.labels.items_list()))
         cfg = replace(
             cfg,
             config=self.runtime,
@@ -962,11 +965,13 @@ class StageBuilder:
         return StepEffect(created_by=f"ENV {text}", scope=scope)
 
     def do_label(self, instr: LabelInstruction) -> StepEffect:
-        labels = dict(self.runtime.labels)
+        # a persistent map, made a dict by _finish: a copy per LABEL was quadratic
+        labels = self.runtime.labels
+        persistent = labels if isinstance(labels, PMap) else PMap(labels.items())
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
-        labels.update(pairs)
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"LABEL {text}", config=replace(self.runtime, labels=labels))
+        config = replace(self.runtime, labels=persistent.set_many(pairs))
+        return StepEffect(created_by=f"LABEL {text}", config=config)
 
     def do_maintainer(self, instr: MaintainerInstruction) -> StepEffect:
         return StepEffect(created_by=f"MAINTAINER {instr.maintainer}", author=instr.maintainer)
