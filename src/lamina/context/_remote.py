@@ -6,9 +6,10 @@
   hosts, ``gs://`` and ``s3://`` are refused with :class:`NotSupportedError`
   (they need cloud SDKs), other schemes with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
-  (kaniko's ``<kaniko-dir>/buildcontext``). Archives are streamed through
-  :func:`lamina.fs.extract_archive`: ``..`` names are skipped with a warning,
-  absolute names and symlinks stay inside the directory.
+  (the builder gives each build its own ``<kaniko-dir>/lamina-context-*/buildcontext``;
+  kaniko's fixed ``<kaniko-dir>/buildcontext`` was shared by concurrent builds).
+  Archives are streamed through :func:`lamina.fs.extract_archive`: ``..`` names
+  are skipped with a warning, absolute names and symlinks stay inside the directory.
 * Git contexts are cloned over https (``GIT_PULL_METHOD=http``: plain http)
   with the git machinery of :mod:`lamina.context._git`; ``GIT_TOKEN`` or
   ``GIT_USERNAME``/``GIT_PASSWORD`` become a Basic ``Authorization`` header
@@ -23,6 +24,7 @@ without credentials.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -317,15 +319,29 @@ def _ssl_verify() -> ssl.SSLContext:
     return system_trust_context()
 
 
-def _client(timeout: float) -> httpx.Client:
+def _client(timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:
+    """A client for :func:`~lamina.context._http.open_following` (checked redirects)."""
     import httpx
 
+    from lamina.context._http import stop_at_redirects
+
+    if transport is not None:
+        return httpx.Client(transport=transport, event_hooks={"response": [stop_at_redirects]})
     return httpx.Client(
         verify=_ssl_verify(),
-        follow_redirects=True,
+        follow_redirects=False,
         timeout=httpx.Timeout(timeout),
         trust_env=True,
+        event_hooks={"response": [stop_at_redirects]},
     )
+
+
+def _fail_in(message: str, hint: str) -> ContextError:
+    return ContextError(f"the build context: {message}", hint=hint)
+
+
+def _fail_dockerfile(message: str, hint: str) -> ContextError:
+    return ContextError(f"the --dockerfile URL: {message}", hint=hint)
 
 
 def _http_error(what: str, url: str, exc: Exception) -> ContextError:
@@ -346,9 +362,11 @@ def _fetch_https(
 ) -> None:
     import httpx
 
-    client = _client(timeout) if transport is None else httpx.Client(transport=transport)
+    from lamina.context._http import open_following
+
+    client = _client(timeout, transport)
     try:
-        with client, client.stream("GET", spec.location) as resp:
+        with client, contextlib.closing(open_following(client, spec.location, _fail_in)) as resp:
             if resp.status_code != 200:
                 raise ContextError(
                     f"cannot download the build context {spec.display}: "
@@ -357,7 +375,7 @@ def _fetch_https(
                 )
             reader = io.BufferedReader(_IterReader(resp.iter_bytes(_CHUNK)), buffer_size=_CHUNK)
             _unpack(reader, into, spec.display, on_warning)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise _http_error("the build context", spec.location, exc) from None
 
 
@@ -379,7 +397,9 @@ def fetch_context(
     if not spec.remote:
         raise ValueError("fetch_context needs a remote context")
     try:
-        if into.exists() or into.is_symlink():
+        if into.is_symlink():  # removed, never followed
+            into.unlink()
+        elif into.exists():
             shutil.rmtree(into)
         into.parent.mkdir(parents=True, exist_ok=True)
         if spec.kind != "git":
@@ -422,11 +442,13 @@ def download_dockerfile(
     """Download ``--dockerfile http(s)://…`` to ``dest`` (kaniko reads it with ``http.Get``)."""
     import httpx
 
+    from lamina.context._http import open_following
+
     shown = redact_url(url)
-    client = _client(timeout) if transport is None else httpx.Client(transport=transport)
+    client = _client(timeout, transport)
     data = bytearray()
     try:
-        with client, client.stream("GET", url) as resp:
+        with client, contextlib.closing(open_following(client, url, _fail_dockerfile)) as resp:
             if not 200 <= resp.status_code < 300:
                 raise ContextError(
                     f"cannot download the Dockerfile {shown}: "
@@ -440,7 +462,7 @@ def download_dockerfile(
                         f"the Dockerfile {shown} is larger than {max_bytes} bytes",
                         hint="check that --dockerfile names a Dockerfile, not an archive",
                     )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise _http_error("the Dockerfile", url, exc) from None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
