@@ -34,6 +34,7 @@ from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    BuildStepError,
     LaminaError,
     NotSupportedError,
     RegistryError,
@@ -152,7 +153,17 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+def _exit_code(err: LaminaError, *, run_status: bool) -> int:
+    """The exit code for ``err``: its category's, or (``executor``, as kaniko's) the failed
+    RUN's own status."""
+    if run_status and isinstance(err, BuildStepError) and err.status is not None:
+        return err.status
+    return err.exit_code
+
+
+def _guarded(
+    body: Callable[[], int], argv: Sequence[str], stderr: TextIO, *, run_status: bool = False
+) -> int:
     early = _pre_log_options(argv)
     try:
         with _sigterm_interrupts():
@@ -161,7 +172,7 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
         if early.verbosity in ("debug", "trace"):
             traceback.print_exc(file=stderr)
         _render_error(err, early, stderr)
-        return err.exit_code
+        return _exit_code(err, run_status=run_status)
     except _Terminated:
         stderr.write("error: terminated\n")
         return EXIT_TERMINATED
@@ -411,7 +422,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str 
             )
         return handler(args[1:], environ, f"lamina {name}")
 
-    return _guarded(body, args, sys.stderr)
+    return _guarded(body, args, sys.stderr, run_status=prog == "executor")
 
 
 def _exit(code: int) -> NoReturn:
