@@ -24,7 +24,13 @@ import pytest
 
 from tests.support.forward_proxy import ForwardProxy
 from tests.support.moto import ECR_HOST, ECR_USERNAME, MotoServer, ecr_password, start_moto
-from tests.support.registry import RegistryServer, free_port, skopeo, start_registry
+from tests.support.registry import (
+    RegistryServer,
+    free_port,
+    push_oci_image,
+    skopeo,
+    start_registry,
+)
 
 pytest.importorskip("botocore")
 pytest.importorskip("moto")
@@ -207,6 +213,35 @@ def test_irsa_web_identity_through_sts(
     )
     assert "credentials from AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (STS)" in proc.stderr
     assert pushed_files(ecr_registry, "app:irsa", tmp_path)["app/hello.txt"] == b"hello from s3\n"
+
+
+def test_registry_map_to_an_ecr_mirror_uses_ecr_credentials(
+    tmp_path: Path, moto: MotoServer, ecr_registry: RegistryServer, ecr_proxy: ForwardProxy
+) -> None:
+    """A pull-through cache in ECR as a --registry-map target: credentials are those of
+    the host lamina talks to, the mirror (kaniko's behaviour)."""
+    push_oci_image(
+        ecr_registry, "hub/base:1", tmp_path / "base", layer_files=({"base.txt": b"base\n"},)
+    )
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM upstream.example/base:1\nCOPY hello.txt /\n")
+    (ctx / "hello.txt").write_text("hello\n")
+    ecr_proxy.requests.clear()
+    run_lamina(
+        tmp_path,
+        f"--context={ctx}",
+        f"--registry-map=upstream.example={ECR_HOST}/hub",
+        f"--insecure-registry={ECR_HOST}",
+        "--no-push",
+        f"--oci-layout-path={tmp_path / 'out'}",
+        env={**moto.environ(), **proxy_env(ecr_proxy)},
+    )
+    assert ("GET", ECR_HOST, "/v2/hub/base/manifests/1") in ecr_proxy.requests
+    out = tmp_path / "out"
+    index = json.loads((out / "index.json").read_text())
+    manifest = json.loads((out / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    assert len(manifest["layers"]) == 2  # the base's layer came from the mirror
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -5,8 +5,10 @@ that account's registry in that region, FIPS endpoint for ``-fips``) and
 ``public.ecr.aws`` (ECR Public's token, from ``us-east-1``). The token is
 base64 of ``AWS:<password>``; it becomes the Basic credential of the host.
 The :class:`~lamina.registry._auth.Keychain` keeps it for the build (one
-exchange per registry). ``AWS_ENDPOINT_URL_ECR`` / ``AWS_ENDPOINT_URL_ECR_PUBLIC``
-/ ``AWS_ENDPOINT_URL`` point the exchange elsewhere (botocore reads them).
+exchange per registry). ECR Public also serves anonymous pulls: a failed
+exchange there is a warning, then anonymous access. ``AWS_ENDPOINT_URL_ECR``
+/ ``AWS_ENDPOINT_URL_ECR_PUBLIC`` / ``AWS_ENDPOINT_URL`` point the exchange
+elsewhere (botocore reads them).
 """
 
 from __future__ import annotations
@@ -54,10 +56,26 @@ def _token(service: str, reply: Mapping[str, Any]) -> str:
 
 
 def credential(host: str, environ: Mapping[str, str]) -> Credential | None:
-    """The Basic credential for the ECR registry ``host`` (errors name the chain's source)."""
+    """The Basic credential for the ECR registry ``host`` (errors name the chain's source).
+
+    ECR Public serves pulls anonymously: there a failed exchange (or no botocore) is a
+    warning and anonymous access, not an error.
+    """
     parsed = parse_ecr_host(host)
     if parsed is None:
         return None
+    if parsed[0] != "ecr-public":
+        return _exchange(host, parsed, environ)
+    try:
+        return _exchange(host, parsed, environ)
+    except AuthError as exc:
+        _log.warning("%s; going on anonymously", exc.message)
+        return None
+
+
+def _exchange(
+    host: str, parsed: tuple[str, str | None, str, bool], environ: Mapping[str, str]
+) -> Credential | None:
     service, account, region, fips = parsed
     provider = "Amazon ECR Public" if service == "ecr-public" else "Amazon ECR"
     try:

@@ -231,3 +231,23 @@ def test_creds_store_without_an_answer_falls_through(tmp_path: Path) -> None:
     cred = Keychain(d, environ=env).resolve("reg.example")
     assert cred is not None
     assert cred.username == "ci"
+
+
+def test_one_exchange_per_registry(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keychain = Keychain(None, environ=dict(os.environ))
+    first = keychain.resolve(ECR)
+    assert first is not None
+    assert keychain.resolve(ECR.upper()) is first  # the Keychain keeps it for the build
+
+
+def test_ecr_public_failure_is_anonymous_with_a_warning(
+    clean_aws_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    Path(clean_aws_env["AWS_SHARED_CREDENTIALS_FILE"]).write_text("[broken\n")
+    with caplog.at_level("WARNING", logger="lamina.registry"):
+        assert cloud_credential("public.ecr.aws", dict(os.environ)) is None
+    assert "Amazon ECR Public credentials for public.ecr.aws" in caplog.text
+    with pytest.raises(AuthError):  # a private registry has no anonymous access
+        cloud_credential(ECR, dict(os.environ))
