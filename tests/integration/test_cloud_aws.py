@@ -244,6 +244,61 @@ def test_registry_map_to_an_ecr_mirror_uses_ecr_credentials(
     assert len(manifest["layers"]) == 2  # the base's layer came from the mirror
 
 
+class _ContainerCredentials(BaseHTTPRequestHandler):
+    """ECS/EKS Pod Identity's container credentials endpoint, checking its token header."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "pod-identity-token":
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps(
+            {
+                "AccessKeyId": "ASIACONTAINER",
+                "SecretAccessKey": "testing",
+                "Token": "container-session-token",
+                "Expiration": "2999-01-01T00:00:00Z",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_container_credentials(
+    tmp_path: Path, moto: MotoServer, ecr_registry: RegistryServer, ecr_proxy: ForwardProxy
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ContainerCredentials)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = moto.environ(
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=f"http://127.0.0.1:{server.server_address[1]}/c",
+            AWS_CONTAINER_AUTHORIZATION_TOKEN="pod-identity-token",
+        )
+        del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        proc = run_lamina(
+            tmp_path,
+            f"--context=s3://{BUCKET}/ctx.tar.gz",
+            *push_args("app:container"),
+            env={**env, **proxy_env(ecr_proxy)},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "credentials from the container credentials endpoint" in proc.stderr
+    for secret in ("pod-identity-token", "container-session-token"):
+        assert secret not in proc.stderr
+    files = pushed_files(ecr_registry, "app:container", tmp_path)
+    assert files["app/hello.txt"] == b"hello from s3\n"
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 
