@@ -202,7 +202,10 @@ def copy_aws_extra(repo: Path, site: Path) -> None:
     the top-level files (endpoints, partitions, retry and default-config data botocore
     reads for every client) and the services above, without their examples."""
     extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
-    copy_distributions(_pins(extras["optional-dependencies"]["aws"]), site)
+    try:
+        copy_distributions(_pins(extras["optional-dependencies"]["aws"]), site)
+    except importlib.metadata.PackageNotFoundError as exc:
+        sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
     data = site / "botocore" / "data"
     for entry in sorted(data.iterdir()):
         if entry.is_dir() and entry.name not in BOTOCORE_SERVICES:

@@ -73,7 +73,7 @@ DOCKERFILE_MAX_BYTES = 1024 * 1024
 _TIMEOUT = 120.0
 _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_PREFIXES = "dir://, tar://, https://, git:// (gs://, s3:// and Azure blobs are not supported)"
+_PREFIXES = "dir://, tar://, https://, git://, s3:// (gs:// and Azure blobs are not supported)"
 
 Kind = Literal["dir", "tar", "stdin", "https", "git", "bucket"]
 
