@@ -27,6 +27,7 @@ from tests.support.moto import ECR_HOST, ECR_USERNAME, MotoServer, ecr_password,
 from tests.support.registry import (
     RegistryServer,
     free_port,
+    make_tls_material,
     push_oci_image,
     skopeo,
     start_registry,
@@ -297,6 +298,32 @@ def test_container_credentials(
         assert secret not in proc.stderr
     files = pushed_files(ecr_registry, "app:container", tmp_path)
     assert files["app/hello.txt"] == b"hello from s3\n"
+
+
+def test_s3_endpoint_over_https_trusts_ssl_cert_dir(tmp_path: Path) -> None:
+    """botocore reads neither SSL_CERT_FILE nor SSL_CERT_DIR: lamina hands it its trust."""
+    ca, cert, key = make_tls_material(tmp_path / "tls")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "test-ca.pem").write_bytes(ca.read_bytes())
+    with start_moto(tls=(cert, key)) as server:
+        s3 = server.client("s3", verify=str(ca))
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="ctx.tar.gz", Body=targz(CONTEXT))
+        tmp = tmp_path / "tmp"
+        tmp.mkdir()
+        env = server.environ(S3_ENDPOINT=server.endpoint, TMPDIR=str(tmp))
+        run_lamina(
+            tmp_path,
+            f"--context=s3://{BUCKET}/ctx.tar.gz",
+            "--no-push",
+            env={**env, "SSL_CERT_DIR": str(certs)},
+        )
+        proc = run_lamina(
+            tmp_path, f"--context=s3://{BUCKET}/ctx.tar.gz", "--no-push", env=env, expect=3
+        )
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr
+    assert list(tmp.iterdir()) == []  # the bundle written for botocore is gone
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -44,12 +46,14 @@ class MotoServer:
             **extra,
         }
 
-    def client(self, service: str) -> Any:
-        """A boto3 client on this server (test set-up: buckets, objects, roles)."""
+    def client(self, service: str, *, verify: str | None = None) -> Any:
+        """A boto3 client on this server (test set-up: buckets, objects, roles); ``verify``:
+        the CA file of an HTTPS server."""
         import boto3
 
         return boto3.client(
             service,
+            verify=verify,
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id="testing",
@@ -64,14 +68,44 @@ def _free_port() -> int:
 
 
 @contextmanager
-def start_moto() -> Iterator[MotoServer]:
-    """A moto server on loopback for the duration of the ``with``."""
+def start_moto(*, tls: tuple[Path, Path] | None = None) -> Iterator[MotoServer]:
+    """A moto server on loopback for the duration of the ``with``; HTTPS with the
+    ``(certificate, key)`` pair ``tls``."""
     from moto.server import ThreadedMotoServer
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    if tls is not None:
+        server._server_entry = partial(_serve_tls, server, tls)  # type: ignore[method-assign]
     server.start()
     try:
-        yield MotoServer(endpoint=f"http://127.0.0.1:{port}")
+        scheme = "https" if tls is not None else "http"
+        yield MotoServer(endpoint=f"{scheme}://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+def _serve_tls(server: Any, tls: tuple[Path, Path]) -> None:
+    """ThreadedMotoServer's thread body with an SSL context (moto's own app and handler)."""
+    import ssl
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+    app = DomainDispatcherApplication(create_backend_app)
+    server._server = make_server(
+        server._ip_address,
+        server._port,
+        app,
+        True,
+        request_handler=MotoRequestHandler,
+        ssl_context=ctx,
+    )
+    server._server_ready_event.set()
+    server._server.serve_forever()

@@ -55,8 +55,22 @@ def download(url: str, dest: Path, *, environ: Mapping[str, str], timeout: float
         chain = AwsChain(environ)
     except MissingSdkError as exc:
         raise ContextError(f"the build context {shown}: {exc.message}", hint=exc.hint) from None
+    with chain:
+        _download(chain, bucket, key, dest, environ=environ, timeout=timeout)
+
+
+def _download(
+    chain: AwsChain,
+    bucket: str,
+    key: str,
+    dest: Path,
+    *,
+    environ: Mapping[str, str],
+    timeout: float,
+) -> None:
     import botocore.exceptions as bce
 
+    shown = f"s3://{bucket}/{key}"
     try:
         creds = chain.credentials()
     except (bce.BotoCoreError, bce.ClientError) as exc:

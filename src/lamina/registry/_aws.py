@@ -6,8 +6,10 @@ botocore resolves credentials as the AWS SDKs do: ``AWS_ACCESS_KEY_ID`` /
 web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at
 STS), container credentials (``AWS_CONTAINER_CREDENTIALS_*``), instance
 metadata. ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` (``_ECR``,
-``_STS``, ``_S3``) and ``AWS_CA_BUNDLE`` are botocore's own; ``SSL_CERT_FILE``
-is used as the CA bundle when ``AWS_CA_BUNDLE`` is unset.
+``_STS``, ``_S3``) and ``AWS_CA_BUNDLE`` are botocore's own. Without
+``AWS_CA_BUNDLE``, the trust lamina uses elsewhere (the system bundle or
+``SSL_CERT_FILE``, plus every ``SSL_CERT_DIR`` file) is written to a temporary
+PEM bundle for botocore (it reads neither variable), removed on :meth:`AwsChain.close`.
 
 botocore is imported only by the functions here, which only ECR hosts and
 ``s3://`` contexts reach. Every botocore error is turned into a short text
@@ -17,7 +19,11 @@ botocore is imported only by the functions here, which only ECR hosts and
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import LaminaError
@@ -103,6 +109,39 @@ class AwsChain:
                 hint="install lamina with the AWS extra: pip install 'lamina[aws]'",
             ) from None
         self._session: botocore.session.Session = botocore.session.Session()
+        self._trust_dir: str | None = None
+        if not self.environ.get("AWS_CA_BUNDLE"):
+            self._use_lamina_trust()
+
+    def _use_lamina_trust(self) -> None:
+        from ._tls import write_trust_bundle
+
+        self._trust_dir = tempfile.mkdtemp(prefix="lamina-aws-trust-")
+        bundle = Path(self._trust_dir) / "ca.pem"
+        try:
+            written = write_trust_bundle(bundle, self.environ)
+        except OSError:
+            written = False
+        if written:  # every client of the session, STS's for web identity included
+            self._session.set_config_variable("ca_bundle", str(bundle))
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._trust_dir is not None:
+            shutil.rmtree(self._trust_dir, ignore_errors=True)
+            self._trust_dir = None
+
+    def __enter__(self) -> AwsChain:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def credentials(self) -> botocore.credentials.Credentials | None:
         """Resolved (and fetched: STS and metadata calls happen here) credentials, or None.
@@ -137,13 +176,9 @@ class AwsChain:
             s3={"addressing_style": "path"} if path_style else None,
             signature_version=UNSIGNED if unsigned else None,
         )
-        verify: str | None = None
-        if not self.environ.get("AWS_CA_BUNDLE") and self.environ.get("SSL_CERT_FILE"):
-            verify = self.environ["SSL_CERT_FILE"]
         return self._session.create_client(
             service,
             region_name=region or self._session.get_config_variable("region") or "us-east-1",
             endpoint_url=endpoint_url,
             config=config,
-            verify=verify,
         )

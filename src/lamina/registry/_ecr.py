@@ -76,16 +76,27 @@ def credential(host: str, environ: Mapping[str, str]) -> Credential | None:
 def _exchange(
     host: str, parsed: tuple[str, str | None, str, bool], environ: Mapping[str, str]
 ) -> Credential | None:
-    service, account, region, fips = parsed
-    provider = "Amazon ECR Public" if service == "ecr-public" else "Amazon ECR"
+    provider = "Amazon ECR Public" if parsed[0] == "ecr-public" else "Amazon ECR"
     try:
         chain = AwsChain(environ)
     except MissingSdkError as exc:
         raise AuthError(
             f"{provider} credentials for {host}: {exc.message}", hint=exc.hint
         ) from None
+    with chain:
+        return _ask(chain, host, parsed, provider, environ)
+
+
+def _ask(
+    chain: AwsChain,
+    host: str,
+    parsed: tuple[str, str | None, str, bool],
+    provider: str,
+    environ: Mapping[str, str],
+) -> Credential | None:
     import botocore.exceptions as bce
 
+    service, account, region, fips = parsed
     try:
         creds = chain.credentials()
     except (bce.BotoCoreError, bce.ClientError) as exc:
