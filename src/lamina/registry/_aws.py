@@ -7,9 +7,10 @@ web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at
 STS), container credentials (``AWS_CONTAINER_CREDENTIALS_*``), instance
 metadata. ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` (``_ECR``,
 ``_STS``, ``_S3``) and ``AWS_CA_BUNDLE`` are botocore's own. Without
-``AWS_CA_BUNDLE``, the trust lamina uses elsewhere (the system bundle or
-``SSL_CERT_FILE``, plus every ``SSL_CERT_DIR`` file) is written to a temporary
-PEM bundle for botocore (it reads neither variable), removed on :meth:`AwsChain.close`.
+``AWS_CA_BUNDLE`` but with ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` set, lamina's
+trust (the system bundle or ``SSL_CERT_FILE``, plus every ``SSL_CERT_DIR`` file)
+is written to a temporary PEM bundle for botocore (it reads neither variable),
+removed on :meth:`AwsChain.close`; otherwise botocore keeps its default bundle.
 
 botocore is imported only by the functions here, which only ECR hosts and
 ``s3://`` contexts reach. Every botocore error is turned into a short text
