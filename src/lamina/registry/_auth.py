@@ -266,7 +266,8 @@ class Keychain:
 
         ambient = cloud_credential(host, self._environ)
         if ambient is not None:
-            return ambient
+            self._sources[host] = ambient[1]
+            return ambient[0]
         _log.debug("no credentials for %s: anonymous access", host)
         return None
 

@@ -10,8 +10,9 @@ after ``auths``, ``credHelpers`` and ``credsStore`` found nothing for a host:
    cloud SDK.
 
 A provider module exposes ``credential(host, environ) -> Credential | None``
-and raises :class:`~lamina.errors.AuthError` naming the provider, the variable
-or file it read and what the service answered, never a secret.
+(and ``SOURCE``, naming it in messages) and raises
+:class:`~lamina.errors.AuthError` naming the provider, the variable or file it
+read and what the service answered, never a secret.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def provider_for(host: str) -> str | None:
     return None
 
 
-def cloud_credential(host: str, environ: Mapping[str, str]) -> Credential | None:
-    """Credentials for ``host`` from GitLab CI variables or its cloud provider, or None."""
+def cloud_credential(host: str, environ: Mapping[str, str]) -> tuple[Credential, str] | None:
+    """Credentials for ``host`` from GitLab CI variables or its cloud provider, with where
+    they came from (for messages: the provider module's ``SOURCE``), or None."""
     from ._gitlab import gitlab_credential
 
     found = gitlab_credential(host, environ)
@@ -62,4 +64,7 @@ def cloud_credential(host: str, environ: Mapping[str, str]) -> Credential | None
     if module is None:
         return None
     provider = cast(_Provider, importlib.import_module(module))
-    return provider.credential(host, environ)
+    credential = provider.credential(host, environ)
+    if credential is None:
+        return None
+    return credential, str(getattr(provider, "SOURCE", module))

@@ -25,7 +25,10 @@ from lamina.errors import AuthError
 from ._auth import Credential
 from ._aws import AwsChain, MissingSdkError, answer, chain_source
 
-__all__ = ["credential", "parse_ecr_host"]
+__all__ = ["SOURCE", "credential", "parse_ecr_host"]
+
+#: where the credentials come from, for messages
+SOURCE = "Amazon ECR's GetAuthorizationToken (with the AWS credential chain)"
 
 _log = logging.getLogger("lamina.registry")
 _PRIVATE = re.compile(

@@ -64,8 +64,9 @@ def _from_entry(host: str, entry: Mapping[str, Any]) -> Credential | None:
     return Credential(username=username, password=password, identity_token=identity)
 
 
-def gitlab_credential(host: str, environ: Mapping[str, str]) -> Credential | None:
-    """Credentials for ``host`` from ``DOCKER_AUTH_CONFIG`` or ``CI_REGISTRY_*``, or None."""
+def gitlab_credential(host: str, environ: Mapping[str, str]) -> tuple[Credential, str] | None:
+    """Credentials for ``host`` from ``DOCKER_AUTH_CONFIG`` or ``CI_REGISTRY_*`` and the
+    variable they came from, or None."""
     host = normalize_registry(host)
     text = environ.get(_VAR, "")
     if text.strip():
@@ -73,10 +74,10 @@ def gitlab_credential(host: str, environ: Mapping[str, str]) -> Credential | Non
         if entry is not None:
             found = _from_entry(host, entry)
             if found is not None:
-                return found
+                return found, f"the variable {_VAR}"
     registry = environ.get("CI_REGISTRY", "")
     user = environ.get("CI_REGISTRY_USER", "")
     password = environ.get("CI_REGISTRY_PASSWORD", "")
     if registry and user and password and _auth_key_host(registry) == host:
-        return Credential(username=user, password=password)
+        return Credential(username=user, password=password), "CI_REGISTRY_USER/_PASSWORD"
     return None

@@ -106,8 +106,10 @@ def test_ecr_token_becomes_the_basic_credential(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-key-value")
-    cred = cloud_credential(ECR, dict(os.environ))
-    assert cred is not None
+    found = cloud_credential(ECR, dict(os.environ))
+    assert found is not None
+    cred, source = found
+    assert source.startswith("Amazon ECR's GetAuthorizationToken")
     # moto's token: base64 "AWS:<registry id>-auth-token", for the registry's own account
     assert (cred.username, cred.password) == ("AWS", "123456789012-auth-token")
     assert "auth-token" not in repr(cred)
@@ -155,11 +157,14 @@ def test_docker_auth_config_entries() -> None:
             }
         )
     }
-    cred = gitlab_credential("registry.example.com", env)
-    assert cred is not None
+    found = gitlab_credential("registry.example.com", env)
+    assert found is not None
+    cred, source = found
+    assert source == "the variable DOCKER_AUTH_CONFIG"
     assert (cred.username, cred.password) == ("ci", "pw:with:colons")
-    cred = gitlab_credential("other.example:5000", env)
-    assert cred is not None
+    found = gitlab_credential("other.example:5000", env)
+    assert found is not None
+    cred = found[0]
     assert (cred.username, cred.password) == ("u", "p")
     assert gitlab_credential("empty.example", env) is None
     assert gitlab_credential("nowhere.example", env) is None
@@ -183,8 +188,10 @@ def test_ci_registry_variables() -> None:
         "CI_REGISTRY_USER": "gitlab-ci-token",
         "CI_REGISTRY_PASSWORD": "job-token",
     }
-    cred = gitlab_credential("registry.gitlab.example:5050", env)
-    assert cred is not None
+    found = gitlab_credential("registry.gitlab.example:5050", env)
+    assert found is not None
+    cred, source = found
+    assert source == "CI_REGISTRY_USER/_PASSWORD"
     assert (cred.username, cred.password) == ("gitlab-ci-token", "job-token")
     assert gitlab_credential("registry.gitlab.example", env) is None  # another port
     assert gitlab_credential("docker.io", env) is None
@@ -214,9 +221,13 @@ def test_config_json_entry_wins_over_the_environment(tmp_path: Path) -> None:
 
 def test_environment_asked_when_config_json_has_nothing(tmp_path: Path) -> None:
     d = _config(tmp_path, {"auths": {"other.example": {"auth": _b64("o:p")}}})
-    cred = Keychain(d, environ=CI).resolve("reg.example")
+    keychain = Keychain(d, environ=CI)
+    cred = keychain.resolve("reg.example")
     assert cred is not None
     assert (cred.username, cred.password) == ("ci", "ci-pw")
+    assert keychain.describe("reg.example").summary() == (
+        "credentials for reg.example from CI_REGISTRY_USER/_PASSWORD"
+    )
     assert Keychain(None, environ=CI).resolve("reg.example") is not None
 
 
