@@ -2,9 +2,10 @@
 
 * :func:`parse_context` classifies ``--context``: a local directory (no
   scheme, ``dir://``), ``tar://PATH``, ``tar://stdin``, ``https://`` (a plain
-  GET of a tarball), ``git://host/repo.git[#ref][#commit]``; Azure blob
-  hosts, ``gs://`` and ``s3://`` are refused with :class:`NotSupportedError`
-  (they need cloud SDKs), other schemes with :class:`UsageError`.
+  GET of a tarball), ``git://host/repo.git[#ref][#commit]``, bucket
+  objects (``s3://``, the providers of :mod:`lamina.context._buckets`:
+  downloaded to a file, then unpacked as ``tar://``); other cloud URLs are
+  refused with :class:`NotSupportedError`, other schemes with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
   (the builder gives each build its own ``<kaniko-dir>/lamina-context-*/buildcontext``;
   kaniko's fixed ``<kaniko-dir>/buildcontext`` was shared by concurrent builds).
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import urlsplit
 
+from lamina.context._buckets import bucket_provider, fetch_bucket
 from lamina.context._gitopts import GitContextOptions
 from lamina.context._urls import redact_url
 from lamina.errors import ContextError, LaminaError, NotSupportedError, UsageError
@@ -73,9 +75,9 @@ DOCKERFILE_MAX_BYTES = 1024 * 1024
 _TIMEOUT = 120.0
 _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_PREFIXES = "dir://, tar://, https://, git:// (gs://, s3:// and Azure blobs are not supported)"
+_PREFIXES = "dir://, tar://, https://, git://, s3:// (gs:// and Azure blobs are not supported)"
 
-Kind = Literal["dir", "tar", "stdin", "https", "git"]
+Kind = Literal["dir", "tar", "stdin", "https", "git", "bucket"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +115,8 @@ def parse_context(context: str) -> ContextSpec:
         return ContextSpec(kind="dir", location=context, display=display)
     prefix, _, rest = context.partition("://")
     scheme = prefix.lower()
+    if bucket_provider(context) is not None:  # s3://, ... (lamina.context._buckets)
+        return ContextSpec(kind="bucket", location=context, display=display)
     if scheme == "dir":
         return ContextSpec(kind="dir", location=rest, display=display)
     if scheme == "tar":
@@ -379,6 +383,20 @@ def _fetch_https(
         raise _http_error("the build context", spec.location, exc) from None
 
 
+def _fetch_bucket(
+    spec: ContextSpec, into: Path, on_warning: Callable[[str], None], timeout: float
+) -> None:
+    """Stream the bucket object to a file beside ``into``, then unpack it as ``tar://``."""
+    fd, name = tempfile.mkstemp(prefix=".bucket-", suffix=".tar.gz", dir=into.parent)
+    os.close(fd)
+    try:
+        archive = fetch_bucket(spec.location, Path(name), timeout=timeout)
+        with _open_archive(str(archive), spec.display) as f:
+            _unpack(f, into, spec.display, on_warning)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
 def fetch_context(
     spec: ContextSpec,
     into: Path,
@@ -426,6 +444,8 @@ def fetch_context(
                 hint="pipe the gzipped tarball in (docker run -i …, not -t)",
             )
         _unpack(stdin, into, spec.display, on_warning)
+    elif spec.kind == "bucket":
+        _fetch_bucket(spec, into, on_warning, timeout)
     else:
         _fetch_https(spec, into, on_warning, timeout, transport)
     return into

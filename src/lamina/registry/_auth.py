@@ -2,7 +2,9 @@
 
 Lookup order for a registry host: ``credHelpers[host]``, then an ``auths``
 entry holding credentials, then ``credsStore``, else anonymous. Docker Hub
-entries live under the key ``https://index.docker.io/v1/``.
+entries live under the key ``https://index.docker.io/v1/``. When none of them
+has credentials, :mod:`._cloud` asks GitLab CI's variables and the host's
+cloud provider (ECR, ...).
 
 Secrets never appear in messages: errors name the file, the host or the
 helper, never a value.
@@ -257,7 +259,15 @@ class Keychain:
 
         store = config.get("credsStore")
         if isinstance(store, str) and store:
-            return self._from_helper(store, server_url, host)
+            stored = self._from_helper(store, server_url, host)
+            if stored is not None:
+                return stored
+        from ._cloud import cloud_credential  # GitLab CI variables, cloud registries
+
+        ambient = cloud_credential(host, self._environ)
+        if ambient is not None:
+            self._sources[host] = ambient[1]
+            return ambient[0]
         _log.debug("no credentials for %s: anonymous access", host)
         return None
 
