@@ -154,6 +154,35 @@ def default_docker_config(environ: Mapping[str, str]) -> DockerConfigLocation:
     )
 
 
+def credential_from_entry(entry: Mapping[str, Any], host: str, *, where: str) -> Credential | None:
+    """The credential an ``auths`` entry of a docker config holds for ``host`` (``where``:
+    the file or variable it came from, for messages), or None when it holds none."""
+    username = str(entry.get("username") or "")
+    password = str(entry.get("password") or "")
+    encoded = entry.get("auth")
+    if isinstance(encoded, str) and encoded:
+        try:
+            decoded = base64.b64decode(encoded, validate=False).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        if ":" not in decoded:
+            raise AuthError(
+                f"the 'auth' value for {host} in {where} is not base64 of 'username:password'",
+                hint="regenerate it with: printf 'user:password' | base64 -w0",
+            )
+        username, password = decoded.split(":", 1)
+    identity = str(entry.get("identitytoken") or "")
+    registry_token = str(entry.get("registrytoken") or "")
+    if not (username or password or identity or registry_token):
+        return None
+    return Credential(
+        username=username,
+        password=password,
+        identity_token=identity,
+        registry_token=registry_token,
+    )
+
+
 class Keychain:
     """Resolves credentials for a registry host from one docker config file.
 
@@ -272,31 +301,7 @@ class Keychain:
         return None
 
     def _from_entry(self, entry: Mapping[str, Any], host: str) -> Credential | None:
-        username = str(entry.get("username") or "")
-        password = str(entry.get("password") or "")
-        encoded = entry.get("auth")
-        if isinstance(encoded, str) and encoded:
-            try:
-                decoded = base64.b64decode(encoded, validate=False).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
-            if ":" not in decoded:
-                raise AuthError(
-                    f"the 'auth' value for {host} in {self._path} is not "
-                    "base64 of 'username:password'",
-                    hint="regenerate it with: printf 'user:password' | base64 -w0",
-                )
-            username, password = decoded.split(":", 1)
-        identity = str(entry.get("identitytoken") or "")
-        registry_token = str(entry.get("registrytoken") or "")
-        if not (username or password or identity or registry_token):
-            return None
-        return Credential(
-            username=username,
-            password=password,
-            identity_token=identity,
-            registry_token=registry_token,
-        )
+        return credential_from_entry(entry, host, where=str(self._path))
 
     def _from_helper(self, helper: str, server_url: str, host: str) -> Credential | None:
         program = f"docker-credential-{helper}"

@@ -10,15 +10,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from lamina.errors import AuthError
 
-from ._auth import Credential, _auth_key_host, normalize_registry
+from ._auth import Credential, _auth_key_host, credential_from_entry, normalize_registry
 
 __all__ = ["gitlab_credential"]
 
@@ -42,28 +40,6 @@ def _auth_config_entry(host: str, text: str) -> Mapping[str, Any] | None:
     return None
 
 
-def _from_entry(host: str, entry: Mapping[str, Any]) -> Credential | None:
-    username = str(entry.get("username") or "")
-    password = str(entry.get("password") or "")
-    encoded = entry.get("auth")
-    if isinstance(encoded, str) and encoded:
-        try:
-            decoded = base64.b64decode(encoded, validate=False).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            decoded = ""
-        if ":" not in decoded:
-            raise AuthError(
-                f"the 'auth' value for {host} in the variable {_VAR} is not "
-                "base64 of 'username:password'",
-                hint="regenerate it with: printf 'user:password' | base64 -w0",
-            )
-        username, password = decoded.split(":", 1)
-    identity = str(entry.get("identitytoken") or "")
-    if not (username and password) and not identity:
-        return None
-    return Credential(username=username, password=password, identity_token=identity)
-
-
 def gitlab_credential(host: str, environ: Mapping[str, str]) -> tuple[Credential, str] | None:
     """Credentials for ``host`` from ``DOCKER_AUTH_CONFIG`` or ``CI_REGISTRY_*`` and the
     variable they came from, or None."""
@@ -72,7 +48,7 @@ def gitlab_credential(host: str, environ: Mapping[str, str]) -> tuple[Credential
     if text.strip():
         entry = _auth_config_entry(host, text)
         if entry is not None:
-            found = _from_entry(host, entry)
+            found = credential_from_entry(entry, host, where=f"the variable {_VAR}")
             if found is not None:
                 return found, f"the variable {_VAR}"
     registry = environ.get("CI_REGISTRY", "")
