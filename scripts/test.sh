@@ -15,8 +15,9 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[test.sh] installing Debian packages: ${missing[*]}"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  . scripts/apt-wait.sh
+  apt_wait update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}

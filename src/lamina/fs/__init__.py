@@ -17,6 +17,8 @@
   upper dir (namespace mode), :class:`StatIndex` and :func:`diff` for
   ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``).
   ``--single-snapshot`` is the caller's choice of when to scan and diff.
+* :class:`ConfinedRoot` changes recorded paths inside a root after a RUN
+  fd-relative, following no symlink the step may have planted.
 * :func:`write_layer` writes a deterministic PAX layer tar to a stream.
 * :func:`extract_archive` unpacks a local (compressed) tar for ``ADD``, confined
   to its destination, without whiteout semantics.
@@ -31,6 +33,7 @@ from lamina._lazy import lazy_exports
 if TYPE_CHECKING:
     from lamina.fs._builddir import BuildDir
     from lamina.fs._changes import Change, ChangeKind, normalise_changes
+    from lamina.fs._confined import ConfinedRoot
     from lamina.fs._extract import (
         ExtractStats,
         device_record,
@@ -54,6 +57,7 @@ __all__ = [
     "BuildDir",
     "Change",
     "ChangeKind",
+    "ConfinedRoot",
     "ExtractStats",
     "IgnoreList",
     "LayerWriteStats",
@@ -82,6 +86,7 @@ _EXPORTS = {
     "BuildDir": "lamina.fs._builddir",
     "Change": "lamina.fs._changes",
     "ChangeKind": "lamina.fs._changes",
+    "ConfinedRoot": "lamina.fs._confined",
     "ExtractStats": "lamina.fs._extract",
     "IgnoreList": "lamina.fs._ignore",
     "LayerWriteStats": "lamina.fs._tarwriter",

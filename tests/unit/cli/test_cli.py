@@ -407,7 +407,6 @@ def test_context_sub_path_rules(ctx: Path) -> None:
     ("argv", "code", "text"),
     [
         (["-c=gs://b/ctx.tar.gz"], 2, "not supported yet: --context gs://"),
-        (["-c=s3://b/ctx.tar.gz"], 2, "not supported yet: --context s3://"),
         (["-c=https://a.blob.core.windows.net/c/x.tar.gz"], 2, "Azure"),
         (["-b=bucket"], 2, "not supported yet: --bucket"),
         (["-c=ftp://h/x"], 2, "unknown build context prefix"),

@@ -90,8 +90,30 @@ def test_a_build_imports_no_run_time_only_code_up_front() -> None:
         "tarfile",
         "httpx",
         "subprocess",
+        "botocore",
+        "lamina.registry._aws",
+        "lamina.context._s3",
     }
     assert loaded & run_only == set()
+
+
+def test_a_plain_build_never_imports_a_cloud_sdk(tmp_path: Path) -> None:
+    """botocore (and the AWS code) is imported only for an ECR host or an s3:// context."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    out = _modules(
+        "build",
+        f"--context={tmp_path / 'ctx'}",
+        "--no-push",
+        f"--oci-layout-path={tmp_path / 'out'}",
+        f"--kaniko-dir={tmp_path / 'kaniko'}",
+    )
+    assert out["code"] == 0
+    after = set(out["after"])
+    assert "lamina.builder._build" in after  # the probe did build
+    cloud = {"botocore", "boto3", "lamina.registry._aws", "lamina.registry._ecr"}
+    assert after & cloud == set()
+    assert "lamina.context._s3" not in after
 
 
 def test_version_reads_the_version_and_still_imports_no_builder() -> None:

@@ -77,7 +77,13 @@ def test_other_hosts_are_not_azure(url: str) -> None:
     assert not is_azure_blob_url(url)
 
 
-@pytest.mark.parametrize("context", ["gs://bucket/ctx.tar.gz", "s3://bucket/ctx.tar.gz"])
+@pytest.mark.parametrize("context", ["s3://bucket/ctx.tar.gz", "S3://bucket", "s3://b/a/b.tgz"])
+def test_s3_contexts_are_bucket_objects(context: str) -> None:
+    spec = parse_context(context)
+    assert (spec.kind, spec.location, spec.remote) == ("bucket", context, True)
+
+
+@pytest.mark.parametrize("context", ["gs://bucket/ctx.tar.gz"])
 def test_cloud_buckets_are_not_supported(context: str) -> None:
     with pytest.raises(NotSupportedError) as info:
         parse_context(context)
