@@ -25,8 +25,6 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lamina.oci._text import shorten
-
 __all__ = [
     "MAX_ENTRY_HEADERS",
     "MAX_GLOBAL_HEADERS",
@@ -35,7 +33,6 @@ __all__ = [
     "next_member",
     "open_file",
     "open_stream",
-    "shorten",
 ]
 
 #: bytes of extended headers (and their 512-byte blocks) one entry may have
