@@ -17,6 +17,7 @@ from lamina.context import ContextSource, IgnoreRules, LocalContext, SourceKind,
 from lamina.dockerfile import parse_dockerignore
 from lamina.errors import (
     BuildStepError,
+    ContextError,
     DockerfileError,
     FilesystemError,
     LaminaError,
@@ -451,6 +452,9 @@ class _Copier:
             elif stat.S_ISREG(st.st_mode):
                 with src.open("rb") as fin, open(host, "xb") as fout:
                     shutil.copyfileobj(fin, fout, 1024 * 1024)
+                from lamina.fs import keep_device_record  # the extraction code, on use
+
+                keep_device_record(src, host)  # a device node's placeholder stays one
                 os.lchown(host, uid, gid)
                 os.chmod(host, mode)
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -509,6 +513,7 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
                 ignore=copier.req.ignore,
                 name=f"ADD {label}",
                 owner=copier.req.owner if copier.req.chown_archives else None,
+                error=ContextError,  # a malformed or hostile archive is context content
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc
