@@ -1,7 +1,8 @@
 """Credentials from docker's ``config.json`` and credential helpers.
 
 Lookup order for a registry host: ``credHelpers[host]``, then an ``auths``
-entry holding credentials, then ``credsStore``, else anonymous. Docker Hub
+entry holding credentials, then ``credsStore``, then a cloud provider chosen by
+the host (:mod:`lamina.registry._cloud`), else anonymous. Docker Hub
 entries live under the key ``https://index.docker.io/v1/``.
 
 Secrets never appear in messages: errors name the file, the host or the
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,12 @@ class Credential:
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
+    #: ``time.monotonic()`` after which a cloud provider's token must be fetched again
+    expires_at: float | None = field(default=None, repr=False)
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.monotonic() > self.expires_at - 60
 
     @property
     def has_basic(self) -> bool:
@@ -134,7 +142,8 @@ class Keychain:
     def resolve(self, registry: str) -> Credential | None:
         """Credentials for ``registry`` (``host[:port]``), or None for anonymous access."""
         host = normalize_registry(registry)
-        if host not in self._cache:
+        cached = self._cache.get(host)
+        if host not in self._cache or (cached is not None and cached.expired):
             self._cache[host] = self._resolve(host)
         return self._cache[host]
 
@@ -159,8 +168,16 @@ class Keychain:
                     return cred
 
         store = config.get("credsStore")
-        if isinstance(store, str) and store:
-            return self._from_helper(store, server_url, host)
+        stored = (
+            self._from_helper(store, server_url, host) if isinstance(store, str) and store else None
+        )
+        if stored is not None:
+            return stored
+        from lamina.registry._cloud import cloud_credential  # kaniko: cloud helpers come last
+
+        cloud = cloud_credential(host, self._environ)
+        if cloud is not None:
+            return cloud
         _log.debug("no credentials for %s: anonymous access", host)
         return None
 

@@ -1,0 +1,177 @@
+"""Google registry credentials: the provider chosen by host, the ADC file chain, the JWT
+grant checked by a fake token endpoint (an httpx mock transport), and the errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lamina.errors import AuthError
+from lamina.registry._auth import Credential, Keychain
+from lamina.registry._cloud import provider_module
+from lamina.registry._gar import HttpxRequest, credential, google_token
+from tests.support.google_fakes import check_jwt_grant, make_service_account_key
+
+TOKEN_URI = "https://oauth2.fake.test/token"
+NO_GCE = "http://127.0.0.1:9/"  # nothing answers: the metadata probe fails at once
+
+
+@pytest.mark.parametrize(
+    ("host", "module"),
+    [
+        ("gcr.io", "lamina.registry._gar"),
+        ("eu.gcr.io", "lamina.registry._gar"),
+        ("europe-west1-docker.pkg.dev", "lamina.registry._gar"),
+        ("GCR.IO:443", "lamina.registry._gar"),
+        ("myreg.azurecr.io", "lamina.registry._acr"),
+        ("myreg.azurecr.cn", "lamina.registry._acr"),
+        ("myreg.azurecr.us", "lamina.registry._acr"),
+        ("evilgcr.io", None),
+        ("gcr.io.example.com", None),
+        ("pkg.dev", None),
+        ("azurecr.io", None),
+        ("127.0.0.1:5000", None),
+        ("index.docker.io", None),
+    ],
+)
+def test_provider_by_host(host: str, module: str | None) -> None:
+    assert provider_module(host) == module
+
+
+def _key_file(tmp_path: Path) -> tuple[Path, object]:
+    info, public = make_service_account_key(TOKEN_URI)
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return path, public
+
+
+def _request(handler: object) -> HttpxRequest:
+    return HttpxRequest(httpx.Client(transport=httpx.MockTransport(handler)))  # type: ignore[arg-type]
+
+
+def test_service_account_key_signed_jwt_exchanged(tmp_path: Path) -> None:
+    key, public = _key_file(tmp_path)
+    seen: list[dict[str, object]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        assert str(req.url) == TOKEN_URI
+        seen.append(check_jwt_grant(req.content, public, TOKEN_URI))  # type: ignore[arg-type]
+        return httpx.Response(200, json={"access_token": "ya29.fake", "expires_in": 3600})
+
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "HOME": str(tmp_path)}
+    token = google_token(env, what="the registry gcr.io", request=_request(handler))
+    assert token is not None
+    assert token.token == "ya29.fake"
+    assert "ya29" not in repr(token)
+    assert token.expires_at is not None
+    assert 3000 < token.expires_at - time.monotonic() <= 3600
+    assert len(seen) == 1
+
+
+def test_gcloud_adc_file_is_read_when_the_variable_is_unset(tmp_path: Path) -> None:
+    info, public = make_service_account_key(TOKEN_URI)
+    adc = tmp_path / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir()
+    adc.write_text(json.dumps(info), encoding="utf-8")
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        check_jwt_grant(req.content, public, TOKEN_URI)  # type: ignore[arg-type]
+        return httpx.Response(200, json={"access_token": "from-adc", "expires_in": 60})
+
+    env = {"CLOUDSDK_CONFIG": str(adc.parent)}
+    token = google_token(env, what="x", request=_request(handler))
+    assert token is not None
+    assert token.token == "from-adc"
+    assert "gcloud ADC file" in token.source
+
+
+def test_malformed_key_file_names_the_variable_and_file(tmp_path: Path) -> None:
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "service_account", "private_key": "not a key"}', encoding="utf-8")
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key)}
+    with pytest.raises(AuthError) as err:
+        google_token(env, what="the registry gcr.io", request=_request(lambda r: None))
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in err.value.message
+    assert str(key) in err.value.message
+    assert err.value.exit_code == 4
+    assert err.value.hint
+    key.write_text("{not json", encoding="utf-8")
+    with pytest.raises(AuthError, match="not a JSON credentials file"):
+        google_token(env, what="x", request=_request(lambda r: None))
+    with pytest.raises(AuthError, match="cannot read"):
+        google_token(
+            {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")},
+            what="x",
+            request=_request(lambda r: None),
+        )
+
+
+def test_token_endpoint_403_is_reported_with_its_answer(tmp_path: Path) -> None:
+    key, _ = _key_file(tmp_path)
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            403, json={"error": "access_denied", "error_description": "account disabled"}
+        )
+
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key)}
+    with pytest.raises(AuthError) as err:
+        google_token(env, what="the registry gcr.io", request=_request(handler))
+    msg = err.value.message
+    assert "access_denied" in msg
+    assert f"GOOGLE_APPLICATION_CREDENTIALS={key}" in msg
+    assert "gcr.io" in msg
+    assert "PRIVATE KEY" not in msg
+
+
+def test_token_endpoint_down(tmp_path: Path) -> None:
+    key, _ = _key_file(tmp_path)
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=req)
+
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key)}
+    with pytest.raises(AuthError, match=r"token exchange .* failed: .*ConnectError"):
+        google_token(env, what="the registry gcr.io", request=_request(handler))
+
+
+def test_no_credentials_anywhere_is_anonymous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no metadata server", request=req)
+
+    token = google_token({"HOME": str(tmp_path)}, what="x", request=_request(handler))
+    assert token is None
+
+
+def test_credential_is_oauth2accesstoken(tmp_path: Path) -> None:
+    key, _ = _key_file(tmp_path)
+    # the key's token_uri is unreachable: the provider is asked, and its error surfaces
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "NO_PROXY": "*"}
+    with pytest.raises(AuthError, match="oauth2.fake.test|token exchange"):
+        credential("gcr.io", env)
+
+
+def test_config_json_entry_wins_over_the_provider(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"gcr.io": {"username": "_json_key", "password": "{}"}}}),
+        encoding="utf-8",
+    )
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")}
+    cred = Keychain(tmp_path, environ=env).resolve("gcr.io")
+    assert cred is not None
+    assert cred.username == "_json_key"
+    # without the entry, the provider is asked (and names the missing file)
+    with pytest.raises(AuthError, match="missing.json"):
+        Keychain(tmp_path / "none", environ=env).resolve("gcr.io")
+
+
+def test_expiry() -> None:
+    assert not Credential(username="u", password="p").expired
+    assert Credential(username="u", password="p", expires_at=time.monotonic() + 30).expired
+    assert not Credential(username="u", password="p", expires_at=time.monotonic() + 600).expired
