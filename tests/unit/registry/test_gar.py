@@ -13,7 +13,7 @@ import pytest
 from lamina.errors import AuthError
 from lamina.registry._auth import Credential, Keychain
 from lamina.registry._cloud import provider_module
-from lamina.registry._gar import HttpxRequest, credential, google_token
+from lamina.registry._gar import HttpxRequest, google_token
 from tests.support.google_fakes import check_jwt_grant, make_service_account_key
 
 TOKEN_URI = "https://oauth2.fake.test/token"
@@ -149,14 +149,6 @@ def test_no_credentials_anywhere_is_anonymous(
     assert token is None
 
 
-def test_credential_is_oauth2accesstoken(tmp_path: Path) -> None:
-    key, _ = _key_file(tmp_path)
-    # the key's token_uri is unreachable: the provider is asked, and its error surfaces
-    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "NO_PROXY": "*"}
-    with pytest.raises(AuthError, match="oauth2.fake.test|token exchange"):
-        credential("gcr.io", env)
-
-
 def test_config_json_entry_wins_over_the_provider(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(
         json.dumps({"auths": {"gcr.io": {"username": "_json_key", "password": "{}"}}}),
@@ -167,7 +159,7 @@ def test_config_json_entry_wins_over_the_provider(tmp_path: Path) -> None:
     assert cred is not None
     assert cred.username == "_json_key"
     # without the entry, the provider is asked (and names the missing file)
-    with pytest.raises(AuthError, match="missing.json"):
+    with pytest.raises(AuthError, match=r"missing\.json"):
         Keychain(tmp_path / "none", environ=env).resolve("gcr.io")
 
 
