@@ -79,7 +79,7 @@ def test_gcloud_adc_file_is_read_when_the_variable_is_unset(tmp_path: Path) -> N
     adc.write_text(json.dumps(info), encoding="utf-8")
 
     def handler(req: httpx.Request) -> httpx.Response:
-        check_jwt_grant(req.content, public, TOKEN_URI)  # type: ignore[arg-type]
+        check_jwt_grant(req.content, public, TOKEN_URI)
         return httpx.Response(200, json={"access_token": "from-adc", "expires_in": 60})
 
     env = {"CLOUDSDK_CONFIG": str(adc.parent)}
