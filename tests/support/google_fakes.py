@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -63,3 +66,92 @@ def check_jwt_grant(body: bytes, public_key: rsa.RSAPublicKey, token_uri: str) -
     assert "cloud-platform" in claims["scope"]
     assert claims["exp"] > time.time()
     return claims
+
+
+# -- fake HTTP services --------------------------------------------------------------------
+
+
+@dataclass
+class FakeGoogle:
+    """A fake OAuth2 token endpoint (``/token``: checks the JWT grant with ``public_key``)
+    and a fake GCE metadata server (``/computeMetadata/v1/...``) on one loopback port.
+
+    ``answer`` is the status the token endpoint gives (200, or 403 to refuse);
+    ``grants`` counts the valid JWT grants, ``metadata_tokens`` the metadata token GETs."""
+
+    public_key: rsa.RSAPublicKey | None = None
+    access_token: str = "ya29.lamina-fake-token"
+    answer: int = 200
+    grants: int = 0
+    metadata_tokens: int = 0
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def token_uri(self) -> str:
+        return f"http://{self.host}/token"
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if req.command == "POST" and req.path == "/token":
+            body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+            if self.answer != 200:
+                error = {"error": "access_denied", "error_description": "the key is disabled"}
+                return self.answer, {}, json.dumps(error).encode()
+            assert self.public_key is not None
+            try:
+                check_jwt_grant(body, self.public_key, self.token_uri)
+            except Exception:  # a bad signature or claim: what Google answers
+                return 400, {}, json.dumps({"error": "invalid_grant"}).encode()
+            self.grants += 1
+            return 200, {}, self._token()
+        if req.path.startswith("/computeMetadata/v1/"):
+            if req.headers.get("Metadata-Flavor") != "Google":
+                return 403, {}, b"missing Metadata-Flavor"
+            flavor = {"Metadata-Flavor": "Google"}
+            if "/token" in req.path:
+                self.metadata_tokens += 1
+                return 200, flavor, self._token()
+            if "recursive=true" in req.path:
+                info = {"email": CLIENT_EMAIL, "scopes": ["cloud-platform"], "aliases": ["default"]}
+                return 200, flavor, json.dumps(info).encode()
+            return 200, flavor, b""
+        return 404, {}, b""
+
+    def _token(self) -> bytes:
+        token = {"access_token": self.access_token, "expires_in": 3600, "token_type": "Bearer"}
+        return json.dumps(token).encode()
+
+    def start(self) -> FakeGoogle:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                status, headers, body = fake._handle(self)
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._any()
+
+            def do_POST(self) -> None:
+                self._any()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

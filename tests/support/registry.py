@@ -312,8 +312,15 @@ def _config_yaml(kind: RegistryKind, port: int, data_dir: Path, workdir: Path) -
     return "\n".join(lines) + "\n"
 
 
-def start_registry(kind: RegistryKind, workdir: Path, *, timeout: float = 20.0) -> RunningRegistry:
-    """Start a real registry of ``kind`` in ``workdir`` on a free loopback port."""
+def start_registry(
+    kind: RegistryKind,
+    workdir: Path,
+    *,
+    timeout: float = 20.0,
+    login: tuple[str, str] = (TEST_USERNAME, TEST_PASSWORD),
+) -> RunningRegistry:
+    """Start a real registry of ``kind`` in ``workdir`` on a free loopback port
+    (``login``: the one htpasswd user of the ``htpasswd`` kind)."""
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise RegistryFixtureError(
@@ -326,7 +333,7 @@ def start_registry(kind: RegistryKind, workdir: Path, *, timeout: float = 20.0) 
     username = password = None
     ca_cert = cert_dir = None
     if kind == "htpasswd":
-        username, password = TEST_USERNAME, TEST_PASSWORD
+        username, password = login
         (workdir / "htpasswd").write_text(_htpasswd_line(username, password), encoding="utf-8")
     port = free_port()
     host = f"127.0.0.1:{port}"

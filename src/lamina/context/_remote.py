@@ -2,9 +2,9 @@
 
 * :func:`parse_context` classifies ``--context``: a local directory (no
   scheme, ``dir://``), ``tar://PATH``, ``tar://stdin``, ``https://`` (a plain
-  GET of a tarball), ``git://host/repo.git[#ref][#commit]``; Azure blob
-  hosts, ``gs://`` and ``s3://`` are refused with :class:`NotSupportedError`
-  (they need cloud SDKs), other schemes with :class:`UsageError`.
+  GET of a tarball), ``git://host/repo.git[#ref][#commit]``, bucket objects
+  (``gs://``, Azure blob hosts: :mod:`lamina.context._buckets`), other schemes
+  refused with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
   (kaniko's ``<kaniko-dir>/buildcontext``). Archives are streamed through
   :func:`lamina.fs.extract_archive`: ``..`` names are skipped with a warning,
@@ -71,9 +71,9 @@ DOCKERFILE_MAX_BYTES = 1024 * 1024
 _TIMEOUT = 120.0
 _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_PREFIXES = "dir://, tar://, https://, git:// (gs://, s3:// and Azure blobs are not supported)"
+_PREFIXES = "dir://, tar://, https://, git://, gs://, https://<account>.blob.core.windows.net/"
 
-Kind = Literal["dir", "tar", "stdin", "https", "git"]
+Kind = Literal["dir", "tar", "stdin", "https", "git", "bucket"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,11 +123,7 @@ def parse_context(context: str) -> ContextSpec:
         return ContextSpec(kind=kind, location=rest, display=display)
     if scheme == "https":
         if is_azure_blob_url(context):
-            raise NotSupportedError(
-                f"--context {display} (Azure Blob Storage contexts need the Azure SDK)",
-                hint="download the tarball first and pass --context tar:///path/ctx.tar.gz, "
-                "or serve it from a plain https:// URL (a SAS URL of another host)",
-            )
+            return ContextSpec(kind="bucket", location=context, display=display)
         return ContextSpec(kind="https", location=context, display=display)
     if scheme == "git":
         if not rest.partition("#")[0]:
@@ -136,11 +132,12 @@ def parse_context(context: str) -> ContextSpec:
                 hint="write --context git://host/org/repo.git[#ref][#commit]",
             )
         return ContextSpec(kind="git", location=rest, display=display)
-    if scheme in ("gs", "s3"):
+    if scheme == "gs":
+        return ContextSpec(kind="bucket", location=context, display=display)
+    if scheme == "s3":
         raise NotSupportedError(
-            f"--context {scheme}:// ({'Google Cloud Storage' if scheme == 'gs' else 'S3'} "
-            "contexts need the cloud SDK)",
-            hint="download the tarball first (gsutil cp / aws s3 cp) and pass "
+            "--context s3:// (S3 contexts need the AWS SDK)",
+            hint="download the tarball first (aws s3 cp) and pass "
             "--context tar:///path/ctx.tar.gz, or use a presigned https:// URL",
         )
     raise UsageError(
@@ -406,6 +403,12 @@ def fetch_context(
                 hint="pipe the gzipped tarball in (docker run -i …, not -t)",
             )
         _unpack(stdin, into, spec.display, on_warning)
+    elif spec.kind == "bucket":
+        from lamina.context._buckets import fetch_bucket
+
+        fetch_bucket(
+            spec.location, into, display=spec.display, on_warning=on_warning, timeout=timeout
+        )
     else:
         _fetch_https(spec, into, on_warning, timeout, transport)
     return into

@@ -58,10 +58,9 @@ def test_parse_context_redacts_credentials() -> None:
         "https://ACCT.blob.core.usgovcloudapi.net/c/ctx.tar.gz",
     ],
 )
-def test_azure_blob_hosts_are_detected_and_refused(url: str) -> None:
+def test_azure_blob_hosts_are_bucket_contexts(url: str) -> None:
     assert is_azure_blob_url(url)
-    with pytest.raises(NotSupportedError, match="Azure"):
-        parse_context(url)
+    assert parse_context(url).kind == "bucket"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +76,12 @@ def test_other_hosts_are_not_azure(url: str) -> None:
     assert not is_azure_blob_url(url)
 
 
-@pytest.mark.parametrize("context", ["gs://bucket/ctx.tar.gz", "s3://bucket/ctx.tar.gz"])
+def test_gs_is_a_bucket_context() -> None:
+    spec = parse_context("gs://bucket/ctx.tar.gz")
+    assert (spec.kind, spec.location, spec.remote) == ("bucket", "gs://bucket/ctx.tar.gz", True)
+
+
+@pytest.mark.parametrize("context", ["s3://bucket/ctx.tar.gz"])
 def test_cloud_buckets_are_not_supported(context: str) -> None:
     with pytest.raises(NotSupportedError) as info:
         parse_context(context)
