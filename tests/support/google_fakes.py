@@ -108,7 +108,7 @@ class FakeGoogle:
                 return 400, {}, json.dumps({"error": "invalid_grant"}).encode()
             self.grants += 1
             return 200, {}, self._token()
-        if req.path.startswith("/computeMetadata/v1/"):
+        if req.path == "/" or req.path.startswith("/computeMetadata/v1/"):  # "/": the probe
             if req.headers.get("Metadata-Flavor") != "Google":
                 return 403, {}, b"missing Metadata-Flavor"
             flavor = {"Metadata-Flavor": "Google"}
