@@ -122,8 +122,9 @@ def parse_context(context: str) -> ContextSpec:
         kind: Kind = "stdin" if rest == "stdin" else "tar"
         return ContextSpec(kind=kind, location=rest, display=display)
     if scheme == "https":
-        if is_azure_blob_url(context):
-            return ContextSpec(kind="bucket", location=context, display=display)
+        if is_azure_blob_url(context):  # a SAS in the query is a secret: never shown
+            shown = display.split("?", 1)[0] + ("?<SAS>" if "?" in display else "")
+            return ContextSpec(kind="bucket", location=context, display=shown)
         return ContextSpec(kind="https", location=context, display=display)
     if scheme == "git":
         if not rest.partition("#")[0]:

@@ -276,3 +276,10 @@ def test_insecure_skip_tls_turns_off_git_certificate_checks(tmp_path: Path) -> N
 
     assert config(True)["http.sslVerify"] == "false"
     assert "http.sslVerify" not in config(False)
+
+
+def test_azure_sas_is_not_shown() -> None:
+    spec = parse_context("https://acct.blob.core.windows.net/c/x.tar.gz?sv=1&sig=SECRET")
+    assert spec.location.endswith("sig=SECRET")
+    assert "SECRET" not in spec.display
+    assert spec.display == "https://acct.blob.core.windows.net/c/x.tar.gz?<SAS>"
