@@ -38,6 +38,9 @@ import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: extras the images include, with their pinned dependencies (imported on first use only)
+GCP_AZURE_EXTRAS = ("gcp", "azure")
+GCP_AZURE_IMPORTS = "google.auth, google.auth.compute_engine, azure.identity, azure.storage.blob"
 KANIKO_LIB = "/kaniko/lib"
 GIT_CORE = "/usr/lib/git-core"
 #: git programs the client side needs (builtins run inside ``git`` itself)
@@ -69,7 +72,7 @@ STDLIB_DROP = {
     "curses",
     "dbm",
     "xmlrpc",
-    "wsgiref",
+    # "wsgiref": azure-storage-blob formats dates with it (lamina[azure])
     "venv",
     "msilib",
     "site-packages",
@@ -151,6 +154,12 @@ def copy_dependencies(repo: Path, site: Path) -> None:
     for line in project["dependencies"]:
         name, _, version = line.partition("==")
         pins[name.strip().lower()] = version.strip()
+    # -- cloud extras: Google (lamina[gcp]) and Azure (lamina[azure]) registries and buckets
+    for extra in GCP_AZURE_EXTRAS:
+        for line in project["optional-dependencies"][extra]:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    # -- end of the Google and Azure block
     todo = list(pins)
     seen: set[str] = set()
     while todo:
@@ -356,6 +365,7 @@ def main() -> None:
             "-B",
             "-c",
             "import sys, lamina.cli.main, ssl, zlib, bz2, lzma, ctypes, zstandard, isal, httpx;"
+            f"import {GCP_AZURE_IMPORTS};"
             f"assert sys.prefix == {str(py)!r}, sys.prefix",
         ],
         capture_output=True,
