@@ -66,16 +66,24 @@ def aad_credential(
 
     tenant = environ.get("AZURE_TENANT_ID", "")
     client = environ.get("AZURE_CLIENT_ID", "")
-    authority = environ.get("AZURE_AUTHORITY_HOST") or login_host
+    configured = environ.get("AZURE_AUTHORITY_HOST", "")
+    authority = configured or login_host
+    # a configured authority (sovereign cloud, Azure Stack) is not looked up in the
+    # public cloud's instance discovery
+    extra = {"disable_instance_discovery": True} if configured else {}
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE", "")
     secret = environ.get("AZURE_CLIENT_SECRET", "")
     if tenant and client and token_file:
         return WorkloadIdentityCredential(
-            tenant_id=tenant, client_id=client, token_file_path=token_file, authority=authority
+            tenant_id=tenant,
+            client_id=client,
+            token_file_path=token_file,
+            authority=authority,
+            **extra,
         ), f"AZURE_FEDERATED_TOKEN_FILE={token_file}"
     if tenant and client and secret:
         return ClientSecretCredential(
-            tenant, client, secret, authority=authority
+            tenant, client, secret, authority=authority, **extra
         ), f"AZURE_CLIENT_SECRET (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant})"
     return ManagedIdentityCredential(client_id=client or None), "the managed identity"
 
