@@ -197,8 +197,8 @@ RUN <<EOF
 echo heredoc > /heredoc.txt
 EOF
 """)
-    # no --isolation flag, as kaniko users run it: auto picks chroot under podman's default
-    # capabilities (CAP_SYS_CHROOT), in place only where even that is missing
+    # no --isolation flag, as kaniko users run it: auto picks a user namespace under
+    # podman's default capabilities and seccomp profile, in place where that is refused
     local = executor_image.executor(
         same,
         "--dockerfile=/workspace/Dockerfile",
@@ -206,7 +206,9 @@ EOF
         *common[1:],
     )
     assert local.returncode == 0, local.stderr[-6000:]
-    assert "isolation: chroot" in local.stderr or "isolation: none (in place" in local.stderr
+    assert "isolation: namespace (a user namespace" in local.stderr or (
+        "isolation: none (in place" in local.stderr
+    )
     result = build_and_output(
         BuildOptions(
             dockerfile=str(same / "Dockerfile"),

@@ -61,8 +61,10 @@ __all__ = [
     "write_outputs",
 ]
 
-#: kaniko's tag for ``--tar-path`` when there is no ``--destination``
-DUMMY_DESTINATION = "unset-repo/unset-image-name"
+#: the tag of a ``--tar-path`` archive when there is no ``--destination`` (kaniko wrote
+#: ``unset-repo/unset-image-name``); ``podman load`` / ``docker load`` name it
+#: ``docker.io/library/lamina-build:latest``, as ``docker build -t lamina-build`` would
+DUMMY_DESTINATION = "lamina-build:latest"
 
 
 @dataclass(slots=True, kw_only=True)

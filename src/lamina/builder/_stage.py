@@ -268,7 +268,13 @@ class BuildEnv:
         if self.runner is None:
             from lamina.sandbox import select_runner  # the first step that runs
 
-            self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
+            self.runner = select_runner(
+                self.isolation,
+                force=self.force,
+                log=self.log.info,
+                debug=self.log.debug,
+                scratch=self.build_dir.work,
+            )
         return self.runner
 
     def pull(self, name: str, platform: Platform, location: SourceLocation | None) -> Image:
@@ -340,6 +346,17 @@ class BuildEnv:
         if ownership.rootless and ownership.remove not in self.build_dir.removers:
             self.build_dir.removers.append(ownership.remove)
         return ownership
+
+
+#: a RUN's own mounts in every mode (BuildKit's too): what a step writes there (a chroot
+#: step's ``> /dev/null`` without CAP_MKNOD makes a file) never reaches its layer
+RUN_MOUNT_POINTS = ("/dev", "/proc", "/sys")
+
+
+def _run_ignore(inplace: InPlace | None) -> IgnoreList:
+    """What a RUN's rootfs snapshot leaves out: the in-place ignore list and /dev, /proc, /sys."""
+    base = inplace.ignore if inplace is not None else IgnoreList()
+    return base.with_paths(*RUN_MOUNT_POINTS)
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -1001,6 +1018,7 @@ class StageBuilder:
         if self.env.inplace is not None:  # kaniko: later writes below a VOLUME are not kept
             inplace = self.env.inplace
             self.env.inplace = replace(inplace, ignore=inplace.ignore.with_paths(*instr.volumes))
+            _make_volume_dirs(inplace.root, instr.volumes)  # kaniko: mkdir -p, never a layer
         return StepEffect(
             created_by=f"VOLUME {go_list(instr.volumes)}",
             config=replace(self.runtime, volumes=tuple(merged)),
@@ -1068,15 +1086,9 @@ class StageBuilder:
     def _make_workdir(
         self, rootfs: Path, host: Path, path: str, location: SourceLocation
     ) -> list[Path]:
-        from lamina.sandbox import resolve_user
+        from lamina.builder._ids import file_op_owner
 
-        uid, gid = 0, 0
-        if self.runtime.user:
-            try:
-                ru = resolve_user(rootfs, self.runtime.user)
-                uid, gid = ru.uid, ru.gid
-            except LaminaError:
-                uid, gid = 0, 0
+        uid, gid = file_op_owner(rootfs, self.runtime.user) if self.runtime.user else (0, 0)
         created: list[Path] = []
         probe = host
         while not probe.exists() and probe != rootfs:
@@ -1289,6 +1301,7 @@ class StageBuilder:
             mounts=tuple(mounts),
             extra_files=host_network_files("lamina"),
             security=security,  # type: ignore[arg-type]
+            placeholders=_volume_placeholders(rootfs, self.runtime.volumes),
         )
         try:
             if runner.captures_upper:
@@ -1325,7 +1338,8 @@ class StageBuilder:
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                changes = self._ownership().run(lambda: changes_from_upper(upper))
+                # lower=: a hardlinked file changed through one name keeps its group (#16)
+                changes = self._ownership().run(lambda: changes_from_upper(upper, lower=rootfs))
                 layer = self._layer(changes, upper)
                 ownership = self._ownership()
                 ownership.apply_upper(upper, rootfs)
@@ -1334,12 +1348,15 @@ class StageBuilder:
             elif emulate:
                 layer = self._run_emulated(runner, spec, emulated, caches, out, command_text, loc)
             else:
-                before = self.env.scan(rootfs)
+                from lamina.fs import StatIndex
+
+                ignore = _run_ignore(self.env.inplace)
+                before = StatIndex.scan(rootfs, ignore)
                 result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                after = self.env.scan(rootfs)
+                after = StatIndex.scan(rootfs, ignore)
                 mode = (
                     self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
                 )
@@ -1385,8 +1402,7 @@ class StageBuilder:
                     (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
                 )
             places.sort(key=lambda p: PurePosixPath(p[0]).parts)
-            base = inplace.ignore if inplace is not None else IgnoreList()
-            ignore = base.with_paths(*(em.resolve(t) for t, _ in places))
+            ignore = _run_ignore(inplace).with_paths(*(em.resolve(t) for t, _ in places))
             before = StatIndex.scan(root, ignore)
             try:
                 for _, place in places:
@@ -1785,6 +1801,49 @@ class StageBuilder:
         srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
         created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
         return StepEffect(created_by=created_by, layer=layer)
+
+
+def _missing_volume_dir(rootfs: Path, volume: str) -> Path | None:
+    """The host path of a VOLUME directory missing from ``rootfs`` that can be made there."""
+    if not volume.startswith("/"):
+        return None
+    try:
+        host = safe_join(rootfs, volume, follow_final=True)
+    except LaminaError:
+        return None  # below a file: nothing to make
+    if os.path.lexists(host):
+        return None
+    probe = host.parent
+    while probe != rootfs and not os.path.lexists(probe):
+        probe = probe.parent
+    return host if probe.is_dir() and not probe.is_symlink() else None
+
+
+def _volume_placeholders(rootfs: Path, volumes: Sequence[str]) -> tuple[str, ...]:
+    """VOLUME paths a RUN finds as (empty) directories, as with kaniko, Docker and buildah.
+
+    BuildKit only records VOLUME in the config, so ``VOLUME /foo1`` then ``RUN
+    echo > /foo1/hello`` fails there. Here the missing directory exists for the
+    step like a mount point (:class:`RunSpec` ``placeholders``): it leaves no
+    trace unless the step writes below it, and what it writes is kept (as
+    BuildKit keeps writes below VOLUME paths that exist).
+    """
+    return tuple(v for v in volumes if _missing_volume_dir(rootfs, v) is not None)
+
+
+def _make_volume_dirs(root: Path, volumes: Sequence[str]) -> None:
+    """In place (kaniko's mode): create missing VOLUME directories (0755), as kaniko does."""
+    for volume in volumes:
+        host = _missing_volume_dir(root, volume)
+        if host is None:
+            continue
+        try:
+            host.mkdir(mode=0o755, parents=True)
+        except OSError as exc:
+            raise FilesystemError(
+                f"VOLUME {volume}: cannot create {exc.filename}: {exc.strerror}",
+                hint="kaniko's mode creates the directories of VOLUME paths in the root",
+            ) from exc
 
 
 def now_utc() -> datetime:

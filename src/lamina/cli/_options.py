@@ -355,7 +355,25 @@ def _resolve_context(
                 hint="write --context tar:///absolute/path/ctx.tar.gz",
             )
         return context, check_sub_path(sub_path) if sub_path else ""
-    return str(context_subdir(Path(_local_dir(spec.location)), sub_path)), ""
+    return str(
+        context_subdir(Path(_local_dir(_dir_url_path(spec.location, warnings))), sub_path)
+    ), ""
+
+
+def _dir_url_path(location: str, warnings: list[str]) -> str:
+    """The directory of ``dir://LOCATION``. kaniko resolves a relative one against the
+    working directory, but its own examples write ``dir://workspace`` for ``/workspace``
+    (where the working directory is ``/workspace`` itself): when the relative directory
+    does not exist and the absolute one does, the absolute one is meant."""
+    path = Path(location)
+    absolute = Path("/", location)
+    if not path.is_absolute() and not path.is_dir() and absolute.is_dir():
+        warnings.append(
+            f"--context dir://{location}: there is no directory {location} in "
+            f"{Path.cwd()}; using {absolute} (write dir://{absolute} to say so)"
+        )
+        return str(absolute)
+    return location
 
 
 def _local_dir(context: str) -> str:

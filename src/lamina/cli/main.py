@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import lamina
 from lamina.builder.options import default_kaniko_dir
+from lamina.cli._argv import split_own_path
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
 from lamina.cli._options import (
@@ -34,6 +35,7 @@ from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    BuildStepError,
     LaminaError,
     NotSupportedError,
     RegistryError,
@@ -152,7 +154,17 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+def _exit_code(err: LaminaError, *, run_status: bool) -> int:
+    """The exit code for ``err``: its category's, or (``executor``, as kaniko's) the failed
+    RUN's own status."""
+    if run_status and isinstance(err, BuildStepError) and err.status is not None:
+        return err.status
+    return err.exit_code
+
+
+def _guarded(
+    body: Callable[[], int], argv: Sequence[str], stderr: TextIO, *, run_status: bool = False
+) -> int:
     early = _pre_log_options(argv)
     try:
         with _sigterm_interrupts():
@@ -161,7 +173,7 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
         if early.verbosity in ("debug", "trace"):
             traceback.print_exc(file=stderr)
         _render_error(err, early, stderr)
-        return err.exit_code
+        return _exit_code(err, run_status=run_status)
     except _Terminated:
         stderr.write("error: terminated\n")
         return EXIT_TERMINATED
@@ -177,6 +189,11 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
             "and report it\n"
         )
         return EXIT_FAILURE
+
+
+def _note_own_path(own_path: str | None) -> None:
+    if own_path is not None:
+        log.debug("ignoring the first argument %s: it is this program's own path", own_path)
 
 
 def _configure(log_options: LogOptions, warnings: Sequence[str]) -> None:
@@ -241,13 +258,11 @@ def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCa
 
 def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     from lamina.builder import build_and_output
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     config = _default_kaniko_dir(config, env)
     log.info("lamina %s: building %s", lamina.__version__, config.build.dockerfile)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         layer_cache = _open_layer_cache(config, client)
         try:
             result = build_and_output(
@@ -273,9 +288,11 @@ def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> 
             _help_text(command, BUILD_FLAGS, "Build a container image from a Dockerfile.")
         )
         return 0
+    argv, own_path = split_own_path(argv, "executor", sys.argv[0])
     parsed = parse_flags(argv, BUILD_FLAGS, command=command)
     config = executor_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     _check_unsupported(parsed)
     return _build(config, env)
 
@@ -284,9 +301,11 @@ def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> i
     if _wants_help(argv):
         sys.stdout.write(_help_text(command, WARM_FLAGS, "Fill the base-image cache."))
         return 0
+    argv, own_path = split_own_path(argv, "warmer", sys.argv[0])
     parsed = parse_flags(argv, WARM_FLAGS, command=command)
     config = warm_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     return _warm(config, env)
 
 
@@ -337,13 +356,11 @@ def _warm(config: WarmConfig, env: Mapping[str, str]) -> int:
     from datetime import timedelta
 
     from lamina.cache import BaseImageCache, warm_base_images
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     targets = _warm_targets(config)
     cache = BaseImageCache(config.cache_dir, timedelta(seconds=config.cache_ttl_seconds), log)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         results = warm_base_images(client, targets, cache, force=config.force, log=log)
     if results and all(r.outcome == "failed" for r in results):
         raise RegistryError(
@@ -411,7 +428,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str 
             )
         return handler(args[1:], environ, f"lamina {name}")
 
-    return _guarded(body, args, sys.stderr)
+    return _guarded(body, args, sys.stderr, run_status=prog == "executor")
 
 
 def _exit(code: int) -> NoReturn:

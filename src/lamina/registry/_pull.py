@@ -24,7 +24,7 @@ from lamina.oci import (
 )
 from lamina.oci import mediatypes as mt
 
-from ._errors import error_from_response, with_retries
+from ._errors import with_retries
 from ._options import RegistryOptions
 from ._streams import (
     CHUNK,
@@ -109,7 +109,7 @@ class RemoteRepository:
             if response.status_code == 404 and missing_ok:
                 return None
             if response.status_code != 200:
-                raise error_from_response(response, self.what)
+                raise self.endpoint.error(response, self.what)
             declared = int(response.headers.get("content-length") or 0)
             if declared > MAX_MANIFEST_SIZE:
                 raise ImageFormatError(
@@ -194,7 +194,7 @@ class RemoteRepository:
             if response.status_code == 404:
                 return None
             if response.status_code != 200:
-                raise error_from_response(response, self.what)
+                raise self.endpoint.error(response, self.what)
             digest_header = response.headers.get("docker-content-digest")
             if not digest_header:
                 return None  # cannot describe it without a GET
@@ -245,7 +245,7 @@ class RemoteRepository:
         )
         if response.status_code != 200:
             try:
-                raise error_from_response(response, what)
+                raise self.endpoint.error(response, what)
             finally:
                 response.close()
         return response

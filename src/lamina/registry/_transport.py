@@ -24,10 +24,10 @@ import httpx
 import lamina
 from lamina.errors import AuthError, RegistryError
 
-from ._auth import Credential, Keychain, normalize_registry
+from ._auth import Credential, CredentialSource, Keychain, normalize_registry
 from ._challenge import Challenge, TokenCache, parse_challenge, parse_token_response
 from ._errors import (
-    CONFIG_HINT,
+    auth_error,
     error_from_response,
     error_from_transport,
     is_cert_error,
@@ -100,14 +100,14 @@ class Endpoint:
         client: httpx.Client,
         schemes: tuple[str, ...],
         insecure: bool = False,
-        credential_source: Callable[[], Credential | None],
+        keychain: Keychain,
     ) -> None:
         self.registry = registry
         self.purpose = purpose
         self.client = client
         self._schemes = schemes
         self._insecure = insecure
-        self._credential_source = credential_source
+        self._keychain = keychain
         self._lock = threading.Lock()
         self._base_url: str | None = None
         self._challenge: Challenge | None = None
@@ -170,7 +170,30 @@ class Endpoint:
 
     # ------------------------------------------------------------------ auth
     def _credential(self) -> Credential | None:
-        return self._credential_source()
+        return self._keychain.resolve(self.registry)
+
+    def _credentials_sent(self, source: CredentialSource) -> bool:
+        """Whether requests to this registry carry (or were issued for) the credentials."""
+        if not source.found or self._challenge is None:
+            return False
+        cred = self._credential()
+        if cred is None:
+            return False
+        return cred.has_basic if self._challenge.scheme == "basic" else True
+
+    def error(self, response: httpx.Response, what: str) -> RegistryError:
+        """The error for an unexpected ``response``; a 401 or 403 says which
+        credentials were sent, from which file, or that there were none."""
+        if response.status_code not in (401, 403):
+            return error_from_response(response, what)
+        source = self._keychain.describe(self.registry)
+        return error_from_response(
+            response,
+            what,
+            credentials=source,
+            sent=self._credentials_sent(source),
+            asked=self._challenge is not None,
+        )
 
     def _authorization(self, scopes: tuple[str, ...], what: str, *, fresh: bool) -> str | None:
         challenge = self._challenge
@@ -236,11 +259,13 @@ class Endpoint:
         except httpx.TransportError as exc:
             raise error_from_transport(exc, f"{what}: fetching a token", self.registry) from None
         if response.status_code in (401, 403):
-            detail = "wrong credentials" if cred is not None else "anonymous access refused"
-            raise AuthError(
+            source = self._keychain.describe(self.registry)
+            raise auth_error(
                 f"{what}: the token service of {self.registry} refused the request "
-                f"({response.status_code}, {detail})",
-                hint=CONFIG_HINT,
+                f"({response.status_code})",
+                response.status_code,
+                source,
+                sent=cred is not None,
             )
         if response.status_code != 200:
             raise error_from_response(response, f"{what}: fetching a token from {self.registry}")
@@ -408,7 +433,7 @@ class RegistryTransport:
             client=client,
             schemes=schemes,
             insecure=insecure,
-            credential_source=lambda: self.keychain.resolve(registry),
+            keychain=self.keychain,
         )
 
     def close(self) -> None:

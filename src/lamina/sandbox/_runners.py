@@ -357,6 +357,14 @@ class _Stubs:
         self.restore_times()
 
 
+def _add_placeholders(stubs: _Stubs, spec: RunSpec) -> None:
+    """``spec.placeholders`` as stub directories, where a directory can be made."""
+    for path in spec.placeholders:
+        if path.startswith("/") and not _exists_in_view(spec.rootfs, spec.upper, path):
+            with contextlib.suppress(FilesystemError):  # below a file: BuildKit has none either
+                stubs.add(spec.rootfs, path, directory=True)
+
+
 def _copy_times_from_image(stubs_base: Path, rootfs: Path) -> None:
     for dirpath, dirnames, _ in os.walk(stubs_base, topdown=False):
         for name in dirnames:
@@ -385,6 +393,11 @@ class IdMap:
     gids: tuple[IdRange, ...]
     use_tools: bool = False
 
+    @property
+    def identity(self) -> bool:
+        """Every id maps to itself (root's map): no translation, no helper needed."""
+        return all(a == b for a, b, _ in (*self.uids, *self.gids))
+
     def maps_uid(self, uid: int) -> bool:
         return any(inside <= uid < inside + count for inside, _, count in self.uids)
 
@@ -407,9 +420,8 @@ class IdMap:
         ids or no ``newuidmap``/``newgidmap``).
         """
         uid, gid = os.geteuid(), os.getegid()
-        if uid == 0:
-            full = ((0, 0, 2**32 - 1),)
-            return cls(uids=full, gids=full)
+        if uid == 0:  # every id this process's own user namespace has, as itself
+            return cls(uids=_own_ids("uid"), gids=_own_ids("gid"))
         tools = shutil.which("newuidmap"), shutil.which("newgidmap")
         if None in tools:
             return None
@@ -434,6 +446,17 @@ class IdMap:
             "newuidmap": shutil.which("newuidmap") if self.use_tools else None,
             "newgidmap": shutil.which("newgidmap") if self.use_tools else None,
         }
+
+
+def _own_ids(kind: str) -> tuple[IdRange, ...]:
+    """The identity map over the ids of this process's user namespace (all of them on a
+    host; a container's range in a user-namespaced container)."""
+    try:
+        lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
+        ranges = tuple((int(a), int(a), int(c)) for a, _, c in (ln.split() for ln in lines))
+    except (OSError, ValueError):
+        ranges = ()
+    return ranges or ((0, 0, 2**32 - 1),)
 
 
 def _to_inside(ranges: tuple[IdRange, ...], host: int) -> int | None:
@@ -617,7 +640,8 @@ class NamespaceRunner:
             return None
         full = self.id_map or IdMap.for_current_user()
         if full is not None:
-            return full
+            # root through a user namespace maps every id to itself: host ids are image ids
+            return None if full.identity else full
         return IdMap(uids=((0, os.geteuid(), 1),), gids=((0, os.getegid(), 1),))
 
     def _userns(self) -> bool:
@@ -717,6 +741,7 @@ class NamespaceRunner:
             for target, directory in wanted:
                 if not _exists_in_view(spec.rootfs, spec.upper, target):
                     stubs.add(spec.rootfs, target, directory=directory)
+            _add_placeholders(stubs, spec)
             if overlay:
                 _copy_times_from_image(stubs.base, spec.rootfs)
             else:
@@ -729,9 +754,12 @@ class NamespaceRunner:
             raise
         mounts.sort(key=lambda m: len([p for p in str(m["target"]).split("/") if p]))
         payload = _command_payload(spec, user, "namespace")
+        scratch = tmp / "scratch"  # a tmpfs upper where the build dir cannot hold one
+        scratch.mkdir()
         payload.update(
             {
                 "newroot": str(newroot),
+                "scratch": str(scratch),
                 "upper": str(spec.upper) if spec.upper else None,
                 "work": str(spec.work) if spec.work else None,
                 "stub_lowers": [str(stubs.base)] if overlay and stubs.created else [],
@@ -970,6 +998,8 @@ class ChrootRunner:
                 ) from exc
             binds.append({"source": str(source), "target": target})
             targets[target] = is_dir
+        for path in spec.placeholders:
+            targets.setdefault(path, True)
         with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
                 {
