@@ -125,6 +125,8 @@ def _load_file(path: Path, source: str, error: type[LaminaError]) -> Any:
             hint=_HINT,
         ) from None
     try:
+        if isinstance(info, dict) and info.get("type") == "external_account":
+            return _external_account(info)
         with warnings.catch_warnings():  # the user's own file: google-auth's caution is moot
             warnings.simplefilter("ignore", DeprecationWarning)
             creds, _ = google.auth.load_credentials_from_dict(info, scopes=_SCOPES)  # type: ignore[no-untyped-call]
@@ -135,6 +137,23 @@ def _load_file(path: Path, source: str, error: type[LaminaError]) -> Any:
             hint=_HINT,
         ) from None
     return creds
+
+
+def _external_account(info: dict[str, Any]) -> Any:
+    """Workload identity federation credentials, built without google-auth's project-id
+    lookup at load time (an extra STS and Resource Manager call over ``requests``)."""
+    source = info.get("credential_source") or {}
+    if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
+        from google.auth import aws
+
+        return aws.Credentials.from_info(info, scopes=_SCOPES)  # type: ignore[no-untyped-call]
+    if isinstance(source, dict) and source.get("executable") is not None:
+        from google.auth import pluggable
+
+        return pluggable.Credentials.from_info(info, scopes=_SCOPES)  # type: ignore[no-untyped-call]
+    from google.auth import identity_pool
+
+    return identity_pool.Credentials.from_info(info, scopes=_SCOPES)  # type: ignore[no-untyped-call]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -167,3 +167,46 @@ def test_expiry() -> None:
     assert not Credential(username="u", password="p").expired
     assert Credential(username="u", password="p", expires_at=time.monotonic() + 30).expired
     assert not Credential(username="u", password="p", expires_at=time.monotonic() + 600).expired
+
+
+def test_workload_identity_federation_file(tmp_path: Path) -> None:
+    """An ``external_account`` file: the subject token read from its file is exchanged at
+    the STS ``token_url`` (RFC 8693), as google-auth does for workload identity pools."""
+    subject = tmp_path / "oidc-token"
+    subject.write_text("subject-jwt-from-the-platform", encoding="utf-8")
+    sts = "https://sts.fake.test/v1/token"
+    config = {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/"
+        "workloadIdentityPools/p/providers/q",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": sts,
+        "credential_source": {"file": str(subject)},
+    }
+    path = tmp_path / "wif.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    forms: list[dict[str, list[str]]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        from urllib.parse import parse_qs
+
+        assert str(req.url) == sts
+        forms.append(parse_qs(req.content.decode()))
+        return httpx.Response(
+            200,
+            json={
+                "access_token": "federated-token",
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            },
+        )
+
+    token = google_token(
+        {"GOOGLE_APPLICATION_CREDENTIALS": str(path)}, what="x", request=_request(handler)
+    )
+    assert token is not None
+    assert token.token == "federated-token"
+    (form,) = forms
+    assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:token-exchange"]
+    assert form["subject_token"] == ["subject-jwt-from-the-platform"]
