@@ -21,7 +21,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_remote_context import image_files, lamina_build, targz
-from tests.support.azure_fakes import CLIENT_ID, CLIENT_SECRET, TENANT, ConnectProxy, FakeAzure
+from tests.support.azure_fakes import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FEDERATED_TOKEN,
+    TENANT,
+    ConnectProxy,
+    FakeAzure,
+)
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, AzuriteFixtureError, start_azurite
 from tests.support.registry import RegistryServer, skopeo, start_registry
 
@@ -156,6 +163,19 @@ def test_acr_push_with_a_client_secret(
     assert fake.exchanges == 1  # one exchange for the whole push
     assert fake.token_requests == 1
     assert proxy.tunnels == [f"{ACR}:443"]
+
+
+def test_acr_push_with_aks_workload_identity(
+    tmp_path: Path, acr_registry: RegistryServer, azure: tuple[FakeAzure, ConnectProxy]
+) -> None:
+    fake, proxy = azure
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(FEDERATED_TOKEN, encoding="utf-8")
+    env = {"AZURE_CLIENT_SECRET": "", "AZURE_FEDERATED_TOKEN_FILE": str(token_file)}
+    err = push_to_acr(tmp_path, acr_registry, fake, proxy, env=env)
+    assert FEDERATED_TOKEN not in err
+    assert fake.token_requests == 1
+    assert fake.exchanges == 1
 
 
 def test_acr_exchange_refused_is_a_registry_error(

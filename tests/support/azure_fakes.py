@@ -5,7 +5,7 @@ registry host) answering what azure-identity and lamina ask:
 
 * ``GET /<tenant>/v2.0/.well-known/openid-configuration`` -- the authority's metadata;
 * ``POST /<tenant>/oauth2/v2.0/token`` -- client credentials (checks the client id and
-  secret), answers ``aad_token``;
+  the secret or the federated token as client assertion), answers ``aad_token``;
 * ``POST /oauth2/exchange`` -- ACR's exchange (checks ``grant_type``, ``service`` and the
   AAD token), answers ``refresh_token``; ``exchange_status`` makes it refuse.
 
@@ -30,6 +30,9 @@ from tests.support.registry import make_tls_material
 TENANT = "lamina-tenant"
 CLIENT_ID = "lamina-client"
 CLIENT_SECRET = "lamina-client-secret"
+#: what AKS writes to AZURE_FEDERATED_TOKEN_FILE (a service-account JWT; opaque here)
+FEDERATED_TOKEN = "eyJfake.federated.serviceaccount-token"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @dataclass
@@ -64,7 +67,12 @@ class FakeAzure:
                 "tenant_region_scope": None,
             })  # fmt: skip
         if req.path == f"/{TENANT}/oauth2/v2.0/token":
-            if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+            federated = (
+                form.get("client_assertion_type") == JWT_BEARER
+                and form.get("client_assertion") == FEDERATED_TOKEN
+            )
+            secret_ok = form.get("client_secret") == CLIENT_SECRET
+            if form.get("client_id") != CLIENT_ID or not (federated or secret_ok):
                 return self._json(401, {
                     "error": "invalid_client",
                     "error_description": "AADSTS7000215: Invalid client secret provided.",
