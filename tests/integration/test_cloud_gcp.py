@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_remote_context import targz
+from tests.integration.test_remote_context import image_files, lamina_build, targz
 from tests.support.gcs import GcsEmulator, GcsFixtureError, start_gcs_emulator
 from tests.support.google_fakes import FakeGoogle, make_service_account_key
 from tests.support.registry import RegistryServer, skopeo, start_registry
@@ -181,3 +181,25 @@ def test_bad_bucket_objects_are_context_errors(
     err = run_executor(tmp_path, gcr, f"--context={context}", "--no-push", env=env, expect=3)
     assert text in err
     assert "hint:" in err
+
+
+def test_hostile_bucket_tarball_stays_inside(tmp_path: Path, gcs: GcsEmulator) -> None:
+    """A bucket object is unpacked like a tar:// context: nothing lands outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entries: dict[str, bytes | str] = {
+        "Dockerfile": b"FROM scratch\nCOPY . /app/\n",
+        "../escaped.txt": b"up\n",
+        "esc": str(outside),
+        "esc/pwned": b"pwned\n",
+    }
+    gcs.upload("ctx", "hostile/context.tar.gz", targz(entries))
+    proc = lamina_build(
+        tmp_path, "--context=gs://ctx/hostile/", env={"STORAGE_EMULATOR_HOST": gcs.host,
+                                                     "NO_GCE_CHECK": "true"}
+    )  # fmt: skip
+    assert list(outside.iterdir()) == []
+    assert not list(tmp_path.glob("**/escaped.txt"))
+    assert not list(tmp_path.glob("**/pwned*"))
+    assert b"../escaped.txt" in proc.stderr
+    assert "app/escaped.txt" not in image_files(tmp_path / "out")

@@ -82,6 +82,7 @@ class FakeGoogle:
     public_key: rsa.RSAPublicKey | None = None
     access_token: str = "ya29.lamina-fake-token"
     answer: int = 200
+    expires_in: int = 3600
     grants: int = 0
     metadata_tokens: int = 0
     server: ThreadingHTTPServer | None = None
@@ -122,7 +123,11 @@ class FakeGoogle:
         return 404, {}, b""
 
     def _token(self) -> bytes:
-        token = {"access_token": self.access_token, "expires_in": 3600, "token_type": "Bearer"}
+        token = {
+            "access_token": self.access_token,
+            "expires_in": self.expires_in,
+            "token_type": "Bearer",
+        }
         return json.dumps(token).encode()
 
     def start(self) -> FakeGoogle:

@@ -14,7 +14,7 @@ from lamina.errors import AuthError
 from lamina.registry._auth import Credential, Keychain
 from lamina.registry._cloud import provider_module
 from lamina.registry._gar import HttpxRequest, google_token
-from tests.support.google_fakes import check_jwt_grant, make_service_account_key
+from tests.support.google_fakes import FakeGoogle, check_jwt_grant, make_service_account_key
 
 TOKEN_URI = "https://oauth2.fake.test/token"
 NO_GCE = "http://127.0.0.1:9/"  # nothing answers: the metadata probe fails at once
@@ -210,3 +210,27 @@ def test_workload_identity_federation_file(tmp_path: Path) -> None:
     (form,) = forms
     assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:token-exchange"]
     assert form["subject_token"] == ["subject-jwt-from-the-platform"]
+
+
+@pytest.mark.parametrize(("expires_in", "grants"), [(3600, 1), (30, 2)])
+def test_keychain_keeps_the_token_for_its_lifetime(
+    tmp_path: Path, expires_in: int, grants: int
+) -> None:
+    """One exchange per registry while the token lives; an expiring one is fetched again
+    (a fake token endpoint on loopback, the key's token_uri)."""
+    fake = FakeGoogle(expires_in=expires_in).start()
+    try:
+        info, fake.public_key = make_service_account_key(fake.token_uri)
+        key = tmp_path / "key.json"
+        key.write_text(json.dumps(info), encoding="utf-8")
+        env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "NO_PROXY": "*"}
+        keychain = Keychain(tmp_path / "no-config", environ=env)
+        first = keychain.resolve("europe-docker.pkg.dev")
+        second = keychain.resolve("europe-docker.pkg.dev")
+        assert first is not None
+        assert second is not None
+        assert (second.username, second.password) == ("oauth2accesstoken", fake.access_token)
+        assert fake.grants == grants
+        assert "the cloud provider" in keychain.describe("europe-docker.pkg.dev").summary()
+    finally:
+        fake.stop()
