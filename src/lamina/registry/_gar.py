@@ -72,6 +72,9 @@ class HttpxRequest(google.auth.transport.Request):
             client = httpx.Client(verify=system_trust_context(), timeout=_TIMEOUT)
         self._client = client
 
+    def close(self) -> None:
+        self._client.close()
+
     def __call__(
         self,
         url: str,
@@ -190,7 +193,12 @@ def google_token(
 
     ``what`` names the thing the token is for in errors, ``error`` is their type.
     """
-    request = request or HttpxRequest()
+    if request is None:
+        own = HttpxRequest()
+        try:
+            return google_token(environ, what=what, error=error, request=own)
+        finally:
+            own.close()
     found = _find(environ, request, error)
     if found is None:
         return None
