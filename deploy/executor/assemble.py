@@ -38,9 +38,6 @@ import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-#: extras the images include, with their pinned dependencies (imported on first use only)
-GCP_AZURE_EXTRAS = ("gcp", "azure")
-GCP_AZURE_IMPORTS = "google.auth, google.auth.compute_engine, azure.identity, azure.storage.blob"
 KANIKO_LIB = "/kaniko/lib"
 GIT_CORE = "/usr/lib/git-core"
 #: git programs the client side needs (builtins run inside ``git`` itself)
@@ -146,20 +143,32 @@ def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
     return names
 
 
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        name, _, version = line.partition("==")
+        pins[name.strip().lower()] = version.strip()
+    return pins
+
+
 def copy_dependencies(repo: Path, site: Path) -> None:
     """lamina's pinned dependencies and theirs, from this Python's environment (the versions
     must be the pinned ones), file by file as their RECORD lists them."""
     project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
-    pins = {}
-    for line in project["dependencies"]:
-        name, _, version = line.partition("==")
-        pins[name.strip().lower()] = version.strip()
-    # -- cloud extras: Google (lamina[gcp]) and Azure (lamina[azure]) registries and buckets
-    for extra in GCP_AZURE_EXTRAS:
-        for line in project["optional-dependencies"][extra]:
-            name, _, version = line.partition("==")
-            pins[name.strip().lower()] = version.strip()
-    # -- end of the Google and Azure block
+    copy_distributions(_pins(project["dependencies"]), site)
+    for cffi in site.glob("zstandard/_cffi.*.so"):  # the C backend is the one loaded
+        cffi.unlink()
+    lamina = site / "lamina"
+    shutil.copytree(repo / "src" / "lamina", lamina, ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / f"lamina-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: lamina\nVersion: {project['version']}\n"
+    )
+
+
+def copy_distributions(pins: dict[str, str], site: Path) -> None:
+    """The distributions ``pins`` names (at the pinned versions) and their requirements."""
     todo = list(pins)
     seen: set[str] = set()
     while todo:
@@ -180,15 +189,49 @@ def copy_dependencies(repo: Path, site: Path) -> None:
             if src.is_file():
                 copy_file(src, site / rel)
         todo.extend(_requirements(dist))
-    for cffi in site.glob("zstandard/_cffi.*.so"):  # the C backend is the one loaded
-        cffi.unlink()
-    lamina = site / "lamina"
-    shutil.copytree(repo / "src" / "lamina", lamina, ignore=shutil.ignore_patterns("__pycache__"))
-    info = site / f"lamina-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: lamina\nVersion: {project['version']}\n"
-    )
+
+
+# ------------------------------------------------------------------ cloud extras: AWS
+#: lamina[aws]: botocore, its service data trimmed to what lamina calls (ECR tokens, STS
+#: for web identity / assume-role, SSO and sign-in for those profiles, S3 contexts)
+BOTOCORE_SERVICES = frozenset({"ecr", "ecr-public", "sts", "sso", "sso-oidc", "signin", "s3"})
+
+
+def copy_aws_extra(repo: Path, site: Path) -> None:
+    """lamina[aws]'s pinned botocore (and its requirements), then botocore/data/ trimmed:
+    the top-level files (endpoints, partitions, retry and default-config data botocore
+    reads for every client) and the services above, without their examples."""
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    try:
+        copy_distributions(_pins(extras["optional-dependencies"]["aws"]), site)
+    except importlib.metadata.PackageNotFoundError as exc:
+        sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
+    data = site / "botocore" / "data"
+    for entry in sorted(data.iterdir()):
+        if entry.is_dir() and entry.name not in BOTOCORE_SERVICES:
+            shutil.rmtree(entry)
+    for example in data.glob("*/*/examples-1.json"):
+        example.unlink()
+
+
+# ------------------------------------------------------------------ cloud extras: Google, Azure
+#: lamina[gcp] (google-auth) and lamina[azure] (azure-identity, azure-storage-blob)
+GCP_AZURE_EXTRAS = ("gcp", "azure")
+#: what the relocated interpreter must import for them
+GCP_AZURE_IMPORTS = "google.auth, google.auth.compute_engine, azure.identity, azure.storage.blob"
+
+
+def copy_gcp_azure_extras(repo: Path, site: Path) -> None:
+    """lamina[gcp]'s and lamina[azure]'s pinned distributions and their requirements."""
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    for extra in GCP_AZURE_EXTRAS:
+        try:
+            copy_distributions(_pins(extras["optional-dependencies"][extra]), site)
+        except importlib.metadata.PackageNotFoundError as exc:
+            sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
+
+
+# ------------------------------------------------------------------ end of the cloud extras
 
 
 def compile_bytecode(tree: Path) -> None:
@@ -341,6 +384,8 @@ def main() -> None:
     exe = copy_python(py)
     site = py / "lib" / "python3.11" / "site-packages"
     copy_dependencies(repo, site)
+    copy_aws_extra(repo, site)
+    copy_gcp_azure_extras(repo, site)
     git_elves = copy_git(ctx / "git")
     py_elves = [exe, *sorted((py / "lib" / "python3.11" / "lib-dynload").glob("*.so"))]
     wheel_elves = sorted(p for p in site.rglob("*.so*") if is_elf(p))
@@ -365,7 +410,11 @@ def main() -> None:
             "-B",
             "-c",
             "import sys, lamina.cli.main, ssl, zlib, bz2, lzma, ctypes, zstandard, isal, httpx;"
-            f"import {GCP_AZURE_IMPORTS};"
+            # lamina[aws]: the trimmed botocore data still makes the clients lamina uses
+            "from botocore.session import Session as S; k = dict(region_name='us-east-1',"
+            " aws_access_key_id='a', aws_secret_access_key='b');"
+            "[S().create_client(n, **k) for n in ('ecr', 'ecr-public', 'sts', 's3')];"
+            f"import {GCP_AZURE_IMPORTS};"  # lamina[gcp], lamina[azure]
             f"assert sys.prefix == {str(py)!r}, sys.prefix",
         ],
         capture_output=True,

@@ -94,7 +94,9 @@ REFRESH = "acr-fake-refresh-token"
 
 @pytest.fixture(scope="module")
 def acr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    running = start_registry("htpasswd", tmp_path_factory.mktemp("acr"), login=(ACR_USER, REFRESH))
+    running = start_registry(
+        "htpasswd", tmp_path_factory.mktemp("acr"), credentials=(ACR_USER, REFRESH)
+    )
     yield running.server
     running.stop()
 

@@ -47,7 +47,7 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
 @pytest.fixture(scope="module")
 def gcr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     running = start_registry(
-        "htpasswd", tmp_path_factory.mktemp("gcr"), login=("oauth2accesstoken", TOKEN)
+        "htpasswd", tmp_path_factory.mktemp("gcr"), credentials=("oauth2accesstoken", TOKEN)
     )
     yield running.server
     running.stop()

@@ -320,10 +320,10 @@ def start_registry(
     workdir: Path,
     *,
     timeout: float = 20.0,
-    login: tuple[str, str] = (TEST_USERNAME, TEST_PASSWORD),
+    credentials: tuple[str, str] | None = None,
 ) -> RunningRegistry:
     """Start a real registry of ``kind`` in ``workdir`` on a free loopback port
-    (``login``: the one htpasswd user of the ``htpasswd`` kind)."""
+    (``htpasswd``: accepting ``credentials``, by default the TEST_ pair)."""
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise RegistryFixtureError(
@@ -336,7 +336,7 @@ def start_registry(
     username = password = None
     ca_cert = cert_dir = None
     if kind == "htpasswd":
-        username, password = login
+        username, password = credentials or (TEST_USERNAME, TEST_PASSWORD)
         (workdir / "htpasswd").write_text(_htpasswd_line(username, password), encoding="utf-8")
     port = free_port()
     host = f"127.0.0.1:{port}"

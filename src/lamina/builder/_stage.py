@@ -76,6 +76,7 @@ from lamina.dockerfile import (
     MaintainerInstruction,
     Mount,
     OnbuildInstruction,
+    PMap,
     RunInstruction,
     ShellCommand,
     ShellInstruction,
@@ -502,10 +503,7 @@ class StageBuilder:
             inherited=inherited,
         )
         if inherited is not None:
-            self.scope = replace(
-                self.scope,
-                config_env=tuple(_config_env_pairs(runtime.env)),
-            )
+            self.scope = self.scope.with_config_env(_config_env_pairs(runtime.env))
 
     def ensure_fs(self) -> Path:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
@@ -674,6 +672,11 @@ class StageBuilder:
             self._squash()
         image = append_layers(self.base_image, *self.addenda)
         cfg = image.config()
+        assert self.scope is not None
+        if self.scope.config_changed:
+            self.runtime = replace(self.runtime, env=self.scope.config_env_text)
+        if isinstance(self.runtime.labels, PMap):
+            self.runtime = replace(self.runtime, labels=dict(self.runtime.labels.items_list()))
         cfg = replace(
             cfg,
             config=self.runtime,
@@ -844,7 +847,7 @@ class StageBuilder:
             parent=self.cache_parent,
             platform=str(self._platform()),
             layer_format=self._layer_format(),
-            run_env=dict(self.scope.env),
+            run_env=self.scope.env,  # a persistent map: no copy per step
             context=self.env.context,
             ref_key=self._ref_key,
             single_snapshot=self.single_snapshot,
@@ -938,22 +941,14 @@ class StageBuilder:
             config = replace(self.runtime, working_dir=path)
             return StepEffect(created_by=f"WORKDIR {path}", config=config, layer=layer)
         assert isinstance(instr, CopyInstruction | AddInstruction)
-        parents = isinstance(instr, CopyInstruction) and instr.parents
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
 
     # ------------------------------------------------------ metadata handlers
 
     def do_arg(self, instr: ArgInstruction) -> StepEffect:
         assert self.scope is not None
         scope = self.scope.with_arg(instr, escape=self.escape)
-        values = dict(scope.args)
+        values = scope.declared  # a persistent map: no copy per ARG
         words = []
         for kv in instr.args:
             v = values.get(kv.key)
@@ -964,16 +959,19 @@ class StageBuilder:
         assert self.scope is not None
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
         scope = self.scope.with_env(pairs)
-        config = replace(self.runtime, env=tuple(f"{k}={v}" for k, v in scope.config_env))
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"ENV {text}", config=config, scope=scope)
+        # the config's Env is written from the scope once, by _finish (a tuple per ENV
+        # made 100k ENV lines quadratic)
+        return StepEffect(created_by=f"ENV {text}", scope=scope)
 
     def do_label(self, instr: LabelInstruction) -> StepEffect:
-        labels = dict(self.runtime.labels)
+        # a persistent map, made a dict by _finish: a copy per LABEL was quadratic
+        labels = self.runtime.labels
+        persistent = labels if isinstance(labels, PMap) else PMap(labels.items())
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
-        labels.update(pairs)
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"LABEL {text}", config=replace(self.runtime, labels=labels))
+        config = replace(self.runtime, labels=persistent.set_many(pairs))
+        return StepEffect(created_by=f"LABEL {text}", config=config)
 
     def do_maintainer(self, instr: MaintainerInstruction) -> StepEffect:
         return StepEffect(created_by=f"MAINTAINER {instr.maintainer}", author=instr.maintainer)
@@ -1621,7 +1619,7 @@ class StageBuilder:
         out: list[Fetched] = []
         try:
             for url in urls:
-                self.log.info("downloading %s", url)
+                self.log.info("downloading %s", redact_url(url))
                 out.append(fetch_url(url, into, checksum=instr.checksum, location=instr.location))
         except BaseException:
             shutil.rmtree(into, ignore_errors=True)
@@ -1793,14 +1791,20 @@ class StageBuilder:
             shutil.rmtree(fetch_dir, ignore_errors=True)
             if link:
                 self._ownership().remove(target)
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
+
+
+def copy_created_by(instr: CopyInstruction | AddInstruction) -> str:
+    """A COPY/ADD's history entry, for a cache hit and a miss alike (URL user-info
+    redacted)."""
+    parents = isinstance(instr, CopyInstruction) and instr.parents
+    flags = "--parents " if parents else ""
+    if instr.chown:
+        flags += f"--chown={instr.chown} "
+    if instr.chmod:
+        flags += f"--chmod={instr.chmod} "
+    srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
+    return f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
 
 
 def _missing_volume_dir(rootfs: Path, volume: str) -> Path | None:

@@ -316,8 +316,9 @@ def _resolve_dockerfile(dockerfile: str, context: str, *, remote: bool) -> str:
     if not os.path.isabs(dockerfile):
         candidates.append(Path(context) / dockerfile)
     for cand in candidates:
-        if cand.is_file():
-            return str(cand.resolve())
+        if os.path.lexists(cand) and not cand.is_dir():
+            # not resolved here: the builder follows symlinks inside the context only
+            return os.path.abspath(cand)
     raise UsageError(
         "error resolving dockerfile path: please provide a valid path to a Dockerfile "
         "within the build context with --dockerfile",

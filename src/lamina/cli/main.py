@@ -89,13 +89,17 @@ def _wants_help(argv: Sequence[str]) -> bool:
 
 
 def _render_error(err: LaminaError, log_options: LogOptions, stream: TextIO) -> None:
+    # the Dockerfile line shown may hold a URL's user-info (ADD http://user:pw@…)
+    from lamina.context._urls import redact_url
+
     if log_options.format == "json":
-        doc: dict[str, object] = {"level": "error", "code": err.code, "msg": str(err)}
+        msg = redact_url(str(err))
+        doc: dict[str, object] = {"level": "error", "code": err.code, "msg": msg}
         if err.hint:
             doc["hint"] = err.hint
         stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
     else:
-        stream.write(err.render() + "\n")
+        stream.write(redact_url(err.render()) + "\n")
 
 
 def _pre_log_options(argv: Sequence[str]) -> LogOptions:

@@ -12,7 +12,8 @@ The blob is streamed by azure-storage-blob in chunks (bounded memory).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from lamina.context._urls import redact_url
@@ -61,8 +62,8 @@ def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", "") or "")
 
 
-def download(url: str, out: BinaryIO, *, environ: Mapping[str, str], timeout: float) -> None:
-    """Stream the blob ``url`` names into ``out``."""
+def download(url: str, dest: Path, *, environ: Mapping[str, str], timeout: float) -> None:
+    """Stream the blob ``url`` names into the file ``dest``."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -86,7 +87,7 @@ def download(url: str, out: BinaryIO, *, environ: Mapping[str, str], timeout: fl
         options["connection_verify"] = environ["SSL_CERT_FILE"]
     client = BlobClient(account_url, container, blob, credential=credential, **options)
     try:
-        with client:
+        with client, dest.open("wb") as out:
             client.download_blob(read_timeout=timeout).readinto(out)
     except ResourceNotFoundError as exc:
         raise ContextError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import BinaryIO
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -57,8 +57,8 @@ def _service_message(resp: httpx.Response) -> str:
     return str(message)[:300]
 
 
-def download(url: str, out: BinaryIO, *, environ: Mapping[str, str], timeout: float) -> None:
-    """Stream the object ``url`` names into ``out``."""
+def download(url: str, dest: Path, *, environ: Mapping[str, str], timeout: float) -> None:
+    """Stream the object ``url`` names into the file ``dest``."""
     from lamina.registry import system_trust_context
     from lamina.registry._gar import HttpxRequest, google_token
 
@@ -93,10 +93,16 @@ def download(url: str, out: BinaryIO, *, environ: Mapping[str, str], timeout: fl
                         f"HTTP {resp.status_code}: {answer}",
                         hint=hint,
                     )
-                for chunk in resp.iter_bytes(_CHUNK):
-                    out.write(chunk)
+                with dest.open("wb") as out:
+                    for chunk in resp.iter_bytes(_CHUNK):
+                        out.write(chunk)
         except httpx.HTTPError as exc:
             raise ContextError(
                 f"cannot download the build context {shown}: {type(exc).__name__}: {exc}",
                 hint="check the network (and STORAGE_EMULATOR_HOST when it is set)",
+            ) from None
+        except OSError as exc:
+            raise ContextError(
+                f"cannot write the build context {shown} to {dest}: {exc.strerror or exc}",
+                hint="pass a writable directory with --kaniko-dir (or set KANIKO_DIR)",
             ) from None

@@ -27,9 +27,10 @@ from ._auth import Credential
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-__all__ = ["USERNAME", "aad_credential", "aad_token", "credential", "exchange"]
+__all__ = ["SOURCE", "USERNAME", "aad_credential", "aad_token", "credential", "exchange"]
 
 USERNAME = "00000000-0000-0000-0000-000000000000"
+SOURCE = "ACR's /oauth2/exchange (with an Azure identity)"
 #: registry suffix -> (login host, Azure Resource Manager audience) of its cloud
 _CLOUDS = {
     ".azurecr.io": ("login.microsoftonline.com", "https://management.azure.com/.default"),

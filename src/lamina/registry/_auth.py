@@ -1,9 +1,10 @@
 """Credentials from docker's ``config.json`` and credential helpers.
 
 Lookup order for a registry host: ``credHelpers[host]``, then an ``auths``
-entry holding credentials, then ``credsStore``, then a cloud provider chosen by
-the host (:mod:`lamina.registry._cloud`), else anonymous. Docker Hub
-entries live under the key ``https://index.docker.io/v1/``.
+entry holding credentials, then ``credsStore``, else anonymous. Docker Hub
+entries live under the key ``https://index.docker.io/v1/``. When none of them
+has credentials, :mod:`._cloud` asks GitLab CI's variables and the host's
+cloud provider (ECR, Google, ACR), whose credentials are fetched again when they expire.
 
 Secrets never appear in messages: errors name the file, the host or the
 helper, never a value.
@@ -160,6 +161,35 @@ def default_docker_config(environ: Mapping[str, str]) -> DockerConfigLocation:
     )
 
 
+def credential_from_entry(entry: Mapping[str, Any], host: str, *, where: str) -> Credential | None:
+    """The credential an ``auths`` entry of a docker config holds for ``host`` (``where``:
+    the file or variable it came from, for messages), or None when it holds none."""
+    username = str(entry.get("username") or "")
+    password = str(entry.get("password") or "")
+    encoded = entry.get("auth")
+    if isinstance(encoded, str) and encoded:
+        try:
+            decoded = base64.b64decode(encoded, validate=False).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        if ":" not in decoded:
+            raise AuthError(
+                f"the 'auth' value for {host} in {where} is not base64 of 'username:password'",
+                hint="regenerate it with: printf 'user:password' | base64 -w0",
+            )
+        username, password = decoded.split(":", 1)
+    identity = str(entry.get("identitytoken") or "")
+    registry_token = str(entry.get("registrytoken") or "")
+    if not (username or password or identity or registry_token):
+        return None
+    return Credential(
+        username=username,
+        password=password,
+        identity_token=identity,
+        registry_token=registry_token,
+    )
+
+
 class Keychain:
     """Resolves credentials for a registry host from one docker config file.
 
@@ -265,46 +295,21 @@ class Keychain:
                     return cred
 
         store = config.get("credsStore")
-        stored = (
-            self._from_helper(store, server_url, host) if isinstance(store, str) and store else None
-        )
-        if stored is not None:
-            return stored
-        from lamina.registry._cloud import cloud_credential
+        if isinstance(store, str) and store:
+            stored = self._from_helper(store, server_url, host)
+            if stored is not None:
+                return stored
+        from ._cloud import cloud_credential  # GitLab CI variables, cloud registries
 
-        cloud = cloud_credential(host, self._environ)  # kaniko: cloud helpers come last
-        if cloud is not None:
-            self._sources[host] = "the cloud provider's credentials in the environment"
-            return cloud
+        ambient = cloud_credential(host, self._environ)
+        if ambient is not None:
+            self._sources[host] = ambient[1]
+            return ambient[0]
         _log.debug("no credentials for %s: anonymous access", host)
         return None
 
     def _from_entry(self, entry: Mapping[str, Any], host: str) -> Credential | None:
-        username = str(entry.get("username") or "")
-        password = str(entry.get("password") or "")
-        encoded = entry.get("auth")
-        if isinstance(encoded, str) and encoded:
-            try:
-                decoded = base64.b64decode(encoded, validate=False).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
-            if ":" not in decoded:
-                raise AuthError(
-                    f"the 'auth' value for {host} in {self._path} is not "
-                    "base64 of 'username:password'",
-                    hint="regenerate it with: printf 'user:password' | base64 -w0",
-                )
-            username, password = decoded.split(":", 1)
-        identity = str(entry.get("identitytoken") or "")
-        registry_token = str(entry.get("registrytoken") or "")
-        if not (username or password or identity or registry_token):
-            return None
-        return Credential(
-            username=username,
-            password=password,
-            identity_token=identity,
-            registry_token=registry_token,
-        )
+        return credential_from_entry(entry, host, where=str(self._path))
 
     def _from_helper(self, helper: str, server_url: str, host: str) -> Credential | None:
         program = f"docker-credential-{helper}"

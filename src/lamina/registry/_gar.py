@@ -33,9 +33,10 @@ from lamina.errors import AuthError, LaminaError
 
 from ._auth import Credential
 
-__all__ = ["GoogleToken", "HttpxRequest", "credential", "google_token"]
+__all__ = ["SOURCE", "GoogleToken", "HttpxRequest", "credential", "google_token"]
 
 USERNAME = "oauth2accesstoken"
+SOURCE = "Google Application Default Credentials"
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 _TIMEOUT = 30.0
 _HINT = (

@@ -413,7 +413,6 @@ def test_context_sub_path_rules(ctx: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "text"),
     [
-        (["-c=s3://b/ctx.tar.gz"], 2, "not supported yet: --context s3://"),
         (["-c=ftp://h/x"], 2, "unknown build context prefix"),
         (["-c=tar:///nonexistent/ctx.tar.gz"], 3, "/nonexistent/ctx.tar.gz does not exist"),
     ],

@@ -90,8 +90,33 @@ def test_a_build_imports_no_run_time_only_code_up_front() -> None:
         "tarfile",
         "httpx",
         "subprocess",
+        "botocore",
+        "lamina.registry._aws",
+        "lamina.context._s3",
     }
     assert loaded & run_only == set()
+
+
+def test_a_plain_build_never_imports_a_cloud_sdk(tmp_path: Path) -> None:
+    """botocore (and the AWS code) is imported only for an ECR host or an s3:// context."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    out = _modules(
+        "build",
+        f"--context={tmp_path / 'ctx'}",
+        "--no-push",
+        f"--oci-layout-path={tmp_path / 'out'}",
+        f"--kaniko-dir={tmp_path / 'kaniko'}",
+    )
+    assert out["code"] == 0
+    after = set(out["after"])
+    assert "lamina.builder._build" in after  # the probe did build
+    cloud = {"botocore", "boto3", "lamina.registry._aws", "lamina.registry._ecr"}
+    cloud |= {"google.auth", "azure.identity", "lamina.registry._gar", "lamina.registry._acr"}
+    assert after & cloud == set()
+    assert "lamina.context._s3" not in after
+    assert "lamina.context._gcs" not in after
+    assert "lamina.context._azblob" not in after
 
 
 def test_version_reads_the_version_and_still_imports_no_builder() -> None:
@@ -176,8 +201,8 @@ print(json.dumps({"code": code, "after": sorted(sys.modules)}))
 """
 
 
-def test_a_plain_build_loads_no_cloud_library(tmp_path: Path) -> None:
-    """Cloud providers are imported only for a matching registry host or bucket scheme."""
+def test_a_plain_build_and_its_keychain_load_no_google_or_azure(tmp_path: Path) -> None:
+    """Google and Azure code is imported only for a matching registry host or bucket URL."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\nENV A=1\n", encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.run(
@@ -200,7 +225,6 @@ def test_a_plain_build_loads_no_cloud_library(tmp_path: Path) -> None:
         in (
             "lamina.registry._gar",
             "lamina.registry._acr",
-            "lamina.context._buckets",
             "lamina.context._gcs",
             "lamina.context._azblob",
         )

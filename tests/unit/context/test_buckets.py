@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.context._azblob import split_blob_url
-from lamina.context._buckets import bucket_backend
+from lamina.context._buckets import bucket_provider
 from lamina.context._gcs import split_gs_url
 from lamina.errors import ContextError
 
@@ -22,7 +22,7 @@ from lamina.errors import ContextError
     ],
 )
 def test_backend_by_scheme_or_host(url: str, backend: str | None) -> None:
-    assert bucket_backend(url) == backend
+    assert bucket_provider(url) == backend
 
 
 @pytest.mark.parametrize(

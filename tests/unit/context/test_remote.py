@@ -76,17 +76,13 @@ def test_other_hosts_are_not_azure(url: str) -> None:
     assert not is_azure_blob_url(url)
 
 
-def test_gs_is_a_bucket_context() -> None:
-    spec = parse_context("gs://bucket/ctx.tar.gz")
-    assert (spec.kind, spec.location, spec.remote) == ("bucket", "gs://bucket/ctx.tar.gz", True)
-
-
-@pytest.mark.parametrize("context", ["s3://bucket/ctx.tar.gz"])
-def test_cloud_buckets_are_not_supported(context: str) -> None:
-    with pytest.raises(NotSupportedError) as info:
-        parse_context(context)
-    assert info.value.hint
-    assert "tar://" in info.value.hint
+@pytest.mark.parametrize(
+    "context",
+    ["s3://bucket/ctx.tar.gz", "S3://bucket", "s3://b/a/b.tgz", "gs://bucket/ctx.tar.gz", "GS://b"],
+)
+def test_bucket_contexts(context: str) -> None:
+    spec = parse_context(context)
+    assert (spec.kind, spec.location, spec.remote) == ("bucket", context, True)
 
 
 @pytest.mark.parametrize("context", ["http://example.com/c.tar.gz", "ftp://x/y", "tar://"])

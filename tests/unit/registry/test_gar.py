@@ -12,7 +12,7 @@ import pytest
 
 from lamina.errors import AuthError
 from lamina.registry._auth import Credential, Keychain
-from lamina.registry._cloud import provider_module
+from lamina.registry._cloud import provider_for
 from lamina.registry._gar import HttpxRequest, google_token
 from tests.support.google_fakes import FakeGoogle, check_jwt_grant, make_service_account_key
 
@@ -39,7 +39,7 @@ NO_GCE = "http://127.0.0.1:9/"  # nothing answers: the metadata probe fails at o
     ],
 )
 def test_provider_by_host(host: str, module: str | None) -> None:
-    assert provider_module(host) == module
+    assert provider_for(host) == module
 
 
 def _key_file(tmp_path: Path) -> tuple[Path, object]:
@@ -231,6 +231,9 @@ def test_keychain_keeps_the_token_for_its_lifetime(
         assert second is not None
         assert (second.username, second.password) == ("oauth2accesstoken", fake.access_token)
         assert fake.grants == grants
-        assert "the cloud provider" in keychain.describe("europe-docker.pkg.dev").summary()
+        assert (
+            "Google Application Default Credentials"
+            in keychain.describe("europe-docker.pkg.dev").summary()
+        )
     finally:
         fake.stop()
