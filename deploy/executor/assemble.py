@@ -69,7 +69,7 @@ STDLIB_DROP = {
     "curses",
     "dbm",
     "xmlrpc",
-    "wsgiref",
+    # "wsgiref": azure-storage-blob formats dates with it (lamina[azure])
     "venv",
     "msilib",
     "site-packages",
@@ -212,6 +212,23 @@ def copy_aws_extra(repo: Path, site: Path) -> None:
             shutil.rmtree(entry)
     for example in data.glob("*/*/examples-1.json"):
         example.unlink()
+
+
+# ------------------------------------------------------------------ cloud extras: Google, Azure
+#: lamina[gcp] (google-auth) and lamina[azure] (azure-identity, azure-storage-blob)
+GCP_AZURE_EXTRAS = ("gcp", "azure")
+#: what the relocated interpreter must import for them
+GCP_AZURE_IMPORTS = "google.auth, google.auth.compute_engine, azure.identity, azure.storage.blob"
+
+
+def copy_gcp_azure_extras(repo: Path, site: Path) -> None:
+    """lamina[gcp]'s and lamina[azure]'s pinned distributions and their requirements."""
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    for extra in GCP_AZURE_EXTRAS:
+        try:
+            copy_distributions(_pins(extras["optional-dependencies"][extra]), site)
+        except importlib.metadata.PackageNotFoundError as exc:
+            sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
 
 
 # ------------------------------------------------------------------ end of the cloud extras
@@ -368,6 +385,7 @@ def main() -> None:
     site = py / "lib" / "python3.11" / "site-packages"
     copy_dependencies(repo, site)
     copy_aws_extra(repo, site)
+    copy_gcp_azure_extras(repo, site)
     git_elves = copy_git(ctx / "git")
     py_elves = [exe, *sorted((py / "lib" / "python3.11" / "lib-dynload").glob("*.so"))]
     wheel_elves = sorted(p for p in site.rglob("*.so*") if is_elf(p))
@@ -396,6 +414,7 @@ def main() -> None:
             "from botocore.session import Session as S; k = dict(region_name='us-east-1',"
             " aws_access_key_id='a', aws_secret_access_key='b');"
             "[S().create_client(n, **k) for n in ('ecr', 'ecr-public', 'sts', 's3')];"
+            f"import {GCP_AZURE_IMPORTS};"  # lamina[gcp], lamina[azure]
             f"assert sys.prefix == {str(py)!r}, sys.prefix",
         ],
         capture_output=True,

@@ -162,10 +162,10 @@ def free_port() -> int:
 
 
 def make_tls_material(
-    directory: Path, *, common_name: str = "lamina test CA"
+    directory: Path, *, common_name: str = "lamina test CA", dns_names: Sequence[str] = ()
 ) -> tuple[Path, Path, Path]:
-    """A CA, a server cert (SAN IP:127.0.0.1, DNS:localhost) and a client cert
-    (``client.crt``/``client.key``, for mTLS). Returns (ca, server cert, server key)."""
+    """A CA, a server cert (SAN IP:127.0.0.1, DNS:localhost and ``dns_names``) and a client
+    cert (``client.crt``/``client.key``, for mTLS). Returns (ca, server cert, server key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -214,7 +214,10 @@ def make_tls_material(
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                    *(x509.DNSName(name) for name in ("localhost", *dns_names)),
+                ]
             ),
             critical=False,
         )

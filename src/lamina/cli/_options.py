@@ -337,11 +337,8 @@ def _resolve_context(
             "with the --context flag or a bucket with the --bucket flag",
             hint="e.g. --context=/workspace",
         )
-    if bucket:
-        raise NotSupportedError(
-            "--bucket (GCS build contexts need the Google Cloud SDK)",
-            hint="download the tarball first (gsutil cp) and pass --context tar:///path/ctx.tar.gz",
-        )
+    if bucket:  # kaniko's hidden flag: a GCS bucket's context.tar.gz (another scheme as given)
+        context = bucket if "://" in bucket else f"gs://{bucket}"
     if "://" not in context:
         if sub_path:  # kaniko returns before it applies the sub-path to a plain directory
             warnings.append(

@@ -32,8 +32,18 @@ def _scheme(name: str) -> Callable[[str], bool]:
     return lambda url: url.lower().startswith(name + "://")
 
 
+def _azure_blob(url: str) -> bool:
+    from lamina.context._remote import is_azure_blob_url  # loaded already: it imports us
+
+    return is_azure_blob_url(url)
+
+
 #: (does this provider take the URL?, provider module): one line per provider
-_PROVIDERS: tuple[tuple[Callable[[str], bool], str], ...] = ((_scheme("s3"), "lamina.context._s3"),)
+_PROVIDERS: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (_scheme("s3"), "lamina.context._s3"),
+    (_scheme("gs"), "lamina.context._gcs"),
+    (_azure_blob, "lamina.context._azblob"),
+)
 
 
 def bucket_provider(url: str) -> str | None:

@@ -3,9 +3,9 @@
 * :func:`parse_context` classifies ``--context``: a local directory (no
   scheme, ``dir://``), ``tar://PATH``, ``tar://stdin``, ``https://`` (a plain
   GET of a tarball), ``git://host/repo.git[#ref][#commit]``, bucket
-  objects (``s3://``, the providers of :mod:`lamina.context._buckets`:
-  downloaded to a file, then unpacked as ``tar://``); other cloud URLs are
-  refused with :class:`NotSupportedError`, other schemes with :class:`UsageError`.
+  objects (``s3://``, ``gs://``, Azure blob hosts: the providers of
+  :mod:`lamina.context._buckets`: downloaded to a file, then unpacked as
+  ``tar://``), other schemes refused with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
   (the builder gives each build its own ``<kaniko-dir>/lamina-context-*/buildcontext``;
   kaniko's fixed ``<kaniko-dir>/buildcontext`` was shared by concurrent builds).
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from lamina.context._buckets import bucket_provider, fetch_bucket
 from lamina.context._gitopts import GitContextOptions
 from lamina.context._urls import redact_url
-from lamina.errors import ContextError, LaminaError, NotSupportedError, UsageError
+from lamina.errors import ContextError, LaminaError, UsageError
 
 if TYPE_CHECKING:
     import ssl
@@ -75,7 +75,9 @@ DOCKERFILE_MAX_BYTES = 1024 * 1024
 _TIMEOUT = 120.0
 _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_PREFIXES = "dir://, tar://, https://, git://, s3:// (gs:// and Azure blobs are not supported)"
+_PREFIXES = (
+    "dir://, tar://, https://, git://, s3://, gs://, https://<account>.blob.core.windows.net/"
+)
 
 Kind = Literal["dir", "tar", "stdin", "https", "git", "bucket"]
 
@@ -116,7 +118,9 @@ def parse_context(context: str) -> ContextSpec:
     prefix, _, rest = context.partition("://")
     scheme = prefix.lower()
     if bucket_provider(context) is not None:  # s3://, ... (lamina.context._buckets)
-        return ContextSpec(kind="bucket", location=context, display=display)
+        # a query (an Azure SAS) is a secret: never shown
+        shown = display.split("?", 1)[0] + ("?<SAS>" if "?" in display else "")
+        return ContextSpec(kind="bucket", location=context, display=shown)
     if scheme == "dir":
         return ContextSpec(kind="dir", location=rest, display=display)
     if scheme == "tar":
@@ -128,12 +132,6 @@ def parse_context(context: str) -> ContextSpec:
         kind: Kind = "stdin" if rest == "stdin" else "tar"
         return ContextSpec(kind=kind, location=rest, display=display)
     if scheme == "https":
-        if is_azure_blob_url(context):
-            raise NotSupportedError(
-                f"--context {display} (Azure Blob Storage contexts need the Azure SDK)",
-                hint="download the tarball first and pass --context tar:///path/ctx.tar.gz, "
-                "or serve it from a plain https:// URL (a SAS URL of another host)",
-            )
         return ContextSpec(kind="https", location=context, display=display)
     if scheme == "git":
         if not rest.partition("#")[0]:
@@ -142,13 +140,6 @@ def parse_context(context: str) -> ContextSpec:
                 hint="write --context git://host/org/repo.git[#ref][#commit]",
             )
         return ContextSpec(kind="git", location=rest, display=display)
-    if scheme in ("gs", "s3"):
-        raise NotSupportedError(
-            f"--context {scheme}:// ({'Google Cloud Storage' if scheme == 'gs' else 'S3'} "
-            "contexts need the cloud SDK)",
-            hint="download the tarball first (gsutil cp / aws s3 cp) and pass "
-            "--context tar:///path/ctx.tar.gz, or use a presigned https:// URL",
-        )
     raise UsageError(
         f"unknown build context prefix in {display}",
         hint=f"use a local directory or one of {_PREFIXES}",

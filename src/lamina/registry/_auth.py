@@ -4,7 +4,7 @@ Lookup order for a registry host: ``credHelpers[host]``, then an ``auths``
 entry holding credentials, then ``credsStore``, else anonymous. Docker Hub
 entries live under the key ``https://index.docker.io/v1/``. When none of them
 has credentials, :mod:`._cloud` asks GitLab CI's variables and the host's
-cloud provider (ECR, ...).
+cloud provider (ECR, Google, ACR), whose credentials are fetched again when they expire.
 
 Secrets never appear in messages: errors name the file, the host or the
 helper, never a value.
@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,12 @@ class Credential:
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
+    #: ``time.monotonic()`` after which a cloud provider's token must be fetched again
+    expires_at: float | None = field(default=None, repr=False)
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.monotonic() > self.expires_at - 60
 
     @property
     def has_basic(self) -> bool:
@@ -261,7 +268,8 @@ class Keychain:
         """Credentials for ``registry`` (``host[:port]``), or None for anonymous access."""
         host = normalize_registry(registry)
         with self._lock:
-            if host not in self._cache:
+            cached = self._cache.get(host)
+            if host not in self._cache or (cached is not None and cached.expired):
                 self._cache[host] = self._resolve(host)
             return self._cache[host]
 

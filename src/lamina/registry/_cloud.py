@@ -40,6 +40,8 @@ _PROVIDERS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "lamina.registry._ecr",
     ),
+    (re.compile(r"^(?:[a-z0-9-]+\.)?gcr\.io$|^[a-z0-9-]+\.pkg\.dev$"), "lamina.registry._gar"),
+    (re.compile(r"^[a-z0-9-]+\.azurecr\.(?:io|cn|us)$"), "lamina.registry._acr"),
 )
 
 
