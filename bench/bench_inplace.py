@@ -128,7 +128,15 @@ def main() -> None:
         if tar is None:
             tar = work / "executor.tar"
             subprocess.run(
-                [str(ROOT / "deploy/executor/build-image.sh"), "--tar", str(tar), "--tag", TAG],
+                [
+                    str(ROOT / "deploy/executor/build-image.sh"),
+                    "--variant",
+                    "executor",
+                    "--tar",
+                    str(tar),
+                    "--tag",
+                    TAG,
+                ],
                 env={**os.environ, "PYTHON": sys.executable},
                 check=True,
                 stdout=subprocess.DEVNULL,

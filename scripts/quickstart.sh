@@ -9,8 +9,9 @@ for p in python3-venv busybox-static; do
   [ "$(dpkg-query -W -f '${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  . scripts/apt-wait.sh
+  apt_wait update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 # a venv of its own, so that the development venv (.venv, editable) is left alone
 [ -x .venv-lamina/bin/python ] || python3 -m venv .venv-lamina

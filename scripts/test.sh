@@ -15,8 +15,24 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[test.sh] installing Debian packages: ${missing[*]}"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  . scripts/apt-wait.sh
+  apt_wait update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Azurite (the Azure Blob emulator of tests/support/azurite.py) from npm, pinned
+AZURITE_VERSION=3.37.0
+AZURITE_DIR=${LAMINA_TEST_CACHE:-$HOME/.cache/lamina-tests}/azurite
+if ! command -v npm >/dev/null; then
+  echo "[test.sh] installing Debian packages: nodejs npm"
+  . scripts/apt-wait.sh
+  apt_wait update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -q --no-install-recommends nodejs npm >/dev/null
+fi
+if [ "$(cat "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null | jq -r .version)" != "$AZURITE_VERSION" ]; then
+  echo "[test.sh] npm install azurite@$AZURITE_VERSION into $AZURITE_DIR"
+  mkdir -p "$AZURITE_DIR"
+  (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent "azurite@$AZURITE_VERSION")
 fi
 
 PY=${PYTHON:-python3}

@@ -134,3 +134,20 @@ def debian_image(debian_layout: BuiltLayout, registry_plain: RegistryServer) -> 
 
 
 # ======================================================================= end base images
+
+
+# ===================================================================== executor images
+# The three executor images (deploy/executor/build-image.sh), built lazily per variant,
+# cached between sessions, loaded into a private podman storage (see
+# tests/support/executor_images.py).
+from tests.support.executor_images import ExecutorImages, executor_images_session  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def executor_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExecutorImages]:
+    """``executor_images.build_variant("executor"|"debug"|"warmer")`` gives a loaded tag."""
+    with executor_images_session(tmp_path_factory.mktemp("executor-images")) as images:
+        yield images
+
+
+# ================================================================= end executor images

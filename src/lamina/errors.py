@@ -171,7 +171,23 @@ class FilesystemError(LaminaError):
 
 
 class BuildStepError(LaminaError):
-    """A build step failed while executing (RUN exit status, COPY of a missing file...)."""
+    """A build step failed while executing (RUN exit status, COPY of a missing file...).
+
+    ``status`` is the failed RUN's own exit status when a RUN failed (1-255;
+    ``128 + N`` when signal N killed it; 126/127 when it could not be started),
+    else ``None``. ``executor`` exits with it, as kaniko's executor does.
+    """
 
     code = "build-step"
     exit_code = EXIT_BUILD_STEP
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        location: SourceLocation | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, location=location)
+        self.status = status if status is not None and 0 < status < 256 else None

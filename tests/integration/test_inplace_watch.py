@@ -65,7 +65,10 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     work = tmp_path_factory.mktemp("watch-podman")
     archive = work / "executor.tar"
     proc = subprocess.run(
-        [str(REPO / "deploy/executor/build-image.sh"), "--tar", str(archive), "--tag", TAG],
+        [
+            str(REPO / "deploy/executor/build-image.sh"),
+            *("--variant", "executor", "--tar", str(archive), "--tag", TAG),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHON": sys.executable},

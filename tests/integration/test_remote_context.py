@@ -162,13 +162,9 @@ def test_hostile_tarball_context_stays_inside(tmp_path: Path) -> None:
     assert not any(name.endswith("escaped.txt") for name in files)
 
 
-def test_missing_tar_context_and_cloud_buckets(tmp_path: Path) -> None:
+def test_missing_tar_context(tmp_path: Path) -> None:
     proc = lamina_build(tmp_path, "--context=tar:///nonexistent/ctx.tar.gz", expect=3)
     assert b"/nonexistent/ctx.tar.gz does not exist" in proc.stderr
-    proc = lamina_build(tmp_path, "--context=gs://bucket/ctx.tar.gz", expect=2)
-    assert b"not supported yet: --context gs://" in proc.stderr
-    proc = lamina_build(tmp_path, "--context=s3://bucket/ctx.tar.gz", expect=2)
-    assert b"not supported yet: --context s3://" in proc.stderr
 
 
 # -- https -------------------------------------------------------------------------------

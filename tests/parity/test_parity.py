@@ -58,6 +58,12 @@ VOLUME_DIRS = (
     "commits (VOLUME paths are restored after each RUN); BuildKit only records "
     "them in the config and leaves the filesystem alone"
 )
+VOLUME_WRITES = (
+    "a RUN writing below a VOLUME path: buildah 1.28 (like Docker's classic builder and "
+    "kaniko) discards it; BuildKit keeps changes below VOLUME paths, and so does lamina, "
+    "which also makes a VOLUME directory missing from the image exist for the RUN (BuildKit "
+    "fails the step there; buildah and kaniko create it)"
+)
 LOWER_LAYER_HARDLINK = (
     "a hard link made by RUN to a file of a lower layer: BuildKit's differ (and "
     "lamina) puts both names in the new layer as one hardlink group; buildah's "
@@ -72,7 +78,9 @@ MOUNT_STUBS = (
 )
 
 #: Cases whose images are also unpacked with umoci, to check the in-memory unpacker.
-UMOCI_CROSSCHECK = frozenset({"whiteouts", "hardlinks", "add_local_tar", "special_modes"})
+UMOCI_CROSSCHECK = frozenset(
+    {"whiteouts", "hardlinks", "hardlink_modified", "add_local_tar", "special_modes"}
+)
 
 #: Labels buildah adds on its own.
 BUILDAH_LABELS = ("io.buildah.version",)
@@ -173,6 +181,10 @@ ALL_CASES: list[Case] = [
             ("/logs", "/var/cache", "/var/cache/app"), (("*",), VOLUME_DIRS)
         ),
     ),
+    Case(  # kaniko's Dockerfile_test_volume shape: BuildKit fails it (no /foo1)
+        "volume_then_write",
+        allowed_paths={"/foo1/hello": (("*",), VOLUME_WRITES)},
+    ),
     Case("user_workdir"),
     Case("workdir_creation"),
     Case("stopsignal_healthcheck"),
@@ -222,6 +234,7 @@ ALL_CASES: list[Case] = [
             ("/bin/busybox", "/hardbusybox"), (("hardlinks",), LOWER_LAYER_HARDLINK)
         ),
     ),
+    Case("hardlink_modified"),  # kaniko's Dockerfile_test_hardlink: one name modified later
     Case(
         "special_modes",
         prepare=_prepare_suid,
@@ -268,6 +281,23 @@ ALL_CASES: list[Case] = [
         allowed_paths={"/run/secrets": (("*",), MOUNT_STUBS)},
     ),
     Case("add_chown_chmod"),
+    # shapes of kaniko's own integration Dockerfiles (integration/dockerfiles/Dockerfile_test_*)
+    Case("kaniko_workdir"),
+    Case("kaniko_user_run"),
+    Case(
+        "kaniko_volume_2",
+        allowed_paths={
+            **dict.fromkeys(("/foo1/hello", "/foo2/test"), (("*",), VOLUME_WRITES)),
+            "/foo3": (("*",), VOLUME_DIRS),
+        },
+    ),
+    Case("kaniko_args_quotes"),
+    Case("kaniko_parent_dir_perms"),
+    Case("kaniko_dangling_symlink"),
+    Case("kaniko_stage_name_case"),  # FROM BUG_stage: BuildKit takes it for an image
+    Case("kaniko_replaced_links"),  # symlink -> dir and dir -> symlink (kaniko #2308)
+    # Dockerfile_test_copy: globs, ENV in sources ([[] escapes: test_build_kaniko_compat)
+    Case("kaniko_copy"),
 ]
 
 

@@ -8,12 +8,16 @@
 Actions:
 * ``status``   answer with ``status`` (and ``headers``) without asking the registry;
 * ``reset``    close the connection without answering;
-* ``cut``      forward, send the headers and half of the body, then close;
+* ``cut``      forward, send the headers and half of the body (or ``cut_at`` bytes of
+  it), then close;
 * ``corrupt``  forward, flip one byte of the body;
 * ``redirect`` answer 307 to ``/_redirected/<path>``, which the proxy serves
   from the registry (like a registry redirecting blob GETs to storage).
 
-Every request is recorded in ``proxy.requests`` as ``(method, path)``.
+``proxy.ignore_ranges = True`` drops ``Range`` headers (the registry then answers 200
+with the whole blob, as a server without range support does). Every request is recorded
+in ``proxy.requests`` as ``(method, path)`` and its ``Range`` header (or None) in
+``proxy.ranges``.
 Bodies are buffered: this is for small test images only.
 """
 
@@ -56,6 +60,8 @@ class Fault:
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    #: for ``cut``: how many bytes of the body to send (None: half)
+    cut_at: int | None = None
     times: int = 1
     hits: int = 0
 
@@ -76,6 +82,8 @@ class FaultyProxy:
         self.upstream_port = parts.port or 80
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[str | None] = []
+        self.ignore_ranges = False
         self._lock = threading.Lock()
         proxy = self
 
@@ -132,9 +140,10 @@ class FaultyProxy:
         self.stop()
 
     # ------------------------------------------------------------------ serving
-    def _pick(self, method: str, path: str) -> Fault | None:
+    def _pick(self, method: str, path: str, range_: str | None = None) -> Fault | None:
         with self._lock:
             self.requests.append((method, path))
+            self.ranges.append(range_)
             for fault in self.faults:
                 if fault.matches(method, path):
                     fault.hits += 1
@@ -160,10 +169,12 @@ class FaultyProxy:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         method, path = h.command, h.path
         body = self._read_body(h)
-        fault = None if path.startswith(_REDIRECT_PREFIX) else self._pick(method, path)
+        range_ = h.headers.get("Range")
+        fault = None if path.startswith(_REDIRECT_PREFIX) else self._pick(method, path, range_)
         if path.startswith(_REDIRECT_PREFIX):
             with self._lock:
                 self.requests.append((method, path))
+                self.ranges.append(range_)
             path = path[len(_REDIRECT_PREFIX) :]
         if fault is not None and fault.action == "reset":
             h.close_connection = True
@@ -193,6 +204,8 @@ class FaultyProxy:
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)
         try:
             fwd = {k: v for k, v in h.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if self.ignore_ranges:
+                fwd = {k: v for k, v in fwd.items() if k.lower() != "range"}
             fwd["Content-Length"] = str(len(body))
             conn.request(method, path, body=body, headers=fwd)
             resp = conn.getresponse()
@@ -214,7 +227,7 @@ class FaultyProxy:
         if method == "HEAD":
             return
         if fault is not None and fault.action == "cut":
-            h.wfile.write(data[: len(data) // 2])
+            h.wfile.write(data[: len(data) // 2 if fault.cut_at is None else fault.cut_at])
             h.wfile.flush()
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)

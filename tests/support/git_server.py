@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -220,17 +221,29 @@ class GitHttpServer:
     """``git http-backend`` behind a loopback HTTP server; ``with`` starts and stops it."""
 
     def __init__(
-        self, root: Path, *, required_auth: str | None = None, protocol_v2: bool = True
+        self,
+        root: Path,
+        *,
+        required_auth: str | None = None,
+        protocol_v2: bool = True,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
-        """``protocol_v2=False``: speak protocol v0 only (no fetching a commit by SHA)."""
+        """``protocol_v2=False``: speak protocol v0 only (no fetching a commit by SHA);
+        ``tls=(cert, key)``: HTTPS with that server certificate."""
         self.state = _State(root=root, required_auth=required_auth, protocol_v2=protocol_v2)
         self._server = _Server(self.state)
+        self._scheme = "http"
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     @property
     def seen_auth(self) -> list[str]:

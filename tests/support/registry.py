@@ -162,10 +162,10 @@ def free_port() -> int:
 
 
 def make_tls_material(
-    directory: Path, *, common_name: str = "lamina test CA"
+    directory: Path, *, common_name: str = "lamina test CA", dns_names: Sequence[str] = ()
 ) -> tuple[Path, Path, Path]:
-    """A CA, a server cert (SAN IP:127.0.0.1, DNS:localhost) and a client cert
-    (``client.crt``/``client.key``, for mTLS). Returns (ca, server cert, server key)."""
+    """A CA, a server cert (SAN IP:127.0.0.1, DNS:localhost and ``dns_names``) and a client
+    cert (``client.crt``/``client.key``, for mTLS). Returns (ca, server cert, server key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -214,7 +214,10 @@ def make_tls_material(
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                    *(x509.DNSName(name) for name in ("localhost", *dns_names)),
+                ]
             ),
             critical=False,
         )
@@ -312,8 +315,15 @@ def _config_yaml(kind: RegistryKind, port: int, data_dir: Path, workdir: Path) -
     return "\n".join(lines) + "\n"
 
 
-def start_registry(kind: RegistryKind, workdir: Path, *, timeout: float = 20.0) -> RunningRegistry:
-    """Start a real registry of ``kind`` in ``workdir`` on a free loopback port."""
+def start_registry(
+    kind: RegistryKind,
+    workdir: Path,
+    *,
+    timeout: float = 20.0,
+    credentials: tuple[str, str] | None = None,
+) -> RunningRegistry:
+    """Start a real registry of ``kind`` in ``workdir`` on a free loopback port
+    (``htpasswd``: accepting ``credentials``, by default the TEST_ pair)."""
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise RegistryFixtureError(
@@ -326,7 +336,7 @@ def start_registry(kind: RegistryKind, workdir: Path, *, timeout: float = 20.0) 
     username = password = None
     ca_cert = cert_dir = None
     if kind == "htpasswd":
-        username, password = TEST_USERNAME, TEST_PASSWORD
+        username, password = credentials or (TEST_USERNAME, TEST_PASSWORD)
         (workdir / "htpasswd").write_text(_htpasswd_line(username, password), encoding="utf-8")
     port = free_port()
     host = f"127.0.0.1:{port}"

@@ -61,8 +61,10 @@ __all__ = [
     "write_outputs",
 ]
 
-#: kaniko's tag for ``--tar-path`` when there is no ``--destination``
-DUMMY_DESTINATION = "unset-repo/unset-image-name"
+#: the tag of a ``--tar-path`` archive when there is no ``--destination`` (kaniko wrote
+#: ``unset-repo/unset-image-name``); ``podman load`` / ``docker load`` name it
+#: ``docker.io/library/lamina-build:latest``, as ``docker build -t lamina-build`` would
+DUMMY_DESTINATION = "lamina-build:latest"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -92,7 +94,12 @@ class BuildResult:
 
 
 def _read_dockerfile(build: BuildOptions) -> tuple[str, Path, Path]:
-    from lamina.context import context_subdir, is_dockerfile_url, parse_context
+    from lamina.context import (
+        context_subdir,
+        is_dockerfile_url,
+        parse_context,
+        read_context_text,
+    )
 
     spec = parse_context(build.context or ".")
     if spec.remote or is_dockerfile_url(build.dockerfile):
@@ -106,17 +113,15 @@ def _read_dockerfile(build: BuildOptions) -> tuple[str, Path, Path]:
     dockerfile = Path(build.dockerfile or "Dockerfile")
     if not dockerfile.is_absolute() and not dockerfile.exists():
         dockerfile = context_dir / dockerfile
-    try:
-        text = dockerfile.read_text(encoding="utf-8", errors="surrogateescape")
-    except FileNotFoundError as exc:
+    # inside the context, symlinks are followed inside it only (as BuildKit)
+    found = read_context_text(context_dir, dockerfile, what="Dockerfile")
+    if found is None:
         raise ContextError(
             f"the Dockerfile {dockerfile} does not exist",
             hint="pass its path with --dockerfile (relative to the current directory "
-            "or to the context)",
-        ) from exc
-    except OSError as exc:
-        raise ContextError(f"cannot read the Dockerfile {dockerfile}: {exc.strerror}") from exc
-    return text, dockerfile, context_dir
+            "or to the context); a symlink inside the context must point inside it",
+        )
+    return found[0], dockerfile, context_dir
 
 
 def _platform_text(p: Platform) -> str:
@@ -147,6 +152,18 @@ def _epoch(build: BuildOptions) -> int | None:
     return None
 
 
+def _private_dir(kaniko_dir: Path, prefix: str, what: str) -> Path:
+    """A new directory of this build's own under ``kaniko_dir`` (mode 0700)."""
+    try:
+        kaniko_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=kaniko_dir))
+    except OSError as exc:
+        raise ContextError(
+            f"cannot create a directory for {what} under {kaniko_dir}: {exc.strerror or exc}",
+            hint="pass a writable directory with --kaniko-dir (or set KANIKO_DIR)",
+        ) from None
+
+
 def _fetch_sources(
     build: BuildOptions, stdin: BinaryIO | None, log: logging.Logger, fetched: list[Path]
 ) -> BuildOptions:
@@ -154,6 +171,7 @@ def _fetch_sources(
     ``resolveSourceContext`` and ``resolveDockerfilePath``); what was written is added to
     ``fetched``. A local build is returned as it is."""
     from lamina.context import (
+        context_path,
         context_subdir,
         download_dockerfile,
         fetch_context,
@@ -168,8 +186,11 @@ def _fetch_sources(
     context = build.context
     sub_path = build.context_sub_path
     if spec.remote:
-        into = build.kaniko_dir / "buildcontext"
-        fetched.append(into)
+        # a private, fresh directory per build: concurrent builds never share one, and
+        # nothing already at a fixed path (a planted symlink) is followed or removed
+        holder = _private_dir(build.kaniko_dir, "lamina-context-", "the build context")
+        fetched.append(holder)
+        into = holder / "buildcontext"
         log.info("fetching the build context %s into %s", spec.display, into)
         fetch_context(
             spec,
@@ -183,21 +204,13 @@ def _fetch_sources(
         log.debug("build context located at %s", context)
     context_dir = context_subdir(Path(parse_context(context).location or "."), sub_path)
     if url_dockerfile:
-        try:
-            build.kaniko_dir.mkdir(parents=True, exist_ok=True)
-            holder = Path(tempfile.mkdtemp(prefix="lamina-dockerfile-", dir=build.kaniko_dir))
-        except OSError as exc:
-            raise ContextError(
-                f"cannot create a directory for the Dockerfile under {build.kaniko_dir}: "
-                f"{exc.strerror or exc}",
-                hint="pass a writable directory with --kaniko-dir (or set KANIKO_DIR)",
-            ) from None
+        holder = _private_dir(build.kaniko_dir, "lamina-dockerfile-", "the Dockerfile")
         fetched.append(holder)
         log.info("downloading the Dockerfile %s", redact_url(build.dockerfile))
         dockerfile = str(download_dockerfile(build.dockerfile, holder / "Dockerfile"))
     else:  # kaniko: the path as given, else relative to the (unpacked) context
         given = Path(build.dockerfile or "Dockerfile")
-        found = given if given.is_file() else context_dir / given
+        found, inside = context_path(context_dir, given if given.is_file() else context_dir / given)
         if not found.is_file():
             raise ContextError(
                 f"the Dockerfile {build.dockerfile or 'Dockerfile'} is not in the build "
@@ -205,7 +218,7 @@ def _fetch_sources(
                 hint=f"looked for {given} and {context_dir / given}; pass --dockerfile "
                 "relative to the root of the context (or of --context-sub-path)",
             )
-        dockerfile = str(found.resolve())
+        dockerfile = str(found if inside else found.resolve())
     return replace(build, context=str(context_dir), context_sub_path="", dockerfile=dockerfile)
 
 
@@ -227,8 +240,8 @@ def build_image(
     ``cache.enabled``, steps are looked up in ``layer_cache`` (default: the
     directory cache under ``cache.dir``), which the result then owns: it is
     closed by :meth:`BuildResult.cleanup`. A remote context is first unpacked
-    into ``<kaniko-dir>/buildcontext`` (``stdin`` is read for ``tar://stdin``)
-    and a Dockerfile URL downloaded; both are deleted with the build directory.
+    into a fresh ``<kaniko-dir>/lamina-context-*/buildcontext`` (``stdin`` is read for
+    ``tar://stdin``) and a Dockerfile URL downloaded; both are deleted with the build directory.
     Raises :class:`~lamina.errors.LaminaError` subclasses only.
     """
     if output.compression not in ("gzip", "zstd", "none"):

@@ -95,7 +95,7 @@ from lamina.cache import (
     cache_key,
 )
 from lamina.cache import explain_miss as _explain
-from lamina.context import LocalContext
+from lamina.context import LocalContext, redact_url
 from lamina.dockerfile import (
     AddInstruction,
     ArgInstruction,
@@ -141,8 +141,13 @@ def _canon(value: object) -> object:
 
 
 def instruction_text(instr: Instruction) -> str:
-    """The expanded instruction as canonical JSON (fields and flags; no location)."""
-    return json.dumps(_canon(instr), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The expanded instruction as canonical JSON (fields and flags; no location).
+
+    The user-info of a URL in it is redacted: the text is stored in cache entries, and
+    credentials do not change what ``ADD --checksum`` of a URL gives.
+    """
+    text = json.dumps(_canon(instr), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return redact_url(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +192,7 @@ class StepRecord:
         return {
             "stage": self.stage,
             "step": self.step,
-            "instruction": self.instruction,
+            "instruction": redact_url(self.instruction),
             "key": self.key,
             "status": self.status,
             "reason": self.reason,

@@ -17,13 +17,14 @@ from lamina.context import ContextSource, IgnoreRules, LocalContext, SourceKind,
 from lamina.dockerfile import parse_dockerignore
 from lamina.errors import (
     BuildStepError,
+    ContextError,
     DockerfileError,
     FilesystemError,
     LaminaError,
     NotSupportedError,
     SourceLocation,
 )
-from lamina.fs import safe_join
+from lamina.fs import ConfinedRoot, safe_join
 
 if TYPE_CHECKING:
     from lamina.fs import IgnoreList
@@ -394,6 +395,7 @@ class _Copier:
             try:
                 if st is not None:
                     os.unlink(host)
+                    self._forget(host)
                 uid, gid = self.req.owner or (0, 0)
                 for d in reversed(missing):
                     os.mkdir(d, 0o755)
@@ -436,6 +438,7 @@ class _Copier:
                     shutil.rmtree(host)
                 else:
                     os.unlink(host)
+                self._forget(host)  # a later source replaces an earlier one (BuildKit)
             if is_dir:
                 if cur is None or not stat.S_ISDIR(cur.st_mode):
                     os.mkdir(host, 0o700)
@@ -449,6 +452,9 @@ class _Copier:
             elif stat.S_ISREG(st.st_mode):
                 with src.open("rb") as fin, open(host, "xb") as fout:
                     shutil.copyfileobj(fin, fout, 1024 * 1024)
+                from lamina.fs import keep_device_record  # the extraction code, on use
+
+                keep_device_record(src, host)  # a device node's placeholder stays one
                 os.lchown(host, uid, gid)
                 os.chmod(host, mode)
                 os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -459,19 +465,35 @@ class _Copier:
             raise _fs_error("write", dest, exc) from exc
         self.written.append(self._real(host))
 
+    def _forget(self, host: Path) -> None:
+        """``host`` was replaced: nothing written at or below it is in the result any more."""
+        gone = self._real(host)
+
+        def kept(path: PurePosixPath) -> bool:
+            return path != gone and gone not in path.parents
+
+        self.written = [p for p in self.written if kept(p)]
+        self.dir_times = [t for t in self.dir_times if kept(self._real(t[0]))]
+        self.created_dirs = [d for d in self.created_dirs if kept(self._real(d))]
+
     def finish(self) -> None:
+        """Apply the deferred directory times, root-confined and following no symlink.
+
+        A directory recorded earlier may have been replaced by a later source
+        (a symlink to anywhere, say): each is reached component by component
+        without following a symlink, and skipped when it is no longer there.
+        """
         stamp = self.req.created_dir_mtime
-        for host in self.created_dirs if stamp is not None else ():
-            assert stamp is not None
-            try:
-                os.utime(host, (stamp, stamp), follow_symlinks=False)
-            except OSError as exc:
-                raise _fs_error("set times of", str(host), exc) from exc
-        for host, atime, mtime in reversed(self.dir_times):
-            try:
-                os.utime(host, ns=(atime, mtime), follow_symlinks=False)
-            except OSError as exc:
-                raise _fs_error("set times of", str(host), exc) from exc
+        deferred: dict[Path, tuple[int, int]] = {}
+        if stamp is not None:
+            ns = int(stamp * 1_000_000_000)
+            deferred.update((host, (ns, ns)) for host in self.created_dirs)
+        for host, atime, mtime in self.dir_times:  # a later source's times win
+            deferred[host] = (atime, mtime)
+        try:
+            ConfinedRoot(self.rootfs).set_directory_times(deferred.items())
+        except OSError as exc:
+            raise _fs_error("set the directory times below", self.req.dest, exc) from exc
 
 
 def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> None:
@@ -491,6 +513,7 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
                 ignore=copier.req.ignore,
                 name=f"ADD {label}",
                 owner=copier.req.owner if copier.req.chown_archives else None,
+                error=ContextError,  # a malformed or hostile archive is context content
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc

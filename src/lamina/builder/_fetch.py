@@ -6,7 +6,11 @@
   ``--checksum`` is compared before anything reaches the rootfs.
 * The file gets mode 0600 and, when the server sends ``Last-Modified``, that
   time as its mtime (BuildKit's ``httpsource``).
-* httpx errors are translated here: callers see :class:`BuildStepError` only.
+* Redirects are followed by hand: to http(s) only (a ``data:``, ``file:`` or ``ftp:``
+  target is refused), at most :data:`MAX_REDIRECTS`, never to a URL carrying
+  credentials; the URL's own user-info authenticates requests to its origin only.
+* httpx errors are translated here: callers see :class:`BuildStepError` only, and no
+  message (nor :attr:`Fetched.url`) holds the URL's user-info.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from lamina.context import redact_url
+from lamina.context._http import MAX_REDIRECTS, open_following, stop_at_redirects
 from lamina.dockerfile import AddInstruction
 from lamina.errors import BuildStepError, DockerfileError, NotSupportedError, SourceLocation
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "MAX_REDIRECTS",
     "Fetched",
     "check_add_sources",
     "fetch_url",
@@ -129,6 +135,7 @@ def check_add_sources(instr: AddInstruction) -> list[str]:
 class Fetched:
     """A downloaded file: where it is, its URL-derived name and its digest."""
 
+    #: the URL without its user-info (for messages)
     url: str
     host: Path
     name: str
@@ -161,16 +168,24 @@ def fetch_url(
 
     ``checksum`` (``sha256:<hex>``) is verified before returning; on any
     failure the partial file is deleted and :class:`BuildStepError` names the
-    URL (and ``location``, the Dockerfile line).
+    URL without its credentials (and ``location``, the Dockerfile line).
+    Redirects are followed to http(s) URLs only (at most :data:`MAX_REDIRECTS`).
     """
     import httpx  # a cached ADD never downloads
+
+    from lamina.registry import system_trust_context
 
     algorithm, expected = (
         parse_checksum(checksum, location) if checksum is not None else ("sha256", None)
     )
     hasher = hashlib.new(algorithm)
     name = url_file_name(url)
-    fd, tmp_name = _mkstemp(into, location, url)
+    shown = redact_url(url)
+
+    def fail(message: str, hint: str) -> BuildStepError:
+        return BuildStepError(f"ADD: {message}", hint=hint, location=location)
+
+    fd, tmp_name = _mkstemp(into, location, shown)
     target = Path(tmp_name)
     size = 0
     try:
@@ -178,15 +193,17 @@ def fetch_url(
             with (
                 os.fdopen(fd, "wb") as out,
                 httpx.Client(
-                    follow_redirects=True,
+                    verify=system_trust_context(),
+                    follow_redirects=False,
                     timeout=httpx.Timeout(timeout),
                     transport=transport,
+                    event_hooks={"response": [stop_at_redirects]},
                 ) as client,
-                client.stream("GET", url) as resp,
+                contextlib.closing(open_following(client, url, fail)) as resp,
             ):
                 if resp.status_code >= 400:
                     raise BuildStepError(
-                        f"ADD: cannot download {url}: HTTP {resp.status_code} "
+                        f"ADD: cannot download {shown}: HTTP {resp.status_code} "
                         f"{resp.reason_phrase}".rstrip(),
                         hint="check the URL; the server must answer 200 to a plain GET",
                         location=location,
@@ -196,22 +213,23 @@ def fetch_url(
                     out.write(chunk)
                     size += len(chunk)
                 mtime = _last_modified(resp.headers.get("last-modified"))
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            detail = redact_url(str(exc))[:300] or type(exc).__name__
             raise BuildStepError(
-                f"ADD: cannot download {url}: {exc or type(exc).__name__}",
+                f"ADD: cannot download {shown}: {detail}",
                 hint="check the URL, the network and any HTTP(S)_PROXY settings",
                 location=location,
-            ) from exc
+            ) from None
         except OSError as exc:
             raise BuildStepError(
-                f"ADD: cannot save the download of {url} to {target}: {exc.strerror or exc}",
+                f"ADD: cannot save the download of {shown} to {target}: {exc.strerror or exc}",
                 hint="check free space in the build directory",
                 location=location,
-            ) from exc
+            ) from None
         actual = hasher.hexdigest()
         if expected is not None and actual != expected:
             raise BuildStepError(
-                f"ADD {url}: checksum mismatch: expected {algorithm}:{expected}, "
+                f"ADD {shown}: checksum mismatch: expected {algorithm}:{expected}, "
                 f"got {algorithm}:{actual}",
                 hint="the file on the server changed, or --checksum is wrong",
                 location=location,
@@ -222,7 +240,7 @@ def fetch_url(
                 os.utime(target, (mtime, mtime))
         except OSError as exc:
             raise BuildStepError(
-                f"ADD {url}: cannot set the mode of {target}: {exc.strerror or exc}",
+                f"ADD {shown}: cannot set the mode of {target}: {exc.strerror or exc}",
                 location=location,
             ) from exc
     except BaseException:
@@ -230,7 +248,7 @@ def fetch_url(
             target.unlink()
         raise
     return Fetched(
-        url=url,
+        url=shown,
         host=target,
         name=name,
         digest=f"{algorithm}:{actual}",

@@ -31,9 +31,59 @@ if TYPE_CHECKING:
     from lamina.fs import IgnoreList
     from lamina.sandbox import IdMap, NamespaceRunner, Runner
 
-__all__ = ["Ownership"]
+__all__ = ["Ownership", "file_op_owner"]
 
 T = TypeVar("T")
+
+_MAX_ID = 2**32 - 1
+
+
+def _numeric_id(text: str) -> int | None:
+    """``text`` as a uid/gid (decimal, 32 bits), else ``None`` (a name)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= _MAX_ID else None
+
+
+def _lookup(data: bytes | None, name: str, field: int) -> int | None:
+    """Field ``field`` (an id) of the passwd/group line whose first field is ``name``."""
+    for raw in (data or b"").decode(errors="replace").splitlines():
+        fields = raw.strip().split(":")
+        if len(fields) > field and fields[0] == name:
+            return _numeric_id(fields[field])
+    return None
+
+
+def file_op_owner(rootfs: Path, user: str) -> tuple[int, int]:
+    """The owner BuildKit gives what a file operation creates under ``USER user`` (WORKDIR).
+
+    BuildKit's rule (``llb.WithUser`` resolved by the file-op solver), not the
+    one a RUN uses: a numeric user is ``uid:uid`` whatever /etc/passwd says
+    (``USER 9999`` gives 9999:9999, ``USER 1000`` gives 1000:1000 even when
+    passwd's group of 1000 is 100); a name takes its passwd uid and gid, and a
+    name missing from passwd is 0:0, not an error. ``user:group`` then sets
+    the gid: a number as is, a name through /etc/group (unknown: unchanged).
+    """
+    from lamina.sandbox import read_image_file
+
+    user_part, sep, group_part = user.partition(":")
+    uid = gid = 0
+    number = _numeric_id(user_part)
+    if number is not None:
+        uid = gid = number
+    elif user_part:
+        passwd = read_image_file(rootfs, "/etc/passwd")
+        found_uid, found_gid = _lookup(passwd, user_part, 2), _lookup(passwd, user_part, 3)
+        if found_uid is not None and found_gid is not None:
+            uid, gid = found_uid, found_gid
+    if sep and group_part:
+        number = _numeric_id(group_part)
+        if number is None:
+            number = _lookup(read_image_file(rootfs, "/etc/group"), group_part, 2)
+        if number is not None:
+            gid = number
+    return uid, gid
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,13 @@ def prepare_inplace(
     ):
         preview = ignore_list_for(build, Path("/"), keep, mountinfo=read_mountinfo())
         runner = select_runner(
-            build.isolation, force=build.force, log=log.info, environ=environ, ignore=preview
+            build.isolation,
+            force=build.force,
+            log=log.info,
+            environ=environ,
+            ignore=preview,
+            debug=log.debug,
+            scratch=build.kaniko_dir if build.kaniko_dir.is_dir() else None,
         )
     if not isinstance(runner, InPlaceRunner):
         if build.ignore_paths or not build.ignore_var_run:

@@ -60,7 +60,7 @@ from lamina.errors import (
     NotSupportedError,
     SourceLocation,
 )
-from lamina.fs import safe_join
+from lamina.fs import ConfinedRoot, safe_join
 from lamina.sandbox import BindMount
 
 __all__ = [
@@ -259,25 +259,26 @@ class UpperCache:
             ) from exc
 
     def restore(self) -> None:
+        """Move the cache back out of ``upper`` (the step may have planted symlinks there).
+
+        ``upper`` is walked without following a symlink: a step that replaced
+        the target or a parent with one gets an empty cache, and nothing
+        outside ``upper`` is moved, changed or deleted.
+        """
+        confined = ConfinedRoot(self.upper)
         host = self.host
         if host is not None and self.moved:
             for name in _OPAQUE_XATTRS:
-                with contextlib.suppress(OSError):
-                    os.removexattr(host, name, follow_symlinks=False)
-            if host.is_dir() and not host.is_symlink():
-                _move(host, self.lease.data)
-            else:
+                confined.remove_xattr(host, name)
+            if not confined.move_dir_out(host, self.lease.data):
                 # the step replaced the cache directory: keep an empty cache
                 with contextlib.suppress(OSError):
-                    if host.is_dir() and not host.is_symlink():
-                        shutil.rmtree(host)
-                    else:
-                        host.unlink()
+                    confined.remove(host)
                 self.lease.data.mkdir(exist_ok=True)
             self.moved = False
         for d in reversed(self.created):
             with contextlib.suppress(OSError):
-                d.rmdir()  # only when the step put nothing else there
+                confined.rmdir(d)  # only when the step put nothing else there
         self.created.clear()
 
 
@@ -440,16 +441,6 @@ def _lstat(path: Path) -> os.stat_result | None:
         return os.lstat(path)
     except FileNotFoundError:
         return None
-
-
-def _remove(path: Path) -> None:
-    st = _lstat(path)
-    if st is None:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def _copy_entry(src: str, dst: str) -> None:
@@ -691,36 +682,56 @@ class InPlaceMounts:
                 self.placed_mtime[d] = st.st_mtime_ns
 
     def restore(self) -> None:
-        """Put back what the image had at every target (errors are collected, then raised)."""
+        """Put back what the image had at every target (errors are collected, then raised).
+
+        The step may have replaced any directory of the root with a symlink:
+        every recorded path is reached without following one (see
+        :class:`~lamina.fs.ConfinedRoot`). A target whose parent the step
+        replaced is left as the step left it (the image's entry went with the
+        parent); a cache there starts empty next time.
+        """
+        confined = ConfinedRoot(self.root)
         keep: dict[Path, tuple[int, int]] = {}
         for d, mtime in self.placed_mtime.items():
-            st = _lstat(d)
+            st = confined.lstat(d)
             if st is not None and st.st_mtime_ns != mtime:  # the step changed this directory
                 keep[d] = (st.st_atime_ns, st.st_mtime_ns)
         failures: list[str] = []
         for claim in reversed(self.claims):
+            lease = claim.cache
             try:
-                lease = claim.cache
+                with confined.directory(claim.host.parent) as parent:
+                    reachable = parent is not None
+                if not reachable:
+                    self.log(
+                        f"RUN --mount at {confined.inside(claim.host)}: the step replaced a "
+                        "parent directory; nothing is restored there"
+                    )
+                    if lease is not None:
+                        lease.data.mkdir(exist_ok=True)
+                    continue
                 if lease is not None:
-                    st = _lstat(claim.host)
-                    if st is not None and stat.S_ISDIR(st.st_mode):
-                        _move(claim.host, lease.data)
-                    else:  # the step replaced the cache directory: keep an empty cache
-                        _remove(claim.host)
+                    if not confined.move_dir_out(claim.host, lease.data):
+                        # the step replaced the cache directory: keep an empty cache
+                        confined.remove(claim.host)
                         lease.data.mkdir(exist_ok=True)
                 else:
-                    _remove(claim.host)
-                if claim.aside is not None:
-                    os.rename(claim.aside, claim.host)
+                    confined.remove(claim.host)
+                if claim.aside is not None and not confined.rename_within(
+                    claim.aside, claim.host.name
+                ):
+                    failures.append(f"{claim.host}: the image's entry was moved away by the step")
             except OSError as exc:
                 failures.append(f"{claim.host}: {exc.strerror or exc}")
         self.claims.clear()
         for d in reversed(self.created):
             with contextlib.suppress(OSError):
-                d.rmdir()  # only when the step put nothing else there
+                confined.rmdir(d)  # only when the step put nothing else there
         for d, (atime, mtime) in sorted(self.times.items(), reverse=True):
             with contextlib.suppress(OSError):
-                os.utime(d, ns=keep.get(d, (atime, mtime)), follow_symlinks=False)
+                st = confined.lstat(d)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    confined.set_times(d, keep.get(d, (atime, mtime)))
         if failures:
             raise FilesystemError(
                 "cannot restore the image's files after emulating RUN mounts in place: "

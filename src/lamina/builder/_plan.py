@@ -159,8 +159,8 @@ def make_plan(
                 location=fi.location,
             )
         base_stage: int | None = None
-        for earlier in planned:
-            if earlier.name is not None and earlier.name == base:
+        for earlier in planned:  # stage names are case-insensitive (FROM Build after AS build)
+            if earlier.name is not None and earlier.name == base.lower():
                 base_stage = earlier.index
         copy_stages, copy_images = _copy_froms(df, st)
         planned.append(

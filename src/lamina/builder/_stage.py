@@ -76,6 +76,7 @@ from lamina.dockerfile import (
     MaintainerInstruction,
     Mount,
     OnbuildInstruction,
+    PMap,
     RunInstruction,
     ShellCommand,
     ShellInstruction,
@@ -269,7 +270,13 @@ class BuildEnv:
         if self.runner is None:
             from lamina.sandbox import select_runner  # the first step that runs
 
-            self.runner = select_runner(self.isolation, force=self.force, log=self.log.info)
+            self.runner = select_runner(
+                self.isolation,
+                force=self.force,
+                log=self.log.info,
+                debug=self.log.debug,
+                scratch=self.build_dir.work,
+            )
         return self.runner
 
     def pull(self, name: str, platform: Platform, location: SourceLocation | None) -> Image:
@@ -341,6 +348,17 @@ class BuildEnv:
         if ownership.rootless and ownership.remove not in self.build_dir.removers:
             self.build_dir.removers.append(ownership.remove)
         return ownership
+
+
+#: a RUN's own mounts in every mode (BuildKit's too): what a step writes there (a chroot
+#: step's ``> /dev/null`` without CAP_MKNOD makes a file) never reaches its layer
+RUN_MOUNT_POINTS = ("/dev", "/proc", "/sys")
+
+
+def _run_ignore(inplace: InPlace | None) -> IgnoreList:
+    """What a RUN's rootfs snapshot leaves out: the in-place ignore list and /dev, /proc, /sys."""
+    base = inplace.ignore if inplace is not None else IgnoreList()
+    return base.with_paths(*RUN_MOUNT_POINTS)
 
 
 def _config_env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -488,10 +506,7 @@ class StageBuilder:
             inherited=inherited,
         )
         if inherited is not None:
-            self.scope = replace(
-                self.scope,
-                config_env=tuple(_config_env_pairs(runtime.env)),
-            )
+            self.scope = self.scope.with_config_env(_config_env_pairs(runtime.env))
 
     def ensure_fs(self) -> Path:
         """The stage's rootfs, materialised on first use (parent copy or base extraction)."""
@@ -674,6 +689,11 @@ class StageBuilder:
             self._squash()
         image = append_layers(self.base_image, *self.addenda)
         cfg = image.config()
+        assert self.scope is not None
+        if self.scope.config_changed:
+            self.runtime = replace(self.runtime, env=self.scope.config_env_text)
+        if isinstance(self.runtime.labels, PMap):
+            self.runtime = replace(self.runtime, labels=dict(self.runtime.labels.items_list()))
         cfg = replace(
             cfg,
             config=self.runtime,
@@ -844,7 +864,7 @@ class StageBuilder:
             parent=self.cache_parent,
             platform=str(self._platform()),
             layer_format=self._layer_format(),
-            run_env=dict(self.scope.env),
+            run_env=self.scope.env,  # a persistent map: no copy per step
             context=self.env.context,
             ref_key=self._ref_key,
             single_snapshot=self.single_snapshot,
@@ -938,22 +958,14 @@ class StageBuilder:
             config = replace(self.runtime, working_dir=path)
             return StepEffect(created_by=f"WORKDIR {path}", config=config, layer=layer)
         assert isinstance(instr, CopyInstruction | AddInstruction)
-        parents = isinstance(instr, CopyInstruction) and instr.parents
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*instr.sources, *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
 
     # ------------------------------------------------------ metadata handlers
 
     def do_arg(self, instr: ArgInstruction) -> StepEffect:
         assert self.scope is not None
         scope = self.scope.with_arg(instr, escape=self.escape)
-        values = dict(scope.args)
+        values = scope.declared  # a persistent map: no copy per ARG
         words = []
         for kv in instr.args:
             v = values.get(kv.key)
@@ -964,16 +976,19 @@ class StageBuilder:
         assert self.scope is not None
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
         scope = self.scope.with_env(pairs)
-        config = replace(self.runtime, env=tuple(f"{k}={v}" for k, v in scope.config_env))
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"ENV {text}", config=config, scope=scope)
+        # the config's Env is written from the scope once, by _finish (a tuple per ENV
+        # made 100k ENV lines quadratic)
+        return StepEffect(created_by=f"ENV {text}", scope=scope)
 
     def do_label(self, instr: LabelInstruction) -> StepEffect:
-        labels = dict(self.runtime.labels)
+        # a persistent map, made a dict by _finish: a copy per LABEL was quadratic
+        labels = self.runtime.labels
+        persistent = labels if isinstance(labels, PMap) else PMap(labels.items())
         pairs = [(kv.key, kv.value or "") for kv in instr.pairs]
-        labels.update(pairs)
         text = " ".join(f"{k}={v}" for k, v in pairs)
-        return StepEffect(created_by=f"LABEL {text}", config=replace(self.runtime, labels=labels))
+        config = replace(self.runtime, labels=persistent.set_many(pairs))
+        return StepEffect(created_by=f"LABEL {text}", config=config)
 
     def do_maintainer(self, instr: MaintainerInstruction) -> StepEffect:
         return StepEffect(created_by=f"MAINTAINER {instr.maintainer}", author=instr.maintainer)
@@ -1018,6 +1033,7 @@ class StageBuilder:
         if self.env.inplace is not None:  # kaniko: later writes below a VOLUME are not kept
             inplace = self.env.inplace
             self.env.inplace = replace(inplace, ignore=inplace.ignore.with_paths(*instr.volumes))
+            _make_volume_dirs(inplace.root, instr.volumes)  # kaniko: mkdir -p, never a layer
         return StepEffect(
             created_by=f"VOLUME {go_list(instr.volumes)}",
             config=replace(self.runtime, volumes=tuple(merged)),
@@ -1085,15 +1101,9 @@ class StageBuilder:
     def _make_workdir(
         self, rootfs: Path, host: Path, path: str, location: SourceLocation
     ) -> list[Path]:
-        from lamina.sandbox import resolve_user
+        from lamina.builder._ids import file_op_owner
 
-        uid, gid = 0, 0
-        if self.runtime.user:
-            try:
-                ru = resolve_user(rootfs, self.runtime.user)
-                uid, gid = ru.uid, ru.gid
-            except LaminaError:
-                uid, gid = 0, 0
+        uid, gid = file_op_owner(rootfs, self.runtime.user) if self.runtime.user else (0, 0)
         created: list[Path] = []
         probe = host
         while not probe.exists() and probe != rootfs:
@@ -1306,6 +1316,7 @@ class StageBuilder:
             mounts=tuple(mounts),
             extra_files=host_network_files("lamina"),
             security=security,  # type: ignore[arg-type]
+            placeholders=_volume_placeholders(rootfs, self.runtime.volumes),
         )
         try:
             if runner.captures_upper:
@@ -1342,7 +1353,8 @@ class StageBuilder:
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                changes = self._ownership().run(lambda: changes_from_upper(upper))
+                # lower=: a hardlinked file changed through one name keeps its group (#16)
+                changes = self._ownership().run(lambda: changes_from_upper(upper, lower=rootfs))
                 layer = self._layer(changes, upper)
                 ownership = self._ownership()
                 ownership.apply_upper(upper, rootfs)
@@ -1351,7 +1363,7 @@ class StageBuilder:
             elif emulate:
                 layer = self._run_emulated(runner, spec, emulated, caches, out, command_text, loc)
             else:
-                ignore = self.env.inplace.ignore if self.env.inplace is not None else None
+                ignore = _run_ignore(self.env.inplace)
                 snapshots = self._snapshots()
                 snapshots.before(rootfs, ignore)
                 result = self._run_in(runner, spec, out, loc)
@@ -1403,10 +1415,10 @@ class StageBuilder:
                     (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
                 )
             places.sort(key=lambda p: PurePosixPath(p[0]).parts)
-            base = inplace.ignore if inplace is not None else IgnoreList()
-            ignore = base.with_paths(*(em.resolve(t) for t, _ in places))
+            watched = _run_ignore(inplace)
+            ignore = watched.with_paths(*(em.resolve(t) for t, _ in places))
             snapshots = self._snapshots()
-            snapshots.before(root, inplace.ignore if inplace is not None else None)
+            snapshots.before(root, watched)
             try:
                 for _, place in places:
                     place()
@@ -1623,7 +1635,7 @@ class StageBuilder:
         out: list[Fetched] = []
         try:
             for url in urls:
-                self.log.info("downloading %s", url)
+                self.log.info("downloading %s", redact_url(url))
                 out.append(fetch_url(url, into, checksum=instr.checksum, location=instr.location))
         except BaseException:
             shutil.rmtree(into, ignore_errors=True)
@@ -1795,14 +1807,63 @@ class StageBuilder:
             shutil.rmtree(fetch_dir, ignore_errors=True)
             if link:
                 self._ownership().remove(target)
-        flags = "--parents " if parents else ""
-        if instr.chown:
-            flags += f"--chown={instr.chown} "
-        if instr.chmod:
-            flags += f"--chmod={instr.chmod} "
-        srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
-        created_by = f"{kw} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
-        return StepEffect(created_by=created_by, layer=layer)
+        return StepEffect(created_by=copy_created_by(instr), layer=layer)
+
+
+def copy_created_by(instr: CopyInstruction | AddInstruction) -> str:
+    """A COPY/ADD's history entry, for a cache hit and a miss alike (URL user-info
+    redacted)."""
+    parents = isinstance(instr, CopyInstruction) and instr.parents
+    flags = "--parents " if parents else ""
+    if instr.chown:
+        flags += f"--chown={instr.chown} "
+    if instr.chmod:
+        flags += f"--chmod={instr.chmod} "
+    srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
+    return f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
+
+
+def _missing_volume_dir(rootfs: Path, volume: str) -> Path | None:
+    """The host path of a VOLUME directory missing from ``rootfs`` that can be made there."""
+    if not volume.startswith("/"):
+        return None
+    try:
+        host = safe_join(rootfs, volume, follow_final=True)
+    except LaminaError:
+        return None  # below a file: nothing to make
+    if os.path.lexists(host):
+        return None
+    probe = host.parent
+    while probe != rootfs and not os.path.lexists(probe):
+        probe = probe.parent
+    return host if probe.is_dir() and not probe.is_symlink() else None
+
+
+def _volume_placeholders(rootfs: Path, volumes: Sequence[str]) -> tuple[str, ...]:
+    """VOLUME paths a RUN finds as (empty) directories, as with kaniko, Docker and buildah.
+
+    BuildKit only records VOLUME in the config, so ``VOLUME /foo1`` then ``RUN
+    echo > /foo1/hello`` fails there. Here the missing directory exists for the
+    step like a mount point (:class:`RunSpec` ``placeholders``): it leaves no
+    trace unless the step writes below it, and what it writes is kept (as
+    BuildKit keeps writes below VOLUME paths that exist).
+    """
+    return tuple(v for v in volumes if _missing_volume_dir(rootfs, v) is not None)
+
+
+def _make_volume_dirs(root: Path, volumes: Sequence[str]) -> None:
+    """In place (kaniko's mode): create missing VOLUME directories (0755), as kaniko does."""
+    for volume in volumes:
+        host = _missing_volume_dir(root, volume)
+        if host is None:
+            continue
+        try:
+            host.mkdir(mode=0o755, parents=True)
+        except OSError as exc:
+            raise FilesystemError(
+                f"VOLUME {volume}: cannot create {exc.filename}: {exc.strerror}",
+                hint="kaniko's mode creates the directories of VOLUME paths in the root",
+            ) from exc
 
 
 def now_utc() -> datetime:

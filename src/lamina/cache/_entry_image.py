@@ -5,7 +5,8 @@ layers for a step that changed nothing) whose config ``created`` is the time the
 entry was stored, which the TTL counts from. lamina adds two labels to the config:
 
 * ``dev.lamina.cache.key``: the key the entry was stored under;
-* ``dev.lamina.cache.inputs``: the :class:`~lamina.cache.KeyInputs` document. A step
+* ``dev.lamina.cache.inputs``: the :class:`~lamina.cache.KeyInputs` document (argument
+  values only as digests, URL credentials redacted, ASCII JSON). A step
   reading many files would make it huge, so past :data:`MAX_SOURCES` source entries
   only the first ones are kept and ``dev.lamina.cache.sources`` records
   ``<count> sha256:<digest of the full source list>``; such truncated inputs are not
@@ -69,7 +70,7 @@ def _labels(key: str, inputs: KeyInputs) -> dict[str, str]:
         full = json.dumps(sources, separators=(",", ":")).encode("utf-8")
         labels[SOURCES_LABEL] = f"{len(sources)} sha256:{hashlib.sha256(full).hexdigest()}"
         doc["sources"] = sources[:MAX_SOURCES]
-    labels[INPUTS_LABEL] = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    labels[INPUTS_LABEL] = json.dumps(doc, separators=(",", ":"))
     return labels
 
 
@@ -95,7 +96,7 @@ def entry_image(key: str, layer: Layer | None, inputs: KeyInputs, created: datet
         {"created": format_time(created), "created_by": inputs.instruction[:1024]}
         | ({} if layer is not None else {"empty_layer": True})
     ]
-    raw = json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw = json.dumps(config, separators=(",", ":")).encode("ascii")
     docker = layer is not None and mt.is_docker(layer.media_type())
     return StaticImage(
         raw_config=raw,

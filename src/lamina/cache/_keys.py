@@ -6,7 +6,10 @@ A step's key is the SHA-256 of a canonical JSON document holding exactly:
   image's manifest digest, or the key of the stage it is built ``FROM``);
 * ``instruction``: the instruction after variable expansion, with its flags;
 * ``args``: the build arguments and environment variables the step can see *and uses*
-  (an unused ``--build-arg`` never changes a key);
+  (an unused ``--build-arg`` never changes a key), each as ``[name, sha256:<digest of
+  the value>]``: the document is stored in cache entries (a label), so a value (a token
+  passed as ``--build-arg``) never appears in it, and a miss still names the arg that
+  changed;
 * ``sources``: for COPY/ADD, one entry per source file after ``.dockerignore``: its path
   relative to the context (or the source stage's root), type, mode, owner and content
   digest (a symlink's target) — never its mtime or its absolute location;
@@ -29,10 +32,18 @@ from pathlib import Path
 
 from lamina.errors import FilesystemError, ImageFormatError
 
-__all__ = ["KeyInputs", "SourceEntry", "cache_key", "explain_miss", "hash_sources"]
+__all__ = [
+    "KeyInputs",
+    "SourceEntry",
+    "cache_key",
+    "explain_miss",
+    "hash_sources",
+    "value_digest",
+]
 
 #: bump when the key document changes shape: old keys then simply miss
-KEY_VERSION = 1
+#: (2: argument values are digests, the document is ASCII JSON)
+KEY_VERSION = 2
 _CHUNK = 1 << 20
 
 
@@ -55,13 +66,32 @@ class SourceEntry:
         return [self.path, self.type, self.mode, self.uid, self.gid, self.content]
 
 
+def value_digest(value: str) -> str:
+    """``sha256:<hex>`` of an argument's value (its bytes as given, invalid UTF-8 too)."""
+    raw = value.encode("utf-8", errors="surrogateescape")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+class _Digests(dict[str, str]):
+    """Argument values already replaced by their digests (read back from a document)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyInputs:
+    """The inputs of one key. ``args`` may be given as plain values: they are kept
+    as their :func:`value_digest` only (the value itself is never stored)."""
+
     parent: str
     instruction: str
     platform: str
+    #: name -> ``sha256:<digest of the value>``
     args: Mapping[str, str] = field(default_factory=dict)
     sources: tuple[SourceEntry, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.args, _Digests):
+            digests = _Digests({k: value_digest(v) for k, v in self.args.items()})
+            object.__setattr__(self, "args", digests)
 
     def document(self) -> bytes:
         doc = {
@@ -72,7 +102,8 @@ class KeyInputs:
             "args": sorted([k, v] for k, v in self.args.items()),
             "sources": [s.as_json() for s in sorted(self.sources, key=lambda s: s.path)],
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # ASCII JSON: text that is not valid UTF-8 (surrogate escapes) stays representable
+        return json.dumps(doc, separators=(",", ":")).encode("ascii")
 
     @classmethod
     def from_document(cls, data: bytes) -> KeyInputs:
@@ -88,11 +119,11 @@ class KeyInputs:
             parent, instruction, platform = doc["parent"], doc["instruction"], doc["platform"]
             if not all(isinstance(x, str) for x in (parent, instruction, platform)):
                 raise ValueError("parent, instruction and platform must be strings")
-            args: dict[str, str] = {}
+            args = _Digests()
             for pair in doc["args"]:
                 k, v = pair
                 if not isinstance(k, str) or not isinstance(v, str):
-                    raise ValueError("args must be [name, value] string pairs")
+                    raise ValueError("args must be [name, digest] string pairs")
                 args[k] = v
             sources: list[SourceEntry] = []
             for item in doc["sources"]:

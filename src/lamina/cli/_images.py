@@ -20,7 +20,7 @@ from lamina.errors import UsageError
 from lamina.oci import Digest, Image, Platform, Reference, describe_image
 from lamina.oci.docker_archive import DockerArchive, write_docker_archive
 from lamina.oci.oci_layout import OCILayout
-from lamina.registry import RegistryClient, default_docker_config_dir
+from lamina.registry import RegistryClient, default_docker_config
 
 __all__ = ["copy_command", "inspect_command"]
 
@@ -35,7 +35,7 @@ def _platform(parsed: ParsedFlags) -> Platform:
 def _client(parsed: ParsedFlags, env: Mapping[str, str], stack: ExitStack) -> RegistryClient:
     client = RegistryClient(
         registry_options(parsed.values, env),
-        docker_config_dir=default_docker_config_dir(env),
+        docker_config_dir=default_docker_config(env),
     )
     stack.callback(client.close)
     return client

@@ -316,8 +316,9 @@ def _resolve_dockerfile(dockerfile: str, context: str, *, remote: bool) -> str:
     if not os.path.isabs(dockerfile):
         candidates.append(Path(context) / dockerfile)
     for cand in candidates:
-        if cand.is_file():
-            return str(cand.resolve())
+        if os.path.lexists(cand) and not cand.is_dir():
+            # not resolved here: the builder follows symlinks inside the context only
+            return os.path.abspath(cand)
     raise UsageError(
         "error resolving dockerfile path: please provide a valid path to a Dockerfile "
         "within the build context with --dockerfile",
@@ -336,11 +337,8 @@ def _resolve_context(
             "with the --context flag or a bucket with the --bucket flag",
             hint="e.g. --context=/workspace",
         )
-    if bucket:
-        raise NotSupportedError(
-            "--bucket (GCS build contexts need the Google Cloud SDK)",
-            hint="download the tarball first (gsutil cp) and pass --context tar:///path/ctx.tar.gz",
-        )
+    if bucket:  # kaniko's hidden flag: a GCS bucket's context.tar.gz (another scheme as given)
+        context = bucket if "://" in bucket else f"gs://{bucket}"
     if "://" not in context:
         if sub_path:  # kaniko returns before it applies the sub-path to a plain directory
             warnings.append(
@@ -358,7 +356,25 @@ def _resolve_context(
                 hint="write --context tar:///absolute/path/ctx.tar.gz",
             )
         return context, check_sub_path(sub_path) if sub_path else ""
-    return str(context_subdir(Path(_local_dir(spec.location)), sub_path)), ""
+    return str(
+        context_subdir(Path(_local_dir(_dir_url_path(spec.location, warnings))), sub_path)
+    ), ""
+
+
+def _dir_url_path(location: str, warnings: list[str]) -> str:
+    """The directory of ``dir://LOCATION``. kaniko resolves a relative one against the
+    working directory, but its own examples write ``dir://workspace`` for ``/workspace``
+    (where the working directory is ``/workspace`` itself): when the relative directory
+    does not exist and the absolute one does, the absolute one is meant."""
+    path = Path(location)
+    absolute = Path("/", location)
+    if not path.is_absolute() and not path.is_dir() and absolute.is_dir():
+        warnings.append(
+            f"--context dir://{location}: there is no directory {location} in "
+            f"{Path.cwd()}; using {absolute} (write dir://{absolute} to say so)"
+        )
+        return str(absolute)
+    return location
 
 
 def _local_dir(context: str) -> str:

@@ -6,18 +6,22 @@ place that prints or chooses an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import lamina
 from lamina.builder.options import default_kaniko_dir
+from lamina.cli._argv import split_own_path
 from lamina.cli._flags import FlagSpec, ParsedFlags, parse_flags, render_flag_help
 from lamina.cli._logging import configure_logging
 from lamina.cli._options import (
@@ -31,6 +35,7 @@ from lamina.cli._specs import BUILD_FLAGS, WARM_FLAGS
 from lamina.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    BuildStepError,
     LaminaError,
     NotSupportedError,
     RegistryError,
@@ -84,13 +89,17 @@ def _wants_help(argv: Sequence[str]) -> bool:
 
 
 def _render_error(err: LaminaError, log_options: LogOptions, stream: TextIO) -> None:
+    # the Dockerfile line shown may hold a URL's user-info (ADD http://user:pw@…)
+    from lamina.context._urls import redact_url
+
     if log_options.format == "json":
-        doc: dict[str, object] = {"level": "error", "code": err.code, "msg": str(err)}
+        msg = redact_url(str(err))
+        doc: dict[str, object] = {"level": "error", "code": err.code, "msg": msg}
         if err.hint:
             doc["hint"] = err.hint
         stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
     else:
-        stream.write(err.render() + "\n")
+        stream.write(redact_url(err.render()) + "\n")
 
 
 def _pre_log_options(argv: Sequence[str]) -> LogOptions:
@@ -113,15 +122,65 @@ def _pre_log_options(argv: Sequence[str]) -> LogOptions:
     return LogOptions(verbosity=verbosity, format=fmt)
 
 
-def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> int:
+#: the exit status after SIGTERM (what a shell reports for a process it killed)
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as SIGINT raises ``KeyboardInterrupt``.
+
+    A subclass, so every clean-up that runs for Ctrl-C (the sandbox stopped,
+    secrets and the build directory deleted) runs for SIGTERM too, which is
+    what Kubernetes and CI runners send.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`_Terminated` (once: a second
+    SIGTERM during the clean-up is ignored, so the clean-up finishes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal raised
+        if raised:
+            return
+        raised = True
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(err: LaminaError, *, run_status: bool) -> int:
+    """The exit code for ``err``: its category's, or (``executor``, as kaniko's) the failed
+    RUN's own status."""
+    if run_status and isinstance(err, BuildStepError) and err.status is not None:
+        return err.status
+    return err.exit_code
+
+
+def _guarded(
+    body: Callable[[], int], argv: Sequence[str], stderr: TextIO, *, run_status: bool = False
+) -> int:
     early = _pre_log_options(argv)
     try:
-        return body()
+        with _sigterm_interrupts():
+            return body()
     except LaminaError as err:
         if early.verbosity in ("debug", "trace"):
             traceback.print_exc(file=stderr)
         _render_error(err, early, stderr)
-        return err.exit_code
+        return _exit_code(err, run_status=run_status)
+    except _Terminated:
+        stderr.write("error: terminated\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
@@ -134,6 +193,11 @@ def _guarded(body: Callable[[], int], argv: Sequence[str], stderr: TextIO) -> in
             "and report it\n"
         )
         return EXIT_FAILURE
+
+
+def _note_own_path(own_path: str | None) -> None:
+    if own_path is not None:
+        log.debug("ignoring the first argument %s: it is this program's own path", own_path)
 
 
 def _configure(log_options: LogOptions, warnings: Sequence[str]) -> None:
@@ -198,13 +262,11 @@ def _open_layer_cache(config: ExecutorConfig, client: RegistryClient) -> LayerCa
 
 def _build(config: ExecutorConfig, env: Mapping[str, str]) -> int:
     from lamina.builder import build_and_output
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     config = _default_kaniko_dir(config, env)
     log.info("lamina %s: building %s", lamina.__version__, config.build.dockerfile)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         layer_cache = _open_layer_cache(config, client)
         try:
             result = build_and_output(
@@ -230,9 +292,11 @@ def build_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> 
             _help_text(command, BUILD_FLAGS, "Build a container image from a Dockerfile.")
         )
         return 0
+    argv, own_path = split_own_path(argv, "executor", sys.argv[0])
     parsed = parse_flags(argv, BUILD_FLAGS, command=command)
     config = executor_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     _check_unsupported(parsed)
     return _build(config, env)
 
@@ -241,9 +305,11 @@ def warm_command(argv: Sequence[str], env: Mapping[str, str], command: str) -> i
     if _wants_help(argv):
         sys.stdout.write(_help_text(command, WARM_FLAGS, "Fill the base-image cache."))
         return 0
+    argv, own_path = split_own_path(argv, "warmer", sys.argv[0])
     parsed = parse_flags(argv, WARM_FLAGS, command=command)
     config = warm_config(parsed, env)
     _configure(config.log, config.warnings)
+    _note_own_path(own_path)
     return _warm(config, env)
 
 
@@ -294,13 +360,11 @@ def _warm(config: WarmConfig, env: Mapping[str, str]) -> int:
     from datetime import timedelta
 
     from lamina.cache import BaseImageCache, warm_base_images
-    from lamina.registry import RegistryClient, default_docker_config_dir
+    from lamina.registry import RegistryClient, default_docker_config
 
     targets = _warm_targets(config)
     cache = BaseImageCache(config.cache_dir, timedelta(seconds=config.cache_ttl_seconds), log)
-    with RegistryClient(
-        config.registry, docker_config_dir=default_docker_config_dir(env)
-    ) as client:
+    with RegistryClient(config.registry, docker_config_dir=default_docker_config(env)) as client:
         results = warm_base_images(client, targets, cache, force=config.force, log=log)
     if results and all(r.outcome == "failed" for r in results):
         raise RegistryError(
@@ -368,7 +432,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, prog: str 
             )
         return handler(args[1:], environ, f"lamina {name}")
 
-    return _guarded(body, args, sys.stderr)
+    return _guarded(body, args, sys.stderr, run_status=prog == "executor")
 
 
 def _exit(code: int) -> NoReturn:

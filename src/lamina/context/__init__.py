@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from lamina._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from lamina.context._files import context_path, read_context_text
     from lamina.context._gitopts import GitContextOptions
     from lamina.context._local import ContextSource, LocalContext, SourceKind, TreeEntry
     from lamina.context._match import glob_regex, has_glob
@@ -44,6 +45,7 @@ __all__ = [
     "SourceKind",
     "TreeEntry",
     "check_sub_path",
+    "context_path",
     "context_subdir",
     "download_dockerfile",
     "fetch_context",
@@ -53,6 +55,7 @@ __all__ = [
     "is_dockerfile_url",
     "parse_context",
     "parse_git_context",
+    "read_context_text",
     "redact_url",
 ]
 
@@ -67,6 +70,7 @@ _EXPORTS = {
     "SourceKind": "lamina.context._local",
     "TreeEntry": "lamina.context._local",
     "check_sub_path": "lamina.context._remote",
+    "context_path": "lamina.context._files",
     "context_subdir": "lamina.context._remote",
     "download_dockerfile": "lamina.context._remote",
     "fetch_context": "lamina.context._remote",
@@ -76,6 +80,7 @@ _EXPORTS = {
     "is_dockerfile_url": "lamina.context._remote",
     "parse_context": "lamina.context._remote",
     "parse_git_context": "lamina.context._remote",
+    "read_context_text": "lamina.context._files",
     "redact_url": "lamina.context._urls",
 }
 

@@ -280,7 +280,7 @@ class _Git:
         self.timeout = timeout
         self.label = label
         self.error_type = error_type
-        exe = shutil.which("git")
+        exe = find_git()
         if exe is None:
             raise self.fail(
                 "the git program is not installed",
@@ -298,12 +298,20 @@ class _Git:
             "GIT_SSH_COMMAND": "false",
             "GIT_PROTOCOL_FROM_USER": "0",
         }
+        self.env.update(_installation_env(home))
         if source.ssh:
             if ssh_socket is None:
                 raise self.fail(
                     "fetching a git repository over SSH needs an SSH agent",
                     hint="pass --ssh default (the agent of $SSH_AUTH_SOCK) or "
                     "--ssh default=/path/to/agent.sock, or use the https:// URL",
+                )
+            if shutil.which("ssh", path=self.env["PATH"]) is None:  # the executor images
+                raise self.fail(
+                    "fetching a git repository over SSH needs the ssh program, which is not "
+                    "installed here",
+                    hint="use the repository's https:// URL (private: the GIT_AUTH_TOKEN "
+                    "secret), or install ssh (Debian package openssh-client)",
                 )
             # as BuildKit: the forwarded agent's keys only, no config, no known_hosts
             self.env["SSH_AUTH_SOCK"] = str(ssh_socket)
@@ -371,6 +379,36 @@ class _Git:
             f"{what} failed: {detail}",
             hint=hint or "check the URL, the ref and that the server is reachable",
         )
+
+
+def find_git() -> str | None:
+    """The git program: ``$GIT_EXEC_PATH/git`` when that is set (the executor image's
+    relocated git, whose helpers live there), else ``git`` on ``PATH``."""
+    exec_path = os.environ.get("GIT_EXEC_PATH")
+    if exec_path:
+        candidate = os.path.join(exec_path, "git")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("git")
+
+
+def _installation_env(home: Path) -> dict[str, str]:
+    """What git needs from lamina's environment: where its helpers and templates are
+    (``GIT_EXEC_PATH``, ``GIT_TEMPLATE_DIR``), and lamina's TLS trust: ``GIT_SSL_CAINFO`` /
+    ``GIT_SSL_CAPATH`` as given, else a bundle of ``SSL_CERT_FILE`` and every file of
+    the ``SSL_CERT_DIR`` directories (written to git's private ``home``)."""
+    from lamina.registry import write_trust_bundle
+
+    env = {
+        name: os.environ[name]
+        for name in ("GIT_EXEC_PATH", "GIT_TEMPLATE_DIR", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
+        if os.environ.get(name)
+    }
+    if "GIT_SSL_CAINFO" not in env:
+        bundle = home / "ca-certificates.pem"
+        if write_trust_bundle(bundle):
+            env["GIT_SSL_CAINFO"] = str(bundle)
+    return env
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lamina.context._files import read_context_text
 from lamina.context._match import glob_regex, has_glob
 from lamina.dockerfile import IgnoreRules, dockerignore_candidates, parse_dockerignore
 from lamina.errors import ContextError, SourceLocation
@@ -85,16 +86,9 @@ class LocalContext:
             for n in names
         ]
         for candidate in candidates:
-            try:
-                text = candidate.read_text(encoding="utf-8", errors="surrogateescape")
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise ContextError(
-                    f"cannot read {candidate}: {exc.strerror}",
-                    hint="check the permissions of the build context",
-                ) from exc
-            return cls(root, parse_dockerignore(text, filename=str(candidate)))
+            found = read_context_text(root, candidate, what=".dockerignore")
+            if found is not None:
+                return cls(root, parse_dockerignore(found[0], filename=str(candidate)))
         return cls(root)
 
     # ----------------------------------------------------------------- resolution

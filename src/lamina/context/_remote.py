@@ -2,13 +2,15 @@
 
 * :func:`parse_context` classifies ``--context``: a local directory (no
   scheme, ``dir://``), ``tar://PATH``, ``tar://stdin``, ``https://`` (a plain
-  GET of a tarball), ``git://host/repo.git[#ref][#commit]``; Azure blob
-  hosts, ``gs://`` and ``s3://`` are refused with :class:`NotSupportedError`
-  (they need cloud SDKs), other schemes with :class:`UsageError`.
+  GET of a tarball), ``git://host/repo.git[#ref][#commit]``, bucket
+  objects (``s3://``, ``gs://``, Azure blob hosts: the providers of
+  :mod:`lamina.context._buckets`: downloaded to a file, then unpacked as
+  ``tar://``), other schemes refused with :class:`UsageError`.
 * :func:`fetch_context` unpacks a remote context into a fresh directory
-  (kaniko's ``<kaniko-dir>/buildcontext``). Archives are streamed through
-  :func:`lamina.fs.extract_archive`: ``..`` names are skipped with a warning,
-  absolute names and symlinks stay inside the directory.
+  (the builder gives each build its own ``<kaniko-dir>/lamina-context-*/buildcontext``;
+  kaniko's fixed ``<kaniko-dir>/buildcontext`` was shared by concurrent builds).
+  Archives are streamed through :func:`lamina.fs.extract_archive`: ``..`` names
+  are skipped with a warning, absolute names and symlinks stay inside the directory.
 * Git contexts are cloned over https (``GIT_PULL_METHOD=http``: plain http)
   with the git machinery of :mod:`lamina.context._git`; ``GIT_TOKEN`` or
   ``GIT_USERNAME``/``GIT_PASSWORD`` become a Basic ``Authorization`` header
@@ -23,6 +25,7 @@ without credentials.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -35,9 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import urlsplit
 
+from lamina.context._buckets import bucket_provider, fetch_bucket
 from lamina.context._gitopts import GitContextOptions
 from lamina.context._urls import redact_url
-from lamina.errors import ContextError, LaminaError, NotSupportedError, UsageError
+from lamina.errors import ContextError, LaminaError, UsageError
 
 if TYPE_CHECKING:
     import ssl
@@ -71,9 +75,11 @@ DOCKERFILE_MAX_BYTES = 1024 * 1024
 _TIMEOUT = 120.0
 _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_PREFIXES = "dir://, tar://, https://, git:// (gs://, s3:// and Azure blobs are not supported)"
+_PREFIXES = (
+    "dir://, tar://, https://, git://, s3://, gs://, https://<account>.blob.core.windows.net/"
+)
 
-Kind = Literal["dir", "tar", "stdin", "https", "git"]
+Kind = Literal["dir", "tar", "stdin", "https", "git", "bucket"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +117,10 @@ def parse_context(context: str) -> ContextSpec:
         return ContextSpec(kind="dir", location=context, display=display)
     prefix, _, rest = context.partition("://")
     scheme = prefix.lower()
+    if bucket_provider(context) is not None:  # s3://, ... (lamina.context._buckets)
+        # a query (an Azure SAS) is a secret: never shown
+        shown = display.split("?", 1)[0] + ("?<SAS>" if "?" in display else "")
+        return ContextSpec(kind="bucket", location=context, display=shown)
     if scheme == "dir":
         return ContextSpec(kind="dir", location=rest, display=display)
     if scheme == "tar":
@@ -122,12 +132,6 @@ def parse_context(context: str) -> ContextSpec:
         kind: Kind = "stdin" if rest == "stdin" else "tar"
         return ContextSpec(kind=kind, location=rest, display=display)
     if scheme == "https":
-        if is_azure_blob_url(context):
-            raise NotSupportedError(
-                f"--context {display} (Azure Blob Storage contexts need the Azure SDK)",
-                hint="download the tarball first and pass --context tar:///path/ctx.tar.gz, "
-                "or serve it from a plain https:// URL (a SAS URL of another host)",
-            )
         return ContextSpec(kind="https", location=context, display=display)
     if scheme == "git":
         if not rest.partition("#")[0]:
@@ -136,13 +140,6 @@ def parse_context(context: str) -> ContextSpec:
                 hint="write --context git://host/org/repo.git[#ref][#commit]",
             )
         return ContextSpec(kind="git", location=rest, display=display)
-    if scheme in ("gs", "s3"):
-        raise NotSupportedError(
-            f"--context {scheme}:// ({'Google Cloud Storage' if scheme == 'gs' else 'S3'} "
-            "contexts need the cloud SDK)",
-            hint="download the tarball first (gsutil cp / aws s3 cp) and pass "
-            "--context tar:///path/ctx.tar.gz, or use a presigned https:// URL",
-        )
     raise UsageError(
         f"unknown build context prefix in {display}",
         hint=f"use a local directory or one of {_PREFIXES}",
@@ -311,21 +308,35 @@ def _open_archive(path: str, display: str) -> BinaryIO:
 
 
 def _ssl_verify() -> ssl.SSLContext:
-    """The system trust (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), not certifi's."""
-    import ssl
+    """The system trust (``SSL_CERT_FILE``, every file in ``SSL_CERT_DIR``), not certifi's."""
+    from lamina.registry import system_trust_context
 
-    return ssl.create_default_context()
+    return system_trust_context()
 
 
-def _client(timeout: float) -> httpx.Client:
+def _client(timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:
+    """A client for :func:`~lamina.context._http.open_following` (checked redirects)."""
     import httpx
 
+    from lamina.context._http import stop_at_redirects
+
+    if transport is not None:
+        return httpx.Client(transport=transport, event_hooks={"response": [stop_at_redirects]})
     return httpx.Client(
         verify=_ssl_verify(),
-        follow_redirects=True,
+        follow_redirects=False,
         timeout=httpx.Timeout(timeout),
         trust_env=True,
+        event_hooks={"response": [stop_at_redirects]},
     )
+
+
+def _fail_in(message: str, hint: str) -> ContextError:
+    return ContextError(f"the build context: {message}", hint=hint)
+
+
+def _fail_dockerfile(message: str, hint: str) -> ContextError:
+    return ContextError(f"the --dockerfile URL: {message}", hint=hint)
 
 
 def _http_error(what: str, url: str, exc: Exception) -> ContextError:
@@ -346,9 +357,11 @@ def _fetch_https(
 ) -> None:
     import httpx
 
-    client = _client(timeout) if transport is None else httpx.Client(transport=transport)
+    from lamina.context._http import open_following
+
+    client = _client(timeout, transport)
     try:
-        with client, client.stream("GET", spec.location) as resp:
+        with client, contextlib.closing(open_following(client, spec.location, _fail_in)) as resp:
             if resp.status_code != 200:
                 raise ContextError(
                     f"cannot download the build context {spec.display}: "
@@ -357,8 +370,22 @@ def _fetch_https(
                 )
             reader = io.BufferedReader(_IterReader(resp.iter_bytes(_CHUNK)), buffer_size=_CHUNK)
             _unpack(reader, into, spec.display, on_warning)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise _http_error("the build context", spec.location, exc) from None
+
+
+def _fetch_bucket(
+    spec: ContextSpec, into: Path, on_warning: Callable[[str], None], timeout: float
+) -> None:
+    """Stream the bucket object to a file beside ``into``, then unpack it as ``tar://``."""
+    fd, name = tempfile.mkstemp(prefix=".bucket-", suffix=".tar.gz", dir=into.parent)
+    os.close(fd)
+    try:
+        archive = fetch_bucket(spec.location, Path(name), timeout=timeout)
+        with _open_archive(str(archive), spec.display) as f:
+            _unpack(f, into, spec.display, on_warning)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def fetch_context(
@@ -379,7 +406,9 @@ def fetch_context(
     if not spec.remote:
         raise ValueError("fetch_context needs a remote context")
     try:
-        if into.exists() or into.is_symlink():
+        if into.is_symlink():  # removed, never followed
+            into.unlink()
+        elif into.exists():
             shutil.rmtree(into)
         into.parent.mkdir(parents=True, exist_ok=True)
         if spec.kind != "git":
@@ -406,6 +435,8 @@ def fetch_context(
                 hint="pipe the gzipped tarball in (docker run -i …, not -t)",
             )
         _unpack(stdin, into, spec.display, on_warning)
+    elif spec.kind == "bucket":
+        _fetch_bucket(spec, into, on_warning, timeout)
     else:
         _fetch_https(spec, into, on_warning, timeout, transport)
     return into
@@ -422,11 +453,13 @@ def download_dockerfile(
     """Download ``--dockerfile http(s)://…`` to ``dest`` (kaniko reads it with ``http.Get``)."""
     import httpx
 
+    from lamina.context._http import open_following
+
     shown = redact_url(url)
-    client = _client(timeout) if transport is None else httpx.Client(transport=transport)
+    client = _client(timeout, transport)
     data = bytearray()
     try:
-        with client, client.stream("GET", url) as resp:
+        with client, contextlib.closing(open_following(client, url, _fail_dockerfile)) as resp:
             if not 200 <= resp.status_code < 300:
                 raise ContextError(
                     f"cannot download the Dockerfile {shown}: "
@@ -440,7 +473,7 @@ def download_dockerfile(
                         f"the Dockerfile {shown} is larger than {max_bytes} bytes",
                         hint="check that --dockerfile names a Dockerfile, not an archive",
                     )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise _http_error("the Dockerfile", url, exc) from None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ from ._instructions import (
 from ._lexer import Expansion, ShellLex, ShellSyntaxError, expand_word, expand_words
 from ._mounts import Mount, parse_mount
 from ._parser import DockerfileWarning, Heredoc, Node, ParseResult, parse
+from ._pmap import PMap
 from ._scope import PROXY_ARGS, BuildArgs, MetaScope, StageScope, platform_args
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "Mount",
     "Node",
     "OnbuildInstruction",
+    "PMap",
     "ParseResult",
     "RunInstruction",
     "ShellCommand",

@@ -33,7 +33,7 @@ from ._instructions import (
     VolumeInstruction,
     WorkdirInstruction,
 )
-from ._lexer import ShellLex, ShellSyntaxError
+from ._lexer import MAX_EXPANSION, ShellLex, ShellSyntaxError
 from ._mounts import parse_mount
 from ._parser import Heredoc
 
@@ -62,10 +62,13 @@ class _Expander:
         self.lex = ShellLex(escape=escape)
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
+        #: what substitutions may still add to this instruction (all its words)
+        self.budget = MAX_EXPANSION
 
     def _run(self, word: str, lex: ShellLex | None = None) -> tuple[str, tuple[str, ...]]:
         try:
-            res = (lex or self.lex).process(word, self.env)
+            res = (lex or self.lex).process(word, self.env, budget=self.budget)
+            self.budget -= res.substituted
         except ShellSyntaxError as exc:
             raise DockerfileError(
                 f"{self.instr.keyword}: {exc.message}",

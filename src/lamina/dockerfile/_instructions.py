@@ -651,6 +651,19 @@ def _from(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instru
     )
 
 
+def _check_name(node: Node, kw: str, key: str) -> None:
+    """A variable or label name must be valid UTF-8: it is a key of the image config's
+    JSON (a value is written as Go does, invalid bytes as U+FFFD)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _error(
+            node,
+            f"{kw} name {key!r} is not valid UTF-8",
+            "save the Dockerfile as UTF-8, or rename the variable",
+        ) from None
+
+
 def _arg(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruction:
     args = node.args
     _no_flags(node)
@@ -659,6 +672,7 @@ def _arg(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> Instruc
     for a in args:
         key, eq, value = a.partition("=")
         _require(node, key != "", f"ARG names can not be blank: {a!r}", "write ARG <name>=<value>")
+        _check_name(node, "ARG", key)
         kvs.append(KeyValue(key=key, value=value if eq else None))
     return ArgInstruction(location=loc, original=node.original, args=tuple(kvs))
 
@@ -673,6 +687,8 @@ def _env_label(node: Node, loc: SourceLocation, w: list[DockerfileWarning]) -> I
         f"write {kw.upper()} <key>=<value>",
     )
     pairs, legacy = _pairs(node)
+    for pair in pairs:
+        _check_name(node, kw.upper(), pair.key)
     if legacy:
         w.append(
             DockerfileWarning(

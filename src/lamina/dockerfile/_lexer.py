@@ -7,22 +7,45 @@ single words (``expand_word``) or whitespace-split words (``expand_words``), the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lamina.errors import DockerfileError
 
+from ._glob import compile_glob
 from ._text import GO_SPACE
 
-__all__ = ["Expansion", "ShellLex", "ShellSyntaxError", "expand_word", "expand_words"]
+__all__ = [
+    "MAX_EXPANSION",
+    "MAX_NESTING",
+    "Expansion",
+    "ShellLex",
+    "ShellSyntaxError",
+    "expand_word",
+    "expand_words",
+]
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _EOF = ""
 
 
+#: how many characters variable substitution may add to one word (or, through
+#: :attr:`Expansion.substituted`, one instruction): ``ARG A=${A}${A}`` doubled 20 times
+#: would otherwise build a 1 GiB value (literal text is not counted: a large heredoc
+#: body stays fine)
+MAX_EXPANSION = 1 << 20
+#: how deeply ``${A:-${B:-...}}`` may nest (the scanner recurses per level)
+MAX_NESTING = 64
+
+
 class ShellSyntaxError(DockerfileError):
     """A word could not be expanded (bad ``${...}``, unterminated quote, ``${X:?msg}``)."""
+
+
+class _TooLargeError(ShellSyntaxError):
+    """An expansion past :data:`MAX_EXPANSION` or :data:`MAX_NESTING`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,43 +56,51 @@ class Expansion:
     words: tuple[str, ...]
     matched: frozenset[str]
     unmatched: frozenset[str]
+    #: characters the substitutions added (counted against :data:`MAX_EXPANSION`)
+    substituted: int = 0
 
 
 class _Words:
-    __slots__ = ("in_word", "word", "words")
+    """Words being split at unquoted whitespace, built from slices (joined once per
+    word), never one character at a time: expanding a 1 MiB value stays linear."""
+
+    __slots__ = ("parts", "words")
 
     def __init__(self) -> None:
-        self.word = ""
+        self.parts: list[str] = []  # the pieces of the word being built
         self.words: list[str] = []
-        self.in_word = False
+
+    def _end_word(self) -> None:
+        if self.parts:
+            word = "".join(self.parts)
+            self.parts.clear()
+            if word:
+                self.words.append(word)
 
     def add_char(self, ch: str) -> None:
         if ch in GO_SPACE:
-            if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+            self._end_word()
         else:
-            self.word += ch
-            self.in_word = True
+            self.parts.append(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word += ch
-        self.in_word = True
+        self.parts.append(ch)
 
     def add_string(self, s: str) -> None:
-        for ch in s:
-            self.add_char(ch)
+        """``s`` (an expanded value): split at its whitespace runs."""
+        pieces = _SPACE_RUN.split(s)
+        if pieces[0]:
+            self.parts.append(pieces[0])
+        for piece in pieces[1:]:
+            self._end_word()
+            if piece:
+                self.parts.append(piece)
 
     def add_raw_string(self, s: str) -> None:
-        self.word += s
-        self.in_word = True
+        self.parts.append(s)
 
     def get(self) -> list[str]:
-        if self.word:
-            self.words.append(self.word)
-            self.word = ""
-            self.in_word = False
+        self._end_word()
         return self.words
 
 
@@ -81,6 +112,8 @@ class _Scanner:
     """One expansion run over one word (BuildKit's ``shellWord``)."""
 
     __slots__ = (
+        "budget",
+        "depth",
         "env",
         "escape",
         "matched",
@@ -93,9 +126,12 @@ class _Scanner:
         "unmatched",
     )
 
-    def __init__(self, src: str, env: Mapping[str, str], lex: ShellLex) -> None:
+    def __init__(self, src: str, env: Mapping[str, str], lex: ShellLex, budget: int) -> None:
         self.src = src
         self.pos = 0
+        #: how many characters substitutions may still add (see MAX_EXPANSION)
+        self.budget = budget
+        self.depth = 0
         self.env = env
         self.escape = lex.escape
         self.raw_quotes = lex.raw_quotes
@@ -116,10 +152,19 @@ class _Scanner:
             return ch
         return _EOF
 
+    def spend(self, size: int) -> None:
+        """Account for ``size`` characters a substitution adds; too many is an error."""
+        self.budget -= size
+        if self.budget < 0:
+            raise _TooLargeError(
+                f"variable expansion makes the word larger than {MAX_EXPANSION // (1 << 20)} MiB"
+            )
+
     def get_env(self, name: str) -> tuple[str, bool]:
         value = self.env.get(name)
         if value is not None:
             self.matched.add(name)
+            self.spend(len(value))
             return value, True
         self.unmatched.add(name)
         return "", False
@@ -130,6 +175,9 @@ class _Scanner:
         words = _Words()
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _TooLargeError(f"${{...}} nested more than {MAX_NESTING} levels deep")
         try:
             while self.pos < len(self.src):
                 ch = self.src[self.pos]
@@ -159,6 +207,7 @@ class _Scanner:
                     result.append(ch)
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
         if stop:
             raise ShellSyntaxError(f"unexpected end of statement while looking for matching {stop}")
         return "".join(result), words.get()
@@ -316,19 +365,49 @@ class _Scanner:
         value, found = self.get_env(name)
         if self.skip_unset and not found:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
-        rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
-        if replace_all:
-            return rx.sub(lambda m: _go_expand_template(replacement, m), value)
-        m = rx.search(value)
-        if m is None:
+        tokens = _pattern_tokens(pattern)
+        stars = sum(1 for kind, _ in tokens if kind == "star")
+        glob = compile_glob(tokens, greedy=True) if stars else None
+        spans: list[tuple[int, int]]
+        if glob is None:
+            # no star: the regex cannot backtrack far (else a literal newline: rare)
+            _check_backtracking(pattern, value, stars)
+            rx = _pattern_to_regex(pattern, greedy=True, anchored=False)
+            if replace_all and not stars and "$" not in replacement:
+                # every match has the pattern's length: count first, then let C replace
+                count = len(rx.findall(value))
+                self.spend(max(0, count * (len(replacement) - len(tokens))))
+                return rx.sub(replacement.replace("\\", "\\\\"), value)
+            if replace_all:
+                spans = [m.span() for m in rx.finditer(value)]
+            else:
+                m = rx.search(value)
+                spans = [] if m is None else [m.span()]
+        elif replace_all:
+            spans = glob.search_all(value)
+        else:
+            hit = glob.search(value)
+            spans = [] if hit is None else [hit]
+        if not spans:
             return value
-        return value[: m.start()] + replacement + value[m.end() :]
+        out: list[str] = []
+        last = 0
+        for start, end in spans:
+            text = (
+                _go_expand_template(replacement, value[start:end]) if replace_all else replacement
+            )
+            self.spend(max(0, len(text) - (end - start)))  # the value is counted already
+            out.append(value[last:start])
+            out.append(text)
+            last = end
+        out.append(value[last:])
+        return "".join(out)
 
 
 _TEMPLATE_REF = re.compile(r"\$(\$|\{([A-Za-z0-9_]*)\}|([A-Za-z0-9_]+))")
 
 
-def _go_expand_template(template: str, m: re.Match[str]) -> str:
+def _go_expand_template(template: str, matched: str) -> str:
     """Go's ``Regexp.Expand`` for ``ReplaceAllString`` (``$0``/``${0}`` only; no groups)."""
     if "$" not in template:
         return template
@@ -337,7 +416,7 @@ def _go_expand_template(template: str, m: re.Match[str]) -> str:
         if ref.group(1) == "$":
             return "$"
         name = ref.group(2) if ref.group(2) is not None else ref.group(3)
-        return m.group(0) if name in ("0", "00", "000") else ""
+        return matched if name in ("0", "00", "000") else ""
 
     return _TEMPLATE_REF.sub(one, template)
 
@@ -385,9 +464,56 @@ def _pattern_to_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Patte
     return rx
 
 
+@functools.lru_cache(maxsize=512)
+def _pattern_tokens(pattern: str) -> tuple[tuple[str, str], ...]:
+    """The pattern as ``(kind, char)`` tokens (``star``, ``any``, ``lit``), with the
+    escapes and errors of :func:`_pattern_to_regex`."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        tok = pattern[i]
+        i += 1
+        if tok == "*":
+            out.append(("star", tok))
+        elif tok == "?":
+            out.append(("any", tok))
+        elif tok == "\\":
+            if i < n and pattern[i] == "}":
+                continue
+            if i >= n or pattern[i] not in "*?\\":
+                bad = pattern[i] if i < n else "EOF"
+                raise ShellSyntaxError(
+                    f"invalid pattern ({pattern}) in substitution: invalid escape '\\{bad}'"
+                )
+            out.append(("lit", pattern[i]))
+            i += 1
+        else:
+            out.append(("lit", tok))
+    return tuple(out)
+
+
+#: the work a backtracking regex may do: about len(value) ** (stars + 1) steps
+_MAX_BACKTRACKING = 10_000_000
+
+
+def _check_backtracking(pattern: str, value: str, stars: int) -> None:
+    """Refuse the regex for a pattern with a newline and stars on a long value."""
+    if stars and (len(value) + 1) ** (stars + 1) > _MAX_BACKTRACKING:
+        raise _TooLargeError(
+            f"the pattern {pattern[:50]!r} holds a newline and {stars} '*': too costly to "
+            f"match against a value of {len(value)} characters"
+        )
+
+
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    m = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
-    return value[m.end() :] if m else value
+    tokens = _pattern_tokens(pattern)
+    glob = compile_glob(tokens, greedy=greedy)
+    if glob is None:  # a literal newline in the pattern: the regex (backtracking)
+        _check_backtracking(pattern, value, sum(1 for kind, _ in tokens if kind == "star"))
+        m = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
+        return value[m.end() :] if m else value
+    end = glob.prefix(value)
+    return value if end is None else value[end:]
 
 
 def _reverse_pattern(pattern: str) -> str:
@@ -428,8 +554,14 @@ class ShellLex:
     skip_unset_env: bool = False
     skip_process_quotes: bool = False
 
-    def process(self, word: str, env: Mapping[str, str]) -> Expansion:
-        """Expand ``word``; raise :class:`ShellSyntaxError` on a syntax error."""
+    def process(
+        self, word: str, env: Mapping[str, str], *, budget: int = MAX_EXPANSION
+    ) -> Expansion:
+        """Expand ``word``; raise :class:`ShellSyntaxError` on a syntax error, or when
+        substitutions would add more than ``budget`` characters (or nest too deeply).
+
+        Linear in the size of ``word`` plus what the substitutions add.
+        """
         if "$" not in word and self.escape not in word and "'" not in word and '"' not in word:
             return Expansion(
                 result=word,
@@ -437,12 +569,23 @@ class ShellLex:
                 matched=frozenset(),
                 unmatched=frozenset(),
             )
-        sc = _Scanner(word, env, self)
+        sc = _Scanner(word, env, self, budget)
         try:
             result, words = sc.process_stop_on(_EOF, self.raw_escapes)
+        except _TooLargeError as exc:
+            raise ShellSyntaxError(
+                f"failed to process {_excerpt(word)}: {exc.message}",
+                hint="a variable is doubled or repeated too often; expansions are limited "
+                "to 1 MiB per instruction",
+            ) from None
+        except RecursionError:
+            raise ShellSyntaxError(
+                f"failed to process {_excerpt(word)}: ${{...}} nested too deeply",
+                hint="simplify the nested ${...} forms",
+            ) from None
         except ShellSyntaxError as exc:
             raise ShellSyntaxError(
-                f"failed to process {word!r}: {exc.message}",
+                f"failed to process {_excerpt(word)}: {exc.message}",
                 hint="check the quotes and ${...} forms in this word",
             ) from None
         return Expansion(
@@ -450,6 +593,7 @@ class ShellLex:
             words=tuple(words),
             matched=frozenset(sc.matched),
             unmatched=frozenset(sc.unmatched),
+            substituted=budget - sc.budget,
         )
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
@@ -462,6 +606,12 @@ class ShellLex:
 
 
 _NON_SPACE_RUN = re.compile("[^" + re.escape("".join(sorted(GO_SPACE))) + "]+")
+_SPACE_RUN = re.compile("[" + re.escape("".join(sorted(GO_SPACE))) + "]+")
+
+
+def _excerpt(word: str, limit: int = 200) -> str:
+    """``word`` quoted for a message, cut to ``limit`` characters."""
+    return repr(word) if len(word) <= limit else repr(word[:limit]) + f"… ({len(word)} chars)"
 
 
 def _split_plain(word: str) -> list[str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lamina.errors import DockerfileError
 
 from ._instructions import ArgInstruction
-from ._lexer import ShellLex, ShellSyntaxError
+from ._lexer import MAX_EXPANSION, ShellLex, ShellSyntaxError
+from ._pmap import PMap
 
 __all__ = [
     "PROXY_ARGS",
@@ -47,9 +48,22 @@ def platform_args(build_platform: str, target_platform: str) -> dict[str, str]:
     return out
 
 
-def _expand(lex: ShellLex, word: str, env: Mapping[str, str], instr: ArgInstruction) -> str:
+class _Budget:
+    """What substitutions may still add to one ARG instruction (all its defaults)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_EXPANSION
+
+
+def _expand(
+    lex: ShellLex, word: str, env: Mapping[str, str], instr: ArgInstruction, budget: _Budget
+) -> str:
     try:
-        return lex.process(word, env).result
+        res = lex.process(word, env, budget=budget.left)
+        budget.left -= res.substituted
+        return res.result
     except ShellSyntaxError as exc:
         raise DockerfileError(
             f"ARG: {exc.message}", hint=exc.hint, location=instr.location
@@ -86,10 +100,11 @@ class BuildArgs:
                 env[k] = self.values[k]
         declared: dict[str, str | None] = {}
         for instr in meta_args:
+            budget = _Budget()
             for kv in instr.args:
                 value = kv.value
                 if value is not None:
-                    value = _expand(lex, value, env, instr)
+                    value = _expand(lex, value, env, instr, budget)
                 if kv.key in self.values:
                     value = self.values[kv.key]
                 declared[kv.key] = value
@@ -102,17 +117,37 @@ class BuildArgs:
 class StageScope:
     """The variables of one stage at one step (immutable; methods return new scopes).
 
-    ``config_env`` is the image config Env (ordered); ``args`` the ARGs declared in
-    this stage (and inherited along ``FROM <stage>``) with their values (None:
-    declared but unset). ``env`` is what expansion and RUN see: the later of
-    ENV/ARG wins (BuildKit).
+    ``config_env`` is the image config Env (ordered; ``config_env_text`` the same as
+    ``KEY=value`` strings); ``args`` the ARGs declared in this stage (and inherited
+    along ``FROM <stage>``) with their values (None: declared but unset). ``env`` is
+    what expansion and RUN see: the later of ENV/ARG wins (BuildKit).
+
+    The three live in persistent maps (:class:`~lamina.dockerfile._pmap.PMap`), so an
+    ``ENV`` or ``ARG`` step costs what it sets, not the size of the environment: a
+    Dockerfile of 100k ``ENV`` lines stays linear here.
     """
 
     build_args: BuildArgs
     meta: MetaScope
-    config_env: tuple[tuple[str, str], ...] = ()
-    args: tuple[tuple[str, str | None], ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    config: PMap[str] = field(default_factory=PMap)
+    declared: PMap[str | None] = field(default_factory=PMap)
+    env: PMap[str] = field(default_factory=PMap)
+    #: an ENV changed ``config`` since the stage started (its image config Env is then
+    #: ``config_env_text``; else the base image's, as it was)
+    config_changed: bool = False
+
+    @property
+    def config_env(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self.config.items_list())
+
+    @property
+    def config_env_text(self) -> tuple[str, ...]:
+        """``config`` as the image config's ``KEY=value`` strings (O(size): ask once)."""
+        return tuple(f"{k}={v}" for k, v in self.config.items_list())
+
+    @property
+    def args(self) -> tuple[tuple[str, str | None], ...]:
+        return tuple(self.declared.items_list())
 
     @classmethod
     def start(
@@ -124,77 +159,50 @@ class StageScope:
     ) -> StageScope:
         """The scope right after FROM: the base config Env (or the parent stage's scope)."""
         if inherited is not None:
-            return StageScope(
-                build_args=build_args,
-                meta=meta,
-                config_env=inherited.config_env,
-                args=inherited.args,
-                env=dict(inherited.env),
-            )
+            return replace(inherited, build_args=build_args, meta=meta, config_changed=False)
         return StageScope(
-            build_args=build_args,
-            meta=meta,
-            config_env=tuple(base_env),
-            env=dict(base_env),
+            build_args=build_args, meta=meta, config=PMap(base_env), env=PMap(base_env)
         )
 
+    def with_config_env(self, pairs: Sequence[tuple[str, str]]) -> StageScope:
+        """The same scope with the image config Env replaced by ``pairs`` (``env`` kept)."""
+        return replace(self, config=PMap(pairs), config_changed=False)
+
     def with_env(self, pairs: Sequence[tuple[str, str]]) -> StageScope:
-        """After ``ENV k=v ...`` (values already expanded)."""
-        cfg = list(self.config_env)
-        env = dict(self.env)
-        for k, v in pairs:
-            for i, (ck, _) in enumerate(cfg):
-                if ck == k:
-                    cfg[i] = (k, v)
-                    break
-            else:
-                cfg.append((k, v))
-            env[k] = v
-        return StageScope(
-            build_args=self.build_args,
-            meta=self.meta,
-            config_env=tuple(cfg),
-            args=self.args,
-            env=env,
+        """After ``ENV k=v ...`` (values already expanded): O(len(pairs))."""
+        return replace(
+            self,
+            config=self.config.set_many(pairs),
+            env=self.env.set_many(pairs),
+            config_changed=True,
         )
 
     def with_arg(self, instr: ArgInstruction, *, escape: str = "\\") -> StageScope:
         """After ``ARG name[=default] ...`` inside the stage."""
         lex = ShellLex(escape=escape)
-        args = list(self.args)
-        env = dict(self.env)
+        declared, env = self.declared, self.env
+        budget = _Budget()
         for kv in instr.args:
             value: str | None
             if kv.key in self.build_args.values:
                 value = self.build_args.values[kv.key]
             elif kv.value is not None:
-                value = _expand(lex, kv.value, env, instr)
+                value = _expand(lex, kv.value, env, instr, budget)
             else:
                 value = self.meta.declared.get(kv.key)
                 if value is None and kv.key in self.meta.env and kv.key not in self.meta.declared:
                     # automatic platform args are global: a bare ARG re-declares them
                     value = self.meta.env[kv.key]
-            for idx, (k, _) in enumerate(args):
-                if k == kv.key:
-                    args[idx] = (k, value)
-                    break
-            else:
-                args.append((kv.key, value))
+            declared = declared.set_many([(kv.key, value)])
             if value is not None:
-                env[kv.key] = value
-        return StageScope(
-            build_args=self.build_args,
-            meta=self.meta,
-            config_env=self.config_env,
-            args=tuple(args),
-            env=env,
-        )
+                env = env.set_many([(kv.key, value)])
+        return replace(self, declared=declared, env=env)
 
     @property
     def run_env(self) -> dict[str, str]:
         """RUN's environment: ``env`` plus undeclared proxy build-args."""
-        env = dict(self.env)
-        declared = {k for k, _ in self.args}
+        env = dict(self.env.items_list())
+        declared = self.declared
         for k, v in self.build_args.values.items():
             if k in PROXY_ARGS and k not in declared and k not in env:
                 env[k] = v
@@ -203,4 +211,4 @@ class StageScope:
     @property
     def arg_values(self) -> dict[str, str]:
         """Declared ARGs that have a value (for cache keys and ``RUN |N k=v`` history)."""
-        return {k: v for k, v in self.args if v is not None}
+        return {k: v for k, v in self.declared.items_list() if v is not None}

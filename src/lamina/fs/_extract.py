@@ -11,10 +11,23 @@ Policy for hostile entries (documented in the package docstring and tested):
   (:func:`safe_join`), so a symlink to ``/etc`` followed by ``link/passwd``
   writes ``root/etc/passwd`` and never the host's file;
 * a hardlink to something that does not exist inside the root is skipped with
-  a warning.
+  a warning;
+* directory modes and mtimes, applied once the layer is done, go only to the
+  directory the entry made or kept: its path is resolved inside the root
+  again if anything was removed or replaced since (a later entry may have made
+  an ancestor a symlink to a host directory), and the inode must be the same;
+* device nodes are never created (a RUN could open the host's device through
+  them): an empty regular file with the entry's owner, mode, xattrs and mtime
+  stands for one, recorded in the xattr :data:`DEVICE_XATTR`; layer writing
+  (``_tarwriter``) writes the device node back;
+* tar headers are bounded (:mod:`lamina.oci._tarread`), and a name longer than
+  ``PATH_MAX``, an owner, mtime or device number out of range is an error;
+  names quoted in messages are shortened.
 
-Malformed tar data raises :class:`ImageFormatError`; a failing filesystem
-operation raises :class:`FilesystemError` naming the entry.
+Malformed or hostile tar data raises :class:`ImageFormatError` (for
+:func:`extract_archive`, the error class it is given); a failing filesystem
+operation raises :class:`FilesystemError` naming the entry (for a full disk,
+the layer and how much of it was written).
 
 Parallel file creation. Creating a file costs the kernel a fraction of a
 millisecond, so the thread reading the tar hands regular files of at most
@@ -56,7 +69,6 @@ import io
 import lzma
 import os
 import queue
-import shutil
 import stat
 import tarfile
 import threading
@@ -66,16 +78,29 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from lamina.errors import FilesystemError, ImageFormatError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.fs._ignore import IgnoreList
-from lamina.fs._paths import image_parts, safe_join
+from lamina.fs._paths import PATH_MAX, image_parts, safe_join
+from lamina.oci._tarread import TarHeaderLimitError, next_member, open_stream
+from lamina.oci._text import shorten
 
-__all__ = ["ExtractStats", "extract_archive", "extract_layer", "remove_path"]
+__all__ = [
+    "DEVICE_XATTR",
+    "ExtractStats",
+    "device_record",
+    "extract_archive",
+    "extract_layer",
+    "keep_device_record",
+    "remove_path",
+]
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
 _CHUNK = 1 << 20
+#: the xattr that makes an empty regular file stand for a device node (see _device)
+DEVICE_XATTR = "user.lamina.device"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 #: threads creating small regular files (1: every file in the reading thread)
 WORKERS = 4
@@ -137,7 +162,7 @@ def remove_path(root: Path, host: Path, ignore: IgnoreList | None = None) -> Non
     """Delete ``host`` (a path inside ``root``, not followed if a symlink) and its subtree.
 
     Entries matched by ``ignore`` are kept (with the directories above them).
-    A missing path is not an error.
+    A missing path is not an error. Iterative: any depth the kernel allows.
     """
     try:
         st = os.lstat(host)
@@ -148,40 +173,153 @@ def remove_path(root: Path, host: Path, ignore: IgnoreList | None = None) -> Non
     try:
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(host)
-        elif ignore and ignore.has_ignored_below(_rel(root, host)):
-            for entry in os.scandir(host):
-                child = Path(entry.path)
-                if not ignore.matches(_rel(root, child)):
-                    remove_path(root, child, ignore)
-            try:
-                os.rmdir(host)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-        else:
-            shutil.rmtree(host)
+            return
     except FileNotFoundError:
         return
     except OSError as exc:
         raise _fs_error("delete", host, exc) from exc
+    _remove_tree(root, host, ignore)
 
 
-def _fs_error(action: str, host: Path, exc: OSError, entry: str | None = None) -> FilesystemError:
-    where = f" (layer entry {entry!r})" if entry else ""
+def _remove_tree(root: Path, top: Path, ignore: IgnoreList | None) -> None:
+    """Delete the directory ``top`` and what it holds (children first, no recursion)."""
+    # host paths as strings: a deep tree would make every pathlib parse quadratic
+    stack: list[tuple[str, bool]] = [(str(top), False)]
+    while stack:
+        d, emptied = stack.pop()
+        try:
+            if emptied:
+                os.rmdir(d)
+                continue
+            stack.append((d, True))
+            keep = ignore is not None and ignore.has_ignored_below(_rel(root, Path(d)))
+            with os.scandir(d) as it:
+                for entry in it:
+                    if keep and ignore is not None and ignore.matches(_rel(root, Path(entry.path))):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, False))
+                    else:
+                        os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if emptied and ignore is not None and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                continue  # it holds an ignored entry
+            raise _fs_error("delete", Path(d), exc) from exc
+
+
+def device_record(host: Path) -> tuple[str, int, int] | None:
+    """``("c"|"b", major, minor)`` when ``host`` is a placeholder standing for a device node.
+
+    Extraction never creates device nodes (a RUN could open them): it makes an
+    empty regular file with the device's owner, mode and mtime, and this record
+    in the xattr :data:`DEVICE_XATTR`; layer writing turns it back into the device.
+    """
+    try:
+        raw = os.getxattr(host, DEVICE_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+    kind, _, rest = raw.decode("ascii", "replace").partition(" ")
+    major, _, minor = rest.partition(" ")
+    if kind not in ("c", "b") or not major.isdigit() or not minor.isdigit():
+        return None
+    return kind, int(major), int(minor)
+
+
+def keep_device_record(src: Path, dst: Path) -> None:
+    """Copy the device record of ``src`` (if it is a placeholder) to the copy ``dst``."""
+    try:
+        raw = os.getxattr(src, DEVICE_XATTR, follow_symlinks=False)
+    except OSError:
+        return
+    try:
+        os.setxattr(dst, DEVICE_XATTR, raw, follow_symlinks=False)
+    except OSError as exc:
+        raise _fs_error("record the device node", dst, exc) from exc
+
+
+def _size(count: int) -> str:
+    if count >= 1 << 30:
+        return f"{count / (1 << 30):.2f} GiB"
+    if count >= 1 << 20:
+        return f"{count / (1 << 20):.1f} MiB"
+    return f"{count} bytes"
+
+
+def _fs_error(
+    action: str,
+    host: Path,
+    exc: OSError,
+    entry: str | None = None,
+    *,
+    layer: str | None = None,
+    written: int = 0,
+) -> FilesystemError:
+    where = f" (layer entry {shorten(entry)!r})" if entry else ""
+    what = f"cannot {action} {shorten(str(host))}{where}: {exc.strerror or exc}"
+    if exc.errno in _DISK_FULL and layer is not None:
+        return FilesystemError(
+            f"{layer}: the disk is full after writing {_size(written)} of it: {what}",
+            hint="free space (or raise the quota) where the build directory is "
+            "(--kaniko-dir): the image needs more than that",
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return FilesystemError(
+            f"{layer + ': ' if layer else ''}{what}",
+            hint=f"a path in the build directory is longer than Linux allows ({PATH_MAX} "
+            "bytes, 255 per name): use a shorter --kaniko-dir, or the layer is hostile",
+        )
     return FilesystemError(
-        f"cannot {action} {host}{where}: {exc.strerror or exc}",
-        hint="check free space and permissions of the build directory (--kaniko-dir)",
+        what, hint="check free space and permissions of the build directory (--kaniko-dir)"
     )
 
 
+#: the largest owner id (``(uid_t) -1`` means "unchanged" to the kernel)
+_MAX_ID = (1 << 32) - 2
+#: mtimes in seconds that fit a signed 64-bit count of nanoseconds
+_MAX_SECONDS = 9_000_000_000
+#: Linux's device numbers: 12-bit major, 20-bit minor
+_MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1
+
+
 def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in ns (PAX sub-second precision kept); checked by _numbers_problem."""
     raw = member.pax_headers.get("mtime")
     if raw is not None:
         try:
-            return int(Decimal(raw) * 1_000_000_000)
+            value = Decimal(raw)
+            if value.is_finite() and abs(value) <= _MAX_SECONDS:
+                return int(value * 1_000_000_000)
         except (InvalidOperation, ValueError):
             pass
     return int(member.mtime) * 1_000_000_000
+
+
+def _numbers_problem(member: tarfile.TarInfo) -> str | None:
+    """What is out of range among the entry's numbers (hostile PAX or base-256 fields)."""
+    if not 0 <= member.uid <= _MAX_ID or not 0 <= member.gid <= _MAX_ID:
+        return f"owner {shorten(str(member.uid), 30)}:{shorten(str(member.gid), 30)}"
+    if not -_MAX_SECONDS <= member.mtime <= _MAX_SECONDS:  # False for NaN too
+        return f"mtime {shorten(str(member.mtime), 30)}"
+    if (member.ischr() or member.isblk()) and (
+        not 0 <= member.devmajor <= _MAX_MAJOR or not 0 <= member.devminor <= _MAX_MINOR
+    ):
+        return f"device number {member.devmajor}:{member.devminor}"
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _DirMeta:
+    """A directory entry's mode and mtime, applied when the layer is done."""
+
+    rel: str  # the path inside the root
+    host: Path
+    inode: tuple[int, int]  # (st_dev, st_ino) of the directory the entry made or kept
+    mode: int
+    mtime_ns: int
+    #: :attr:`_LayerApplier._generation` when the entry was applied
+    generation: int
 
 
 class _PendingPathError(Exception):
@@ -289,15 +427,16 @@ class _LayerApplier:
         root: Path,
         *,
         ignore: IgnoreList | None,
-        can_mknod: bool | None,
         on_warning: Callable[[str], None],
         layer_name: str,
         whiteouts: bool = True,
         workers: int = WORKERS,
+        bad_input: type[LaminaError] = ImageFormatError,
     ) -> None:
         self.root = root
         self.ignore = ignore
-        self.can_mknod = can_mknod
+        #: what malformed or hostile input raises (an image layer's or an archive's error)
+        self.bad_input = bad_input
         self.warn = on_warning
         self.layer = layer_name
         self.whiteouts = whiteouts
@@ -306,7 +445,9 @@ class _LayerApplier:
         self.written: set[str] = set()
         self.above_written: set[str] = set()
         #: directories whose mode and mtime are applied once the layer is done
-        self.dir_meta: list[tuple[Path, int, int]] = []
+        self.dir_meta: list[_DirMeta] = []
+        #: counts what removed or replaced anything but a plain file (see _invalidate)
+        self._generation = 0
         self.chown_failed = False
         self.xattr_failed = False
         #: every entry's owner instead of the tar's (``ADD --chown`` of an archive)
@@ -328,7 +469,7 @@ class _LayerApplier:
     # -- bookkeeping -----------------------------------------------------------------
 
     def _warn_entry(self, name: str, text: str) -> None:
-        message = f"{self.layer}: entry {name!r}: {text}"
+        message = f"{self.layer}: entry {shorten(name)!r}: {text}"
         if threading.get_ident() == self._thread:
             self.warn(message)
             return
@@ -365,6 +506,14 @@ class _LayerApplier:
         resolved parent's components all exist, and creation only fills missing names."""
         self._listing.clear()
         self._parents.clear()
+        self._generation += 1
+
+    def _fs_error(
+        self, action: str, host: Path, exc: OSError, entry: str | None = None
+    ) -> FilesystemError:
+        return _fs_error(
+            action, host, exc, entry, layer=self.layer, written=self.counts.bytes_written
+        )
 
     def _resolve_parent(self, path: str) -> Path:
         if self.pool is None:
@@ -387,7 +536,7 @@ class _LayerApplier:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise _fs_error("inspect", host, exc, entry) from exc
+            raise self._fs_error("inspect", host, exc, entry) from exc
         return stat.S_IFMT(st.st_mode)
 
     def _list(self, dir_host: Path, entry: str) -> dict[str, int]:
@@ -405,7 +554,7 @@ class _LayerApplier:
                         kind = 0
                     names[item.name] = kind
         except OSError as exc:
-            raise _fs_error("list", dir_host, exc, entry) from exc
+            raise self._fs_error("list", dir_host, exc, entry) from exc
         self._listing[dir_host] = names
         return names
 
@@ -448,6 +597,18 @@ class _LayerApplier:
         if self.pool is not None:
             self.pool.check()  # a worker failed: hand out nothing more
         name = member.name
+        if len(name) >= PATH_MAX // 4 and len(os.fsencode(name)) >= PATH_MAX:
+            raise self.bad_input(
+                f"{self.layer}: entry {shorten(name)!r}: the name is "
+                f"{len(os.fsencode(name))} bytes long; Linux allows {PATH_MAX - 1} (PATH_MAX)",
+                hint="the layer or archive is malformed or hostile",
+            )
+        problem = _numbers_problem(member)
+        if problem is not None:
+            raise self.bad_input(
+                f"{self.layer}: entry {shorten(name)!r}: {problem} is out of range",
+                hint="the layer or archive is malformed or hostile",
+            )
         parts = image_parts(name)
         if ".." in parts:
             self._skip(name, "refused: the name contains '..' and could escape the root")
@@ -481,26 +642,56 @@ class _LayerApplier:
         self._write(tar, member, dst, rel)
 
     def _ensure_dir(self, host: Path, entry: str) -> None:
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            raise _fs_error("inspect", host, exc, entry) from exc
-        if st is not None:
+        """Make ``host`` (a path inside the root) and its missing parents directories."""
+        missing: list[Path] = []
+        probe = host
+        while True:  # up to the first component that exists (the root at the latest)
+            try:
+                st = os.lstat(probe)
+            except FileNotFoundError:
+                missing.append(probe)
+                probe = probe.parent
+                continue
+            except OSError as exc:
+                raise self._fs_error("inspect", probe, exc, entry) from exc
             if stat.S_ISDIR(st.st_mode):
-                return
+                break
             raise FilesystemError(
-                f"{self.layer}: entry {entry!r} needs {_rel(self.root, host)} to be a "
-                "directory, but an earlier entry made it a file",
+                f"{self.layer}: entry {shorten(entry)!r} needs "
+                f"{shorten(_rel(self.root, probe))} to be a directory, but an earlier entry "
+                "made it a file",
                 hint="the layer is malformed (a file used as a directory)",
             )
-        self._ensure_dir(host.parent, entry)
+        if len(missing) < 8:
+            for made in reversed(missing):
+                try:
+                    os.mkdir(made, 0o755)
+                except OSError as exc:
+                    raise self._fs_error("create the directory", made, exc, entry) from exc
+                self._made(made, stat.S_IFDIR)
+            return
+        # a long chain: each made relative to its parent's descriptor (by path,
+        # every mkdir would walk the whole chain again: quadratic in the depth)
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        made = probe
         try:
-            os.mkdir(host, 0o755)
+            fd = os.open(probe, flags)
         except OSError as exc:
-            raise _fs_error("create the directory", host, exc, entry) from exc
-        self._made(host, stat.S_IFDIR)
+            raise self._fs_error("open the directory", probe, exc, entry) from exc
+        try:
+            for made in reversed(missing):
+                os.mkdir(made.name, 0o755, dir_fd=fd)
+                self._made(made, stat.S_IFDIR)
+                parent_fd, fd = fd, -1
+                try:
+                    fd = os.open(made.name, flags, dir_fd=parent_fd)
+                finally:
+                    os.close(parent_fd)
+        except OSError as exc:
+            raise self._fs_error("create the directory", made, exc, entry) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _opaque(self, name: str, dir_host: Path) -> None:
         rel = _rel(self.root, dir_host)
@@ -515,19 +706,22 @@ class _LayerApplier:
 
     def _clear_lower(self, dir_host: Path, rel: str) -> None:
         """Delete what lower layers put below ``dir_host``; keep this layer's entries."""
-        try:
-            entries = list(os.scandir(dir_host))
-        except OSError as exc:
-            raise _fs_error("list", dir_host, exc) from exc
-        for entry in entries:
-            crel = rel.rstrip("/") + "/" + entry.name
-            if crel in self.written or crel in self.above_written:
-                if entry.is_dir(follow_symlinks=False):
-                    self._clear_lower(Path(entry.path), crel)
-                continue
-            if self._ignored(crel):
-                continue
-            remove_path(self.root, Path(entry.path), self.ignore)
+        stack = [(dir_host, rel)]
+        while stack:
+            host, here = stack.pop()
+            try:
+                entries = list(os.scandir(host))
+            except OSError as exc:
+                raise self._fs_error("list", host, exc) from exc
+            for entry in entries:
+                crel = here.rstrip("/") + "/" + entry.name
+                if crel in self.written or crel in self.above_written:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((Path(entry.path), crel))
+                    continue
+                if self._ignored(crel):
+                    continue
+                remove_path(self.root, Path(entry.path), self.ignore)
 
     def _whiteout(self, name: str, parent_host: Path, target: str) -> None:
         if target in ("", ".", "..") or "/" in target:
@@ -565,7 +759,7 @@ class _LayerApplier:
             except (IsADirectoryError, PermissionError):
                 kind = stat.S_IFDIR
             except OSError as exc:
-                raise _fs_error("delete", dst, exc, entry) from exc
+                raise self._fs_error("delete", dst, exc, entry) from exc
             if kind == stat.S_IFREG:
                 self._listing[dst.parent].pop(dst.name, None)
                 return False
@@ -624,7 +818,7 @@ class _LayerApplier:
         except FilesystemError:
             raise
         except OSError as exc:
-            raise _fs_error("write", dst, exc, name) from exc
+            raise self._fs_error("write", dst, exc, name) from exc
         self._mark_written(rel)
         self._metadata(m, dst)
 
@@ -656,14 +850,19 @@ class _LayerApplier:
         data = src.read()
         self._mark_written(rel)
         self.counts.files += 1
+        before = self.counts.bytes_written
         self.counts.bytes_written += len(data)
         self._flush_warnings()
         self._made(dst, stat.S_IFREG)
-        job = functools.partial(self._create, m, dst, data)
+        job = functools.partial(self._create, m, dst, data, before)
         pool.submit(dst, hash(dst.parent), len(data) + _PER_FILE_COST, job)
 
-    def _create(self, m: tarfile.TarInfo, dst: Path, data: bytes) -> None:
-        """In a worker: create ``dst`` with ``data``, then its owner, mode, xattrs, mtime."""
+    def _create(self, m: tarfile.TarInfo, dst: Path, data: bytes, before: int) -> None:
+        """In a worker: create ``dst`` with ``data``, then its owner, mode, xattrs, mtime.
+
+        ``before``: the bytes of file data the entries before this one hold (for
+        a full disk's message, the same as writing in order would give).
+        """
         try:
             fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
@@ -673,7 +872,7 @@ class _LayerApplier:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _fs_error("write", dst, exc, m.name) from exc
+            raise _fs_error("write", dst, exc, m.name, layer=self.layer, written=before) from exc
         self._metadata(m, dst)
 
     def _create_symlink(self, m: tarfile.TarInfo, dst: Path) -> None:
@@ -681,7 +880,7 @@ class _LayerApplier:
         try:
             os.symlink(m.linkname, dst)
         except OSError as exc:
-            raise _fs_error("write", dst, exc, m.name) from exc
+            raise self._fs_error("write", dst, exc, m.name) from exc
         self._metadata(m, dst)
 
     def _hardlink(self, m: tarfile.TarInfo, dst: Path) -> bool:
@@ -709,18 +908,32 @@ class _LayerApplier:
         return True
 
     def _device(self, m: tarfile.TarInfo, dst: Path) -> bool:
-        kind = "character" if m.ischr() else "block"
-        if self.can_mknod is False:
-            self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
-            return False
+        """An inert stand-in for a device node: an empty file plus its record.
+
+        A device node in the rootfs would let a RUN open the host's device (a
+        loop device, a disk). The placeholder gets the entry's owner, mode,
+        xattrs and mtime like any file; :data:`DEVICE_XATTR` records the type
+        and numbers, so that layer writing (a snapshot, COPY --from) writes the
+        device node back, unchanged.
+        """
+        kind = "c" if m.ischr() else "b"
         self._replace(dst, m.name, keep_dir=False)
-        mode = (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | 0o600
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        self._made(dst, stat.S_IFREG)
+        record = f"{kind} {m.devmajor} {m.devminor}".encode("ascii")
         try:
-            os.mknod(dst, mode, os.makedev(m.devmajor, m.devminor))
-            self._made(dst, 0)
-        except PermissionError:
-            self.can_mknod = False
-            self._skip(m.name, f"{kind} device not created: mknod is not permitted here")
+            os.setxattr(dst, DEVICE_XATTR, record, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            os.unlink(dst)
+            self._listing.get(dst.parent, {}).pop(dst.name, None)
+            self._skip(
+                m.name,
+                f"{'character' if kind == 'c' else 'block'} device not recorded: "
+                f"the build directory does not take xattrs ({exc.strerror})",
+            )
             return False
         self.counts.devices += 1
         return True
@@ -740,25 +953,38 @@ class _LayerApplier:
                         "(reported once per layer)",
                     )
             except OSError as exc:
-                raise _fs_error("change the owner of", dst, exc, m.name) from exc
+                raise self._fs_error("change the owner of", dst, exc, m.name) from exc
         mode = m.mode & 0o7777
         is_dir = m.isdir()
         if not m.issym() and not is_dir:
             try:
                 os.chmod(dst, mode)  # after chown, which clears setuid/setgid
             except OSError as exc:
-                raise _fs_error("change the mode of", dst, exc, m.name) from exc
+                raise self._fs_error("change the mode of", dst, exc, m.name) from exc
         for key, value in sorted(m.pax_headers.items()):
             if key.startswith(_XATTR_PAX_PREFIX):
                 self._setxattr(m.name, dst, key[len(_XATTR_PAX_PREFIX) :], value)
         ns = _mtime_ns(m)
         if is_dir:
-            self.dir_meta.append((dst, mode, ns))
+            try:
+                st = os.lstat(dst)
+            except OSError as exc:
+                raise self._fs_error("inspect", dst, exc, m.name) from exc
+            self.dir_meta.append(
+                _DirMeta(
+                    rel=_rel(self.root, dst),
+                    host=dst,
+                    inode=(st.st_dev, st.st_ino),
+                    mode=mode,
+                    mtime_ns=ns,
+                    generation=self._generation,
+                )
+            )
             return
         try:
             os.utime(dst, ns=(ns, ns), follow_symlinks=False)
         except OSError as exc:
-            raise _fs_error("set the mtime of", dst, exc, m.name) from exc
+            raise self._fs_error("set the mtime of", dst, exc, m.name) from exc
 
     def _setxattr(self, entry: str, dst: Path, key: str, value: str) -> None:
         raw = value.encode("utf-8", "surrogateescape")
@@ -769,27 +995,56 @@ class _LayerApplier:
                 self._warn_entry(entry, f"xattr {key} not set: {exc.strerror}")
                 self.xattr_failed = True
                 return
-            raise _fs_error(f"set the xattr {key} on", dst, exc, entry) from exc
+            if exc.errno in (errno.ENOSPC, errno.E2BIG):
+                raise FilesystemError(
+                    f"{self.layer}: entry {shorten(entry)!r}: cannot set the xattr "
+                    f"{shorten(key)} ({len(raw)} bytes): {exc.strerror}",
+                    hint="the filesystem of the build directory (--kaniko-dir) does not take "
+                    "an xattr that large, or is full",
+                ) from exc
+            raise self._fs_error(f"set the xattr {key} on", dst, exc, entry) from exc
 
     def finish(self) -> ExtractStats:
         self._barrier()  # the tree is complete before directory metadata and return
         # deepest first is not needed (utime on a dir does not touch its parent),
         # but reverse order applies the last entry for a directory last-but-one first
         done: set[Path] = set()
-        for dst, mode, ns in reversed(self.dir_meta):
-            if dst in done:
+        for meta in reversed(self.dir_meta):
+            if meta.host in done:
                 continue
-            done.add(dst)
-            try:
-                if not stat.S_ISDIR(os.lstat(dst).st_mode):
-                    continue
-                os.chmod(dst, mode)
-                os.utime(dst, ns=(ns, ns), follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise _fs_error("set the mode and mtime of", dst, exc) from exc
+            done.add(meta.host)
+            self._dir_metadata(meta)
         return self.counts.freeze()
+
+    def _dir_metadata(self, meta: _DirMeta) -> None:
+        """Apply a directory entry's mode and mtime if it is still that directory.
+
+        A later entry may have replaced the directory, or a directory above it
+        with a symlink (``m/``, ``m/b/``, then ``m -> /host/dir``): the path is
+        resolved inside the root again when anything was removed or replaced
+        since the entry, and the directory found must be the inode the entry made.
+        """
+        rel, dst = meta.rel, meta.host
+        if meta.generation != self._generation:
+            try:
+                if safe_join(self.root, rel) != dst:
+                    return  # a symlink on the way now: not the entry's directory
+            except FilesystemError:
+                return  # a file on the way now
+        try:
+            st = os.lstat(dst)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._fs_error("inspect", dst, exc, rel) from exc
+        if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != meta.inode:
+            return  # removed and made again by a later entry: not this entry's
+        ns = meta.mtime_ns
+        try:
+            os.chmod(dst, meta.mode)  # a directory: the path was checked just now
+            os.utime(dst, ns=(ns, ns), follow_symlinks=False)
+        except OSError as exc:
+            raise self._fs_error("set the mode and mtime of", dst, exc, rel) from exc
 
 
 def extract_layer(
@@ -797,7 +1052,6 @@ def extract_layer(
     tar_stream: BinaryIO,
     *,
     ignore: IgnoreList | None = None,
-    can_mknod: bool | None = None,
     on_warning: Callable[[str], None],
     layer_name: str = "layer",
     workers: int = WORKERS,
@@ -810,7 +1064,7 @@ def extract_layer(
     survive), a later entry replaces an earlier one. Owners (numeric), modes
     (incl. setuid/setgid/sticky), ``SCHILY.xattr.*`` xattrs and mtimes are
     applied; directory modes and mtimes once the whole layer is written.
-    ``can_mknod=None`` tries ``mknod`` and falls back to warnings on EPERM.
+    Device nodes are recorded, not created (see :func:`device_record`).
     Paths matched by ``ignore`` are never written or deleted. See the module
     docstring for the policy on hostile entries. ``layer_name`` (e.g. the
     digest) prefixes warnings and errors. Small regular files are created by
@@ -820,7 +1074,6 @@ def extract_layer(
     applier = _LayerApplier(
         root,
         ignore=ignore,
-        can_mknod=can_mknod,
         on_warning=on_warning,
         layer_name=layer_name,
         workers=workers,
@@ -836,37 +1089,50 @@ def _run(applier: _LayerApplier, tar_stream: BinaryIO, layer_name: str) -> Extra
 
 
 def _apply_all(applier: _LayerApplier, tar_stream: BinaryIO, layer_name: str) -> ExtractStats:
+    bad = applier.bad_input
+    if bad is ImageFormatError:
+        hint = "the layer blob is corrupt, truncated or hostile; pull it again or check its source"
+    else:
+        hint = "check that the file is a complete, well-formed tar archive"
     try:
-        tar = tarfile.open(fileobj=tar_stream, mode="r|")  # noqa: SIM115
+        tar = open_stream(tar_stream)
     except tarfile.ReadError as exc:
         if "empty file" in str(exc):
             return applier.finish()
-        raise ImageFormatError(
+        raise bad(
             f"{layer_name}: not a tar stream: {exc}",
-            hint="the layer is corrupt, or its compression was not removed",
+            hint="the layer is corrupt, or its compression was not removed"
+            if bad is ImageFormatError
+            else hint,
         ) from exc
+    except TarHeaderLimitError as exc:
+        raise bad(f"{layer_name}: refused at the first entry: {exc}", hint=hint) from exc
     except OSError as exc:
         raise FilesystemError(f"{layer_name}: cannot read the layer: {exc}") from exc
     with tar:
         while True:
             try:
-                member = tar.next()
+                member = next_member(tar)
             except tarfile.TarError as exc:
-                raise ImageFormatError(
+                raise bad(
                     f"{layer_name}: malformed tar data after {applier.counts.entries} entries: "
-                    f"{exc}",
-                    hint="the layer blob is corrupt or truncated; pull it again",
+                    f"{shorten(str(exc))}",
+                    hint=hint,
+                ) from exc
+            except TarHeaderLimitError as exc:
+                raise bad(
+                    f"{layer_name}: refused after {applier.counts.entries} entries: {exc}",
+                    hint=hint,
                 ) from exc
             if member is None:
                 break
-            # streaming: do not keep every header in memory
-            tar.members.clear()  # type: ignore[attr-defined]
             try:
                 applier.apply(tar, member)
             except (tarfile.TarError, EOFError) as exc:
-                raise ImageFormatError(
-                    f"{layer_name}: malformed tar data in entry {member.name!r}: {exc}",
-                    hint="the layer blob is corrupt or truncated; pull it again",
+                raise bad(
+                    f"{layer_name}: malformed tar data in entry {shorten(member.name)!r}: "
+                    f"{shorten(str(exc))}",
+                    hint=hint,
                 ) from exc
     return applier.finish()
 
@@ -926,10 +1192,10 @@ def extract_archive(
     *,
     on_warning: Callable[[str], None],
     ignore: IgnoreList | None = None,
-    can_mknod: bool | None = None,
     name: str = "archive",
     owner: tuple[int, int] | None = None,
     workers: int = WORKERS,
+    error: type[LaminaError] = ImageFormatError,
 ) -> ExtractStats:
     """Unpack a local tar archive (plain, gzip, bzip2, xz or zstd; sniffed) for ``ADD``.
 
@@ -939,16 +1205,18 @@ def extract_archive(
     ``.wh.*`` names are ordinary files here. Owners and modes of the archive
     are kept, unless ``owner`` is given (``ADD --chown``, as BuildKit >= 0.23):
     then every extracted entry gets it. Decompression streams: memory does not
-    grow with the archive. ``workers`` as for :func:`extract_layer`.
+    grow with the archive. ``workers`` as for :func:`extract_layer`. A
+    malformed or hostile archive (see :mod:`lamina.oci._tarread` for the header
+    limits) raises ``error`` (``ContextError`` for a file of the build context).
     """
     dest_host = safe_join(root, dest, follow_final=True)
     applier = _LayerApplier(
         root,
         ignore=ignore,
-        can_mknod=can_mknod,
         on_warning=on_warning,
         layer_name=name,
         workers=workers,
+        bad_input=error,
     )
     applier._ensure_dir(dest_host, dest)
     applier.root = dest_host
@@ -970,11 +1238,11 @@ def extract_archive(
     try:
         data, _kind = _decompressed(stream)
     except OSError as exc:
-        raise ImageFormatError(f"{name}: cannot read the archive: {exc}") from exc
+        raise error(f"{name}: cannot read the archive: {exc}") from exc
     try:
         return _run(applier, data, name)
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise ImageFormatError(
+        raise error(
             f"{name}: the compressed archive is corrupt: {exc}",
             hint="check that the file is a complete tar archive",
         ) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -12,7 +13,7 @@ from typing import BinaryIO
 
 from lamina.errors import FilesystemError
 from lamina.fs._changes import Change, ChangeKind, normalise_changes
-from lamina.fs._extract import OPAQUE_MARKER, WHITEOUT_PREFIX
+from lamina.fs._extract import DEVICE_XATTR, OPAQUE_MARKER, WHITEOUT_PREFIX, device_record
 from lamina.fs._ignore import IgnoreList
 from lamina.fs._paths import safe_join
 
@@ -20,8 +21,13 @@ __all__ = ["LayerWriteStats", "changes_for_tree", "read_xattrs", "write_layer"]
 
 _BLOCK = 512
 _CHUNK = 1 << 20
-#: xattrs that describe the host or the overlay mount, never the image
-_SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
+#: xattrs that describe the host, the overlay mount or lamina's records, never the image
+_SKIPPED_XATTR_PREFIXES = (
+    "trusted.overlay.",
+    "user.overlay.",
+    "security.selinux",
+    DEVICE_XATTR,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,10 +41,15 @@ class LayerWriteStats:
 
 def read_xattrs(host: Path) -> list[tuple[str, bytes]]:
     """The image-relevant xattrs of ``host`` (not followed), sorted by name."""
+    return _read_xattrs(host)[0]
+
+
+def _read_xattrs(host: Path) -> tuple[list[tuple[str, bytes]], bool]:
+    """:func:`read_xattrs`, and whether ``host`` carries a device record."""
     try:
         names = os.listxattr(host, follow_symlinks=False)
     except OSError:
-        return []  # filesystem without xattr support, or a symlink on some filesystems
+        return [], False  # filesystem without xattr support, or a symlink on some filesystems
     out: list[tuple[str, bytes]] = []
     for name in sorted(names):
         if name.startswith(_SKIPPED_XATTR_PREFIXES):
@@ -47,7 +58,7 @@ def read_xattrs(host: Path) -> list[tuple[str, bytes]]:
             out.append((name, os.getxattr(host, name, follow_symlinks=False)))
         except OSError:
             continue
-    return out
+    return out, DEVICE_XATTR in names
 
 
 def _sort_key(path: PurePosixPath) -> tuple[str, ...]:
@@ -126,7 +137,15 @@ class _Writer:
         info.mtime = self._mtime(st.st_mtime)
         fmt = stat.S_IFMT(st.st_mode)
         data = False
-        if fmt == stat.S_IFREG:
+        xattrs, recorded = _read_xattrs(host)
+        device = device_record(host) if recorded and fmt == stat.S_IFREG else None
+        if device is not None and (st.st_nlink < 2 or (st.st_dev, st.st_ino) not in self.links):
+            # a placeholder extraction made for a device node: the node again
+            if st.st_nlink > 1:
+                self.links[(st.st_dev, st.st_ino)] = name
+            info.type = tarfile.CHRTYPE if device[0] == "c" else tarfile.BLKTYPE
+            info.devmajor, info.devminor = device[1], device[2]
+        elif fmt == stat.S_IFREG:
             key = (st.st_dev, st.st_ino)
             first = self.links.get(key) if st.st_nlink > 1 else None
             if first is not None:
@@ -152,7 +171,7 @@ class _Writer:
         else:
             return  # sockets (and unknown types) are not part of images
         info.pax_headers = {
-            "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(host)
+            "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in xattrs
         }
         self._emit(info)
         if data:
@@ -208,7 +227,9 @@ def write_layer(
     still a directory), hardlinks within the layer by ``(st_dev, st_ino)``,
     xattrs as ``SCHILY.xattr.*`` records (overlay and SELinux ones dropped),
     numeric owners with empty uname/gname, whole-second mtimes clamped to
-    ``epoch`` when given, no atime/ctime records, sockets skipped. Streams:
+    ``epoch`` when given, no atime/ctime records, sockets skipped, the
+    placeholders extraction makes for device nodes written as those device
+    nodes (see :func:`lamina.fs._extract.device_record`). Streams:
     only one chunk of file data is in memory at a time. ``root`` may be a
     rootfs or an overlay upper directory (paths are looked up in it).
     """
@@ -230,6 +251,12 @@ def write_layer(
             _write_one(writer, root, path, wanted[path])
         return writer.finish()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise FilesystemError(
+                f"cannot write the layer from {root}: the disk is full after "
+                f"{writer.size} bytes of it ({writer.entries} entries): {exc.strerror}",
+                hint="free space (or raise the quota) where the build directory is (--kaniko-dir)",
+            ) from exc
         raise FilesystemError(
             f"cannot write the layer from {root}: {exc.strerror or exc}"
             + (f" ({exc.filename})" if exc.filename else ""),

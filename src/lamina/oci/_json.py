@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,9 +12,22 @@ from lamina.errors import ImageFormatError
 __all__ = ["dumps", "format_time", "load_object", "parse_time"]
 
 
+#: a lone surrogate: one byte of invalid UTF-8 decoded with ``surrogateescape``
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def dumps(obj: Any) -> bytes:
-    """Canonical compact JSON (key order as given, UTF-8, no spaces)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Canonical compact JSON (key order as given, UTF-8, no spaces).
+
+    Text that held invalid UTF-8 (a Dockerfile's bytes, decoded with
+    ``surrogateescape``) is written as Go's encoding/json writes it: each invalid
+    byte becomes U+FFFD.
+    """
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def load_object(data: bytes | str | dict[str, Any], what: str) -> dict[str, Any]:

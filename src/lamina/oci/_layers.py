@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import struct
 import zlib
@@ -13,7 +14,7 @@ from typing import IO, Any, BinaryIO, Literal, cast
 
 from isal import igzip, isal_zlib
 
-from lamina.errors import ImageFormatError, LaminaError
+from lamina.errors import FilesystemError, ImageFormatError, LaminaError
 from lamina.oci import mediatypes as mt
 from lamina.oci._digest import Digest, DigestingReader, Hasher
 from lamina.oci._protocols import Layer
@@ -82,6 +83,13 @@ def compress_layer(
             try:
                 dest.write(data)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise FilesystemError(
+                        f"the disk is full after writing {out.size - len(data)} bytes of the "
+                        f"compressed layer ({diff.size} bytes of its tar): {exc.strerror}",
+                        hint="free space (or raise the quota) where the build directory "
+                        "(--kaniko-dir) or the output is",
+                    ) from exc
                 raise ImageFormatError(
                     f"writing the compressed layer failed: {exc}",
                     hint="check free space and permissions of the destination",

@@ -28,6 +28,8 @@ from lamina.oci._layers import BlobLayer, detect_compression
 from lamina.oci._protocols import Image, Layer
 from lamina.oci._records import Descriptor, ImageConfig, Manifest
 from lamina.oci._reference import Reference
+from lamina.oci._tarread import TarHeaderLimitError, next_member, open_file
+from lamina.oci._text import shorten
 
 __all__ = ["ArchiveEntry", "DockerArchive", "write_docker_archive"]
 
@@ -155,8 +157,8 @@ class DockerArchive:
         self.path = Path(path)
         self._members: dict[str, tuple[int, int]] = {}
         try:
-            with tarfile.open(self.path, mode="r:") as tar:
-                for m in tar:
+            with open_file(self.path) as tar:
+                while (m := next_member(tar)) is not None:
                     if m.isfile():
                         self._members[_clean(m.name)] = (m.offset_data, m.size)
                     elif m.issym() or m.islnk():
@@ -171,9 +173,9 @@ class DockerArchive:
                 f"docker archive {self.path} does not exist",
                 hint="check the docker-archive: path",
             ) from None
-        except (tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError, TarHeaderLimitError) as exc:
             raise ImageFormatError(
-                f"{self.path} is not a readable tar archive: {exc}",
+                f"{self.path} is not a readable tar archive: {shorten(str(exc))}",
                 hint="a docker-archive is the tarball written by 'docker save'",
             ) from exc
         data = self._read_small("manifest.json")

@@ -13,7 +13,7 @@ from lamina.errors import ImageFormatError, LaminaError, RegistryError
 from lamina.oci import Descriptor, Digest, Image, Platform, Reference
 from lamina.oci import mediatypes as mt
 
-from ._auth import Keychain
+from ._auth import DockerConfigLocation, Keychain
 from ._mirrors import pull_candidates
 from ._options import RegistryOptions
 from ._pull import RemoteImage, RemoteIndex, RemoteRepository, download_layers
@@ -28,8 +28,9 @@ _log = logging.getLogger("lamina.registry")
 class RegistryClient:
     """Pull, inspect and push images (distribution spec v2) with kaniko's options.
 
-    ``docker_config_dir`` holds ``config.json`` (None: anonymous only); the CLI
-    resolves it with :func:`lamina.registry.default_docker_config_dir`.
+    ``docker_config_dir`` holds ``config.json`` or ``.dockerconfigjson`` (None:
+    anonymous only), or is a :class:`DockerConfigLocation` with a fallback file; the
+    CLI resolves it with :func:`lamina.registry.default_docker_config`.
     ``transport`` replaces the network (tests pass ``httpx.MockTransport``).
     """
 
@@ -37,7 +38,7 @@ class RegistryClient:
         self,
         options: RegistryOptions | None = None,
         *,
-        docker_config_dir: Path | None,
+        docker_config_dir: DockerConfigLocation | Path | None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.options = options or RegistryOptions()

@@ -14,8 +14,11 @@ import httpx
 
 from lamina.errors import AuthError, RegistryError
 
+from ._auth import CredentialSource
+
 __all__ = [
     "TransientRegistryError",
+    "auth_error",
     "error_from_response",
     "error_from_transport",
     "retry_after_seconds",
@@ -29,6 +32,7 @@ CONFIG_HINT = (
     "check the credentials for this registry in $DOCKER_CONFIG/config.json "
     "(default /kaniko/.docker/config.json, else ~/.docker/config.json)"
 )
+_ENTRY = '{{"auths": {{"{host}": {{"username": "...", "password": "..."}}}}}}'
 
 
 class TransientRegistryError(RegistryError):
@@ -78,12 +82,69 @@ def _registry_message(response: httpx.Response) -> str:
     return "; ".join(parts)
 
 
-def error_from_response(response: httpx.Response, what: str) -> RegistryError:
-    """The error for an unexpected status; ``what`` is e.g. ``pulling host/repo:tag``."""
+def auth_error(
+    message: str, status: int, source: CredentialSource, *, sent: bool, asked: bool = True
+) -> AuthError:
+    """A 401/403 that tells "no credentials" from "credentials rejected" and names the
+    docker config file that was read (or that none was found). ``sent``: the
+    credentials went with the request; ``asked``: the registry sent an auth challenge."""
+    host = source.registry
+    where = source.config_path or (source.searched[0] if source.searched else None)
+    if sent and status == 403:
+        return AuthError(
+            f"{message}: the {source.summary()} are valid but lack permission for this repository",
+            hint=f"grant that account access to the repository, or use other credentials "
+            f"for {host}",
+        )
+    if sent:
+        return AuthError(
+            f"{message}: the registry rejected the {source.summary()}",
+            hint=f"check the username and password (or token) for {host} in {source.source}",
+        )
+    if source.found and not asked:
+        return AuthError(
+            f"{message}: the registry asked for no credentials, so the {source.summary()} "
+            "were not sent",
+            hint="the registry (or a proxy in front of it) refuses access without asking "
+            "for credentials; check its access rules",
+        )
+    if source.found:  # e.g. only an identity token, and the registry asks for Basic
+        return AuthError(
+            f"{message}: the {source.summary()} hold no username and password, "
+            "which this registry asks for",
+            hint=f"give {host} a username and password (or an 'auth' value) in {source.source}",
+        )
+    if source.config_path is not None:
+        hint = f"add credentials for {host} to {source.config_path}: " + _ENTRY.format(host=host)
+    elif where is not None:
+        hint = (
+            f"write them to {where} (" + _ENTRY.format(host=host) + "), or mount a "
+            f"kubernetes.io/dockerconfigjson secret at {where.parent}"
+        )
+    else:
+        hint = CONFIG_HINT
+    return AuthError(f"{message}: {source.summary()}", hint=hint)
+
+
+def error_from_response(
+    response: httpx.Response,
+    what: str,
+    *,
+    credentials: CredentialSource | None = None,
+    sent: bool = False,
+    asked: bool = True,
+) -> RegistryError:
+    """The error for an unexpected status; ``what`` is e.g. ``pulling host/repo:tag``.
+
+    For a 401 or 403, ``credentials`` tells what the keychain had for the registry
+    and ``sent`` whether they went with the request.
+    """
     status = response.status_code
     reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
     detail = _registry_message(response)
     message = f"{what}: {status} {reason}" + (f": {detail}" if detail else "")
+    if status in (401, 403) and credentials is not None:
+        return auth_error(message, status, credentials, sent=sent, asked=asked)
     if status == 401:
         return AuthError(message, hint=CONFIG_HINT)
     if status == 403:

@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,7 @@ from lamina.oci import (
 )
 from lamina.oci import mediatypes as mt
 
-from ._errors import error_from_response, with_retries
+from ._errors import TransientRegistryError, with_retries
 from ._options import RegistryOptions
 from ._streams import (
     CHUNK,
@@ -109,7 +111,7 @@ class RemoteRepository:
             if response.status_code == 404 and missing_ok:
                 return None
             if response.status_code != 200:
-                raise error_from_response(response, self.what)
+                raise self.endpoint.error(response, self.what)
             declared = int(response.headers.get("content-length") or 0)
             if declared > MAX_MANIFEST_SIZE:
                 raise ImageFormatError(
@@ -194,7 +196,7 @@ class RemoteRepository:
             if response.status_code == 404:
                 return None
             if response.status_code != 200:
-                raise error_from_response(response, self.what)
+                raise self.endpoint.error(response, self.what)
             digest_header = response.headers.get("docker-content-digest")
             if not digest_header:
                 return None  # cannot describe it without a GET
@@ -218,14 +220,8 @@ class RemoteRepository:
         """
 
         def start() -> VerifyingRaw:
-            response = self._blob_response(digest, what)
-            return VerifyingRaw(
-                iter_reader(response.iter_bytes(), what=what, host=self.registry),
-                expected=digest,
-                size=size,
-                what=what,
-                close=response.close,
-            )
+            body = _ResumingBody(self, digest, size, what)
+            return VerifyingRaw(body.read, expected=digest, size=size, what=what, close=body.close)
 
         raw = self.retry(start) if retry_start else start()
         try:
@@ -233,19 +229,23 @@ class RemoteRepository:
         finally:
             raw.close()
 
-    def _blob_response(self, digest: Digest, what: str) -> httpx.Response:
-        """The streaming GET of a blob (redirects to blob storage followed); 200 or an error."""
+    def _blob_response(self, digest: Digest, what: str, offset: int = 0) -> httpx.Response:
+        """The streaming GET of a blob (redirects to blob storage followed); 200 or an error.
+
+        From ``offset`` on, a ``Range`` is asked for: the answer is 206 or a plain 200.
+        """
         response = self.endpoint.send(
             "GET",
             f"/v2/{self.repository}/blobs/{digest}",
             scopes=self.scopes,
             what=what,
+            headers={"Range": f"bytes={offset}-"} if offset else None,
             stream=True,
             follow_redirects=True,
         )
-        if response.status_code != 200:
+        if response.status_code not in ((200, 206) if offset else (200,)):
             try:
-                raise error_from_response(response, what)
+                raise self.endpoint.error(response, what)
             finally:
                 response.close()
         return response
@@ -267,18 +267,12 @@ class RemoteRepository:
 
         def download() -> None:
             try:
-                response = self._blob_response(digest, what)
+                body = _ResumingBody(self, digest, size, what)
                 try:
                     with partial.open("wb") as out:
-                        copy_verified(
-                            iter_reader(response.iter_bytes(), what=what, host=self.registry),
-                            out,
-                            expected=digest,
-                            size=size,
-                            what=what,
-                        )
+                        copy_verified(body.read, out, expected=digest, size=size, what=what)
                 finally:
-                    response.close()
+                    body.close()
                 os.replace(partial, dest)
             except OSError as exc:  # the local disk, not the registry
                 raise FilesystemError(
@@ -290,6 +284,120 @@ class RemoteRepository:
                     partial.unlink()
 
         self.retry(download)
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*$", re.IGNORECASE)
+
+
+class _ResumingBody:
+    """The body of a blob GET that survives a transfer cut mid-stream.
+
+    When the connection drops (or the body ends before ``size`` bytes), the blob is
+    asked for again from the first byte not yet received, with a ``Range`` request: a
+    206 answering that range continues the stream; a plain 200 (a server without range
+    support) restarts it, and the bytes already delivered are skipped. At most
+    ``--image-download-retry`` such resumptions per blob, with the usual backoff. The
+    reader above verifies size and digest over everything delivered, so a server that
+    changed the blob between the two requests is caught at the end.
+    """
+
+    def __init__(self, repo: RemoteRepository, digest: Digest, size: int | None, what: str):
+        self._repo = repo
+        self._digest = digest
+        self._size = size
+        self._what = what
+        self._received = 0
+        self._resumed = 0
+        self._response: httpx.Response | None = None
+        try:
+            self._chunks: Callable[[int], bytes] = self._open(0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, offset: int) -> Callable[[int], bytes]:
+        response = self._repo._blob_response(self._digest, self._what, offset)
+        self._response = response
+        chunks = iter_reader(response.iter_bytes(), what=self._what, host=self._repo.registry)
+        skip = offset
+        if offset and response.status_code == 206:
+            found = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+            if found is None or int(found.group(1)) != offset:
+                raise ImageFormatError(
+                    f"{self._what}: asked for bytes {offset}- of the blob, the registry "
+                    f"answered the range {response.headers.get('content-range')!r}",
+                    hint="the registry or a proxy mangles Range requests; retry the build",
+                )
+            skip = 0
+        while skip:  # a plain 200: the blob again from its start
+            chunk = chunks(CHUNK)
+            if not chunk:
+                break  # ends early again: read() resumes or reports it
+            if len(chunk) > skip:
+                rest = chunk[skip:]
+                skip = 0
+                return _prepend(rest, chunks)
+            skip -= len(chunk)
+        return chunks
+
+    def _resume(self, cause: TransientRegistryError) -> TransientRegistryError | None:
+        """Reopen the blob from the first byte not received; the last error when the
+        retries are used up (None: resumed)."""
+        options = self._repo.options
+        while True:
+            if self._resumed >= options.image_download_retry:
+                return cause
+            delay = min(options.retry_backoff * (2**self._resumed), options.retry_max_delay)
+            self._resumed += 1
+            _log.warning(
+                "%s; resuming at byte %d, retry %d/%d in %.1fs",
+                cause.message,
+                self._received,
+                self._resumed,
+                options.image_download_retry,
+                delay,
+            )
+            time.sleep(delay)
+            self.close()
+            try:
+                self._chunks = self._open(self._received)
+                return None
+            except TransientRegistryError as exc:
+                self.close()
+                cause = exc
+
+    def read(self, n: int) -> bytes:
+        while True:
+            try:
+                chunk = self._chunks(n)
+            except TransientRegistryError as exc:
+                failed = self._resume(exc)
+                if failed is not None:  # not transient any more: the retries are spent
+                    raise RegistryError(failed.message, hint=failed.hint) from None
+                continue
+            if not chunk and self._size is not None and self._received < self._size:
+                ended = TransientRegistryError(
+                    f"{self._what}: the transfer ended after {self._received} of {self._size} bytes"
+                )
+                if self._resume(ended) is not None:
+                    return b""  # the reader reports the truncation
+                continue
+            self._received += len(chunk)
+            return chunk
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+
+def _prepend(first: bytes, rest: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    pending = [first]
+
+    def read(n: int) -> bytes:
+        return pending.pop() if pending else rest(n)
+
+    return read
 
 
 def verified_reader_read_all(raw: VerifyingRaw) -> bytes:

@@ -21,7 +21,7 @@ from lamina.errors import LaminaError, RegistryError
 from lamina.oci import Digest, Image, Layer, Reference
 
 from ._auth import normalize_registry
-from ._errors import error_from_response, with_retries
+from ._errors import with_retries
 from ._options import RegistryOptions
 from ._streams import CHUNK
 from ._transport import Endpoint, RegistryTransport
@@ -122,7 +122,7 @@ class Pusher:
                     "POST", f"/v2/{ref.repository}/blobs/uploads/", scopes=scopes, what=what
                 )
                 if response.status_code != 202:
-                    raise error_from_response(response, what)
+                    raise endpoint.error(response, what)
                 location = response.headers.get("location")
                 if location:
                     with contextlib.suppress(RegistryError):
@@ -236,7 +236,7 @@ class Pusher:
             _log.debug("%s: %s already present", what, blob.label)
             return
         if head.status_code not in (404,):
-            raise error_from_response(head, what)
+            raise endpoint.error(head, what)
         params = {"mount": str(blob.digest), "from": source} if source is not None else None
         start = endpoint.send(
             "POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes, what=what, params=params
@@ -245,7 +245,7 @@ class Pusher:
             _log.info("%s: mounted %s from %s", what, blob.label, source)
             return
         if start.status_code != 202:
-            raise error_from_response(start, what)
+            raise endpoint.error(start, what)
         location = start.headers.get("location")
         if not location:
             raise RegistryError(f"{what}: the registry started an upload without a Location")
@@ -274,7 +274,7 @@ class Pusher:
             body=body,
         )
         if response.status_code not in (201, 204):
-            raise error_from_response(response, f"{what}: uploading {blob.label}")
+            raise endpoint.error(response, f"{what}: uploading {blob.label}")
 
     def _upload_chunked(
         self,
@@ -306,7 +306,7 @@ class Pusher:
                     replayable=False,
                 )
                 if response.status_code != 202:
-                    raise error_from_response(response, f"{what}: uploading {blob.label}")
+                    raise endpoint.error(response, f"{what}: uploading {blob.label}")
                 next_location = response.headers.get("location")
                 if next_location:
                     location = self._resolve(endpoint, ref, next_location, what)
@@ -320,7 +320,7 @@ class Pusher:
             "PUT", str(url), scopes=scopes, what=what, headers={"Content-Length": "0"}, body=b""
         )
         if response.status_code not in (201, 204):
-            raise error_from_response(response, f"{what}: finishing {blob.label}")
+            raise endpoint.error(response, f"{what}: finishing {blob.label}")
 
     def _put_manifest(
         self,
@@ -364,12 +364,12 @@ class Pusher:
                         what,
                     )
                     return
-                error = error_from_response(response, what)
+                error = endpoint.error(response, what)
                 raise type(error)(
                     error.message,
                     hint="the tag is immutable in this repository; push a new tag, or pass "
                     "--push-ignore-immutable-tag-errors",
                 )
-            raise error_from_response(response, what)
+            raise endpoint.error(response, what)
 
         self._retry(put)

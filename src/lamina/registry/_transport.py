@@ -14,30 +14,36 @@ import base64
 import ipaddress
 import json
 import logging
-import os
 import ssl
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 
 import lamina
 from lamina.errors import AuthError, RegistryError
 
-from ._auth import Credential, Keychain, normalize_registry
+from ._auth import Credential, CredentialSource, Keychain, normalize_registry
 from ._challenge import Challenge, TokenCache, parse_challenge, parse_token_response
 from ._errors import (
-    CONFIG_HINT,
+    auth_error,
     error_from_response,
     error_from_transport,
     is_cert_error,
     is_tls_error,
 )
 from ._options import RegistryOptions
+from ._tls import SystemTrustContext
 
-__all__ = ["Body", "Endpoint", "Purpose", "RegistryTransport", "user_agent"]
+__all__ = [
+    "Body",
+    "Endpoint",
+    "Purpose",
+    "RegistryTransport",
+    "SystemTrustContext",
+    "user_agent",
+]
 
 _log = logging.getLogger("lamina.registry")
 
@@ -47,45 +53,6 @@ Body = bytes | Iterator[bytes] | Callable[[], Iterable[bytes]] | None
 
 _DOCKER_HUB_API = "registry-1.docker.io"
 _V = TypeVar("_V")
-
-
-class SystemTrustContext(ssl.SSLContext):
-    """A client TLS context (as ``ssl.create_default_context()`` makes) that loads the
-    system's CA certificates on its first handshake rather than when it is made.
-
-    Loading them costs tens of milliseconds; an endpoint that only ever speaks plain
-    HTTP (an ``--insecure-registry``) never pays it. Certificates given explicitly
-    (a registry's CA, a client certificate) are loaded at once by the caller, so
-    their errors still come up front.
-    """
-
-    def __new__(cls) -> SystemTrustContext:
-        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._trust_lock = threading.Lock()
-        self._trust_loaded = False
-        keylog = os.environ.get("SSLKEYLOGFILE")  # as create_default_context honours it
-        if keylog and not sys.flags.ignore_environment:
-            self.keylog_filename = keylog
-
-    def _load_trust(self) -> None:
-        with self._trust_lock:
-            if not self._trust_loaded:
-                if self.verify_mode != ssl.CERT_NONE:
-                    self.load_default_certs(ssl.Purpose.SERVER_AUTH)
-                self._trust_loaded = True
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        if not self._trust_loaded:
-            self._load_trust()
-        return super().wrap_socket(*args, **kwargs)
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        if not self._trust_loaded:
-            self._load_trust()
-        return super().wrap_bio(*args, **kwargs)
 
 
 def basic_header(cred: Credential) -> str:
@@ -133,14 +100,14 @@ class Endpoint:
         client: httpx.Client,
         schemes: tuple[str, ...],
         insecure: bool = False,
-        credential_source: Callable[[], Credential | None],
+        keychain: Keychain,
     ) -> None:
         self.registry = registry
         self.purpose = purpose
         self.client = client
         self._schemes = schemes
         self._insecure = insecure
-        self._credential_source = credential_source
+        self._keychain = keychain
         self._lock = threading.Lock()
         self._base_url: str | None = None
         self._challenge: Challenge | None = None
@@ -203,7 +170,30 @@ class Endpoint:
 
     # ------------------------------------------------------------------ auth
     def _credential(self) -> Credential | None:
-        return self._credential_source()
+        return self._keychain.resolve(self.registry)
+
+    def _credentials_sent(self, source: CredentialSource) -> bool:
+        """Whether requests to this registry carry (or were issued for) the credentials."""
+        if not source.found or self._challenge is None:
+            return False
+        cred = self._credential()
+        if cred is None:
+            return False
+        return cred.has_basic if self._challenge.scheme == "basic" else True
+
+    def error(self, response: httpx.Response, what: str) -> RegistryError:
+        """The error for an unexpected ``response``; a 401 or 403 says which
+        credentials were sent, from which file, or that there were none."""
+        if response.status_code not in (401, 403):
+            return error_from_response(response, what)
+        source = self._keychain.describe(self.registry)
+        return error_from_response(
+            response,
+            what,
+            credentials=source,
+            sent=self._credentials_sent(source),
+            asked=self._challenge is not None,
+        )
 
     def _authorization(self, scopes: tuple[str, ...], what: str, *, fresh: bool) -> str | None:
         challenge = self._challenge
@@ -269,11 +259,13 @@ class Endpoint:
         except httpx.TransportError as exc:
             raise error_from_transport(exc, f"{what}: fetching a token", self.registry) from None
         if response.status_code in (401, 403):
-            detail = "wrong credentials" if cred is not None else "anonymous access refused"
-            raise AuthError(
+            source = self._keychain.describe(self.registry)
+            raise auth_error(
                 f"{what}: the token service of {self.registry} refused the request "
-                f"({response.status_code}, {detail})",
-                hint=CONFIG_HINT,
+                f"({response.status_code})",
+                response.status_code,
+                source,
+                sent=cred is not None,
             )
         if response.status_code != 200:
             raise error_from_response(response, f"{what}: fetching a token from {self.registry}")
@@ -441,7 +433,7 @@ class RegistryTransport:
             client=client,
             schemes=schemes,
             insecure=insecure,
-            credential_source=lambda: self.keychain.resolve(registry),
+            keychain=self.keychain,
         )
 
     def close(self) -> None:

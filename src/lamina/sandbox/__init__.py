@@ -10,10 +10,14 @@
         mount + pid + ipc + uts namespaces, plus a user namespace when not
         root (rootless builds; ``USER`` other than root then needs
         ``/etc/subuid``/``/etc/subgid`` ranges and ``newuidmap``/``newgidmap``).
-        The image (or an overlay of it, so changes land in an upper directory)
-        is ``/``, with a fresh ``/proc``, a minimal ``/dev`` (null, zero, full,
-        random, urandom, tty, shm, pts) and the host's ``/etc/resolv.conf`` and
-        ``/etc/hosts`` mounted read-only (never captured in a layer). Host
+        The image (or an overlay of it, so changes land in an upper directory;
+        staged on a tmpfs and copied back where the upper's filesystem refuses,
+        e.g. a container's overlay root) is ``/``, mounted ``nodev``, with a
+        fresh ``/proc`` (or the container's, bound, where masks forbid a fresh
+        one), a minimal ``nodev`` ``/dev`` (null, zero, full, random, urandom,
+        tty bound from the host; shm; pts where allowed) and the host's
+        ``/etc/resolv.conf`` and ``/etc/hosts`` mounted read-only (never
+        captured in a layer). Host
         network by default; ``RUN --network=none`` gets a private network with
         only ``lo``. Every process the step leaves behind dies with it.
         Supports ``RUN --mount=type=bind|tmpfs``.
@@ -38,9 +42,11 @@
         entered with ``chroot``.
     ``auto``
         the first that works of: namespace (as root), namespace (through a
-        user namespace), chroot (root only), none -- the last only inside a
-        container with a ``/kaniko`` directory (the executor image), never
-        elsewhere, ``--force`` or not; the choice is logged.
+        user namespace), each probed by setting up a real RUN sandbox and
+        checking it from inside (:func:`namespace_probe`), then none -- only
+        inside a container with lamina under ``/kaniko`` (the executor image),
+        never elsewhere, ``--force`` or not. Never chroot (no ``/proc``). The
+        choice is logged in one line.
 
 * :class:`NamespaceRunner`, :class:`ChrootRunner`, :class:`InPlaceRunner` are
   the three runners; :class:`IdMap` describes a user namespace's id map (the
@@ -69,6 +75,8 @@ if TYPE_CHECKING:
     )
     from lamina.sandbox._select import (
         ISOLATIONS,
+        NamespaceProbe,
+        namespace_probe,
         probe_chroot,
         probe_namespace,
         select_runner,
@@ -92,6 +100,7 @@ __all__ = [
     "IdMap",
     "InPlaceRunner",
     "MountSpec",
+    "NamespaceProbe",
     "NamespaceRunner",
     "Network",
     "ResolvedUser",
@@ -102,6 +111,7 @@ __all__ = [
     "detect_container",
     "failure_error",
     "host_network_files",
+    "namespace_probe",
     "probe_chroot",
     "probe_mounts",
     "probe_namespace",
@@ -119,6 +129,7 @@ _EXPORTS = {
     "IdMap": "lamina.sandbox._runners",
     "InPlaceRunner": "lamina.sandbox._runners",
     "MountSpec": "lamina.sandbox._spec",
+    "NamespaceProbe": "lamina.sandbox._select",
     "NamespaceRunner": "lamina.sandbox._runners",
     "Network": "lamina.sandbox._spec",
     "ResolvedUser": "lamina.sandbox._users",
@@ -129,6 +140,7 @@ _EXPORTS = {
     "detect_container": "lamina.sandbox._detect",
     "failure_error": "lamina.sandbox._spec",
     "host_network_files": "lamina.sandbox._runners",
+    "namespace_probe": "lamina.sandbox._select",
     "probe_chroot": "lamina.sandbox._select",
     "probe_mounts": "lamina.sandbox._runners",
     "probe_namespace": "lamina.sandbox._select",

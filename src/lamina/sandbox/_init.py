@@ -40,6 +40,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -77,6 +78,7 @@ PR_CAPBSET_DROP = 24
 #: NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
 SANDBOX_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31))
 PR_SET_CHILD_SUBREAPER = 36
+CAP_SYS_CHROOT = 18
 
 #: pivot_root(2) syscall numbers; other machines fall back to MS_MOVE + chroot
 _SYS_PIVOT_ROOT = {
@@ -247,6 +249,11 @@ def _exec_command(spec: dict[str, Any], err_w: int, *, new_pgid: bool) -> NoRetu
             os.setpgid(0, 0)
         if spec.get("security") == "sandbox":
             _drop_capabilities()
+            if spec.get("mode") == "chroot":  # chroot-in-chroot would climb out of the rootfs
+                prctl(PR_CAPBSET_DROP, CAP_SYS_CHROOT)
+        if spec.get("mode") == "chroot":  # no descriptor of the host's tree (fchdir out)
+            os.closerange(3, err_w)
+            os.closerange(err_w + 1, 1 << 20)
         uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec["groups"]]
         if spec.get("setgroups", True):
             os.setgroups(groups)
@@ -377,21 +384,36 @@ def _ovl(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _mount_overlay(target: str, options: str, *, userns: bool) -> None:
+def _mount_overlay(
+    target: str, options: str, *, userns: bool, flags: int = 0, index: bool = False
+) -> None:
     """Mount an overlay; in a user namespace with ``userxattr`` when the kernel has it.
 
     Without it, an overlay mounted in a user namespace cannot store opaque
     directory markers (``trusted.*`` xattrs), so removing a directory of a
     lower layer fails with EIO. With it, the marker is ``user.overlay.opaque``.
+
+    ``index`` (a step's root overlay, not in a user namespace): ``index=on``
+    so a copy-up keeps a lower file's hardlink group in the step's view and
+    marks the copy with its origin (``lamina.fs.keep_link_groups`` reads it).
+    The kernel needs file handles, so CAP_DAC_READ_SEARCH in the initial user
+    namespace: in a user namespace it silently falls back to ``index=off``.
     """
+    if index and not userns:
+        # best effort: EINVAL (no such options), ESTALE (an upper dir used before over
+        # other lower dirs: index=on records the lower root in it) and the like mount
+        # without the index below
+        with contextlib.suppress(OSError):
+            mount("overlay", target, "overlay", flags, options + ",index=on,nfs_export=off")
+            return
     if userns:
         try:
-            mount("overlay", target, "overlay", 0, options + ",userxattr")
+            mount("overlay", target, "overlay", flags, options + ",userxattr")
             return
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: a kernel older than 5.11
                 raise
-    mount("overlay", target, "overlay", 0, options)
+    mount("overlay", target, "overlay", flags, options)
 
 
 def _statvfs_locked_flags(path: str) -> int:
@@ -420,7 +442,9 @@ def _ensure_mount_point(path: str) -> None:
 def _setup_dev(root: str, *, rootless: bool) -> None:
     dev = os.path.join(root, "dev")
     _ensure_mount_point(dev)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    # nodev: a node the step makes here (``mknod /dev/sda``) cannot be opened; the bound
+    # host nodes below are mounts of their own and keep working
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
     for name in DEVICES:
         target = os.path.join(dev, name)
         os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
@@ -434,7 +458,9 @@ def _setup_dev(root: str, *, rootless: bool) -> None:
     pts = os.path.join(dev, "pts")
     os.mkdir(pts, 0o755)
     pts_options = "newinstance,ptmxmode=0666,mode=620" + ("" if rootless else ",gid=5")
-    mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, pts_options)
+    # where devpts is refused the step gets an empty /dev/pts (no pseudo-terminals)
+    with contextlib.suppress(OSError):
+        mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, pts_options)
     shm = os.path.join(dev, "shm")
     os.mkdir(shm, 0o1777)
     mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
@@ -448,16 +474,17 @@ def _setup_dev(root: str, *, rootless: bool) -> None:
         os.symlink(target, os.path.join(dev, name))
 
 
-def _bind(source: str, target: str, *, readonly: bool, rootless: bool) -> None:
+def _bind(source: str, target: str, *, readonly: bool) -> None:
+    """Bind ``source`` at ``target``, ``nodev`` (a device node in a bound stage or context
+    does not open), read-only if asked; the source mount's other flags are kept."""
     mount(source, target, None, MS_BIND | MS_REC, None)
+    flags = MS_BIND | MS_REMOUNT | MS_NODEV | _statvfs_locked_flags(target)
     if readonly:
-        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-        if rootless:
-            flags |= _statvfs_locked_flags(target)
-        mount(None, target, None, flags, None)
+        flags |= MS_RDONLY
+    mount(None, target, None, flags, None)
 
 
-def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
+def _setup_sys(root: str, *, writable: bool) -> None:
     """``/sys``: a fresh sysfs where the kernel allows it, else the host's, bound.
 
     Read-only unless ``writable`` (``--security=insecure``). A user namespace
@@ -474,35 +501,222 @@ def _setup_sys(root: str, *, writable: bool, rootless: bool) -> None:
     except OSError:
         pass
     with contextlib.suppress(OSError):
-        _bind("/sys", target, readonly=not writable, rootless=rootless)
+        _bind("/sys", target, readonly=not writable)
 
 
-def _setup_root(spec: dict[str, Any]) -> str:
-    """Mount everything under the new root; returns it."""
+def _overlay_options(lowers: list[str], upper: str, work: str) -> str:
+    return (
+        f"lowerdir={':'.join(_ovl(p) for p in lowers)},upperdir={_ovl(upper)},workdir={_ovl(work)}"
+    )
+
+
+def _mount_root(spec: dict[str, Any]) -> str | None:
+    """Mount the step's root at ``newroot``, ``nodev``; in the outer init's mount namespace.
+
+    Devices work only from the sandbox's own ``/dev``: a device node in the
+    image (a base layer's, or one a step made with ``mknod``) cannot be opened.
+    With an overlay whose upper directory's filesystem refuses to be one (the
+    container's own overlay root, where the kaniko directory usually is), the
+    upper and work directories go to a tmpfs at ``spec["scratch"]`` instead:
+    what the upper already holds is copied in, and :func:`_copy_back` copies
+    the step's changes out after it (the tmpfs holds them in memory meanwhile).
+    Returns the tmpfs upper used then, else ``None``.
+    """
     root = str(spec["newroot"])
     rootless = bool(spec["userns"])
-    mount(None, "/", None, MS_REC | MS_PRIVATE, None)
-    if spec.get("upper"):
-        lowers = [_ovl(p) for p in [*spec.get("stub_lowers", []), spec["rootfs"]]]
-        options = (
-            f"lowerdir={':'.join(lowers)},upperdir={_ovl(spec['upper'])},"
-            f"workdir={_ovl(spec['work'])}"
-        )
-        try:
-            _mount_overlay(root, options, userns=rootless)
-        except OSError as exc:
-            raise SetupError(
-                f"overlay mount failed ({options}): {exc.strerror or exc}",
-                "the upper and work directories must be on the same filesystem, not on an "
-                "overlay; or use --isolation=chroot",
-            ) from exc
-    else:
+    if not spec.get("upper"):
         mount(spec["rootfs"], root, None, MS_BIND | MS_REC, None)
+        locked = _statvfs_locked_flags(root) if rootless else 0
+        mount(None, root, None, MS_BIND | MS_REMOUNT | MS_NODEV | locked, None)
+        return None
+    lowers = [*spec.get("stub_lowers", []), str(spec["rootfs"])]
+    upper, work = str(spec["upper"]), str(spec["work"])
+    try:
+        _mount_overlay(
+            root,
+            _overlay_options(lowers, upper, work),
+            userns=rootless,
+            flags=MS_NODEV,
+            index=True,
+        )
+        return None
+    except OSError as exc:
+        direct = exc
+    scratch = spec.get("scratch")
+    if not scratch or direct.errno != errno.EINVAL:  # EINVAL: this upper's filesystem refuses
+        raise SetupError(
+            f"overlay mount failed (upper {upper}): {direct.strerror or direct}",
+            "the upper and work directories must be on the same filesystem, not on an "
+            "overlay; or use --isolation=chroot",
+        ) from direct
+    try:
+        mount("tmpfs", scratch, "tmpfs", 0, "mode=700")
+        tmp_upper, tmp_work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+        os.mkdir(tmp_upper, 0o755)
+        os.mkdir(tmp_work, 0o700)
+        prefix = "user.overlay." if rootless else "trusted.overlay."
+        _copy_tree(upper, tmp_upper, prefix)
+        _copy_meta(upper, tmp_upper, os.lstat(upper), prefix)
+        _mount_overlay(
+            root,
+            _overlay_options(lowers, tmp_upper, tmp_work),
+            userns=rootless,
+            flags=MS_NODEV,
+            index=True,
+        )
+    except OSError as exc:
+        raise SetupError(
+            f"overlay mount failed: upper {upper}: {direct.strerror or direct}; "
+            f"upper on a tmpfs: {exc.strerror or exc}",
+            "put the kaniko directory (--kaniko-dir) on a volume that is not an overlay",
+        ) from exc
+    return tmp_upper
+
+
+def _copy_back(tmp_upper: str, upper: str) -> None:
+    """After the step: the tmpfs upper's content replaces the on-disk upper's."""
+    for name in os.listdir(upper):
+        path = os.path.join(upper, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            _remove_tree(path)
+        else:
+            os.unlink(path)
+    # user.overlay.*: the one namespace every destination takes (an overlay refuses
+    # trusted.overlay.* on itself); lamina reads both
+    _copy_tree(tmp_upper, upper, "user.overlay.")
+    _copy_meta(tmp_upper, upper, os.lstat(tmp_upper), "user.overlay.")
+
+
+def _remove_tree(path: str) -> None:
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:  # overlay leaves mode-000 work dirs; the caps may be missing
+            with contextlib.suppress(OSError):
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+    shutil.rmtree(path)
+
+
+#: overlayfs's own xattrs, in the namespaces of a mount by root and with ``userxattr``
+_OVERLAY_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+def _copy_tree(src: str, dst: str, overlay_prefix: str) -> None:
+    """Copy the content of the upper directory ``src`` into the existing directory ``dst``.
+
+    Owners, modes, times, xattrs, hard links, symlinks, device nodes and fifos
+    are kept; sockets are left out (a layer cannot hold them). Overlay's own
+    xattrs (opaque and whiteout markers) are written as ``overlay_prefix``
+    names, the namespace the overlay (or reader) of ``dst`` uses. A whiteout
+    device the destination refuses (an overlay refuses them) becomes an empty
+    file with an ``overlay.whiteout`` xattr, the other form a whiteout takes.
+    Iterative; file data streams.
+    """
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[tuple[str, str, os.stat_result]] = []
+    pending = [(src, dst)]
+    while pending:
+        src_dir, dst_dir = pending.pop()
+        with os.scandir(src_dir) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            s, d = os.path.join(src_dir, name), os.path.join(dst_dir, name)
+            st = os.lstat(s)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                os.mkdir(d, 0o700)
+                pending.append((s, d))
+                dirs.append((s, d, st))
+                continue
+            if st.st_nlink > 1:
+                first = links.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    os.link(first, d, follow_symlinks=False)
+                    continue
+                links[(st.st_dev, st.st_ino)] = d
+            if stat.S_ISREG(mode):
+                _copy_data(s, d)
+            elif stat.S_ISLNK(mode):
+                os.symlink(os.readlink(s), d)
+            elif stat.S_ISCHR(mode) and st.st_rdev == 0:
+                try:
+                    os.mknod(d, mode, 0)
+                except PermissionError:
+                    os.close(os.open(d, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                    os.setxattr(d, overlay_prefix + "whiteout", b"y")
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                os.mknod(d, mode, st.st_rdev)
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(d, 0o600)
+            else:
+                continue
+            _copy_meta(s, d, st, overlay_prefix)
+    for s, d, st in reversed(dirs):  # deepest first: a child's creation moved the mtime
+        _copy_meta(s, d, st, overlay_prefix)
+
+
+def _copy_data(src: str, dst: str) -> None:
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            offset = 0
+            while sent := os.sendfile(fout, fin, offset, 1 << 30):
+                offset += sent
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_meta(src: str, dst: str, st: os.stat_result, overlay_prefix: str) -> None:
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        names = []
+    for name in names:
+        value = os.getxattr(src, name, follow_symlinks=False)
+        ours = name.startswith(_OVERLAY_PREFIXES)
+        target = overlay_prefix + name.split(".overlay.", 1)[1] if ours else name
+        try:
+            os.setxattr(dst, target, value, follow_symlinks=False)
+        except OSError:
+            if ours:  # opaque and whiteout markers carry the step's deletions
+                raise
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _mount_proc(root: str) -> str:
+    """A fresh ``/proc`` (``"fresh"``), or the container's, bound recursively (``"bound"``).
+
+    A user namespace may not mount a fresh proc while the container's has
+    masked paths (runc's ``/proc/kcore`` ... binds): then the outer ``/proc``
+    is bound with its masks, as rootless builders do. It shows the container's
+    pid namespace: the step sees its processes under their outer pids.
+    """
     proc = os.path.join(root, "proc")
     _ensure_mount_point(proc)
-    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    try:
+        mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        return "fresh"
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EACCES):
+            raise
+    mount("/proc", proc, None, MS_BIND | MS_REC, None)
+    return "bound"
+
+
+def _setup_root(spec: dict[str, Any]) -> tuple[str, str]:
+    """In PID 1: mount /proc, /dev, /sys and the step's mounts; returns the root and the
+    kind of /proc (see :func:`_mount_proc`)."""
+    root = str(spec["newroot"])
+    rootless = bool(spec["userns"])
+    proc_kind = _mount_proc(root)
     insecure = spec.get("security") == "insecure"
-    _setup_sys(root, writable=insecure, rootless=rootless)
+    _setup_sys(root, writable=insecure)
     if insecure:
         dev = os.path.join(root, "dev")
         _ensure_mount_point(dev)
@@ -529,10 +743,10 @@ def _setup_root(spec: dict[str, Any]) -> str:
                 os.chown(upper, mount_info.st_uid, mount_info.st_gid)
                 os.chmod(upper, stat.S_IMODE(mount_info.st_mode))
             options = f"lowerdir={_ovl(item['source'])},upperdir={_ovl(upper)},workdir={_ovl(work)}"
-            _mount_overlay(target, options, userns=rootless)
+            _mount_overlay(target, options, userns=rootless, flags=MS_NODEV)
         else:
-            _bind(item["source"], target, readonly=bool(item["readonly"]), rootless=rootless)
-    return root
+            _bind(item["source"], target, readonly=bool(item["readonly"]))
+    return root, proc_kind
 
 
 def _enter_root(root: str) -> None:
@@ -558,7 +772,10 @@ def _pid1(spec: dict[str, Any], status: Status, alive_r: int) -> NoReturn:
         except BlockingIOError:
             pass
         os.close(alive_r)
-        root = _setup_root(spec)
+        # a mount namespace of our own: pivot_root then leaves the outer init's root alone
+        # (it copies a tmpfs upper back to the build's directory after the step)
+        unshare(CLONE_NEWNS)
+        root, proc_kind = _setup_root(spec)
         _enter_root(root)
         _prepare_cwd(spec["cwd"])
     except SetupError as exc:
@@ -567,6 +784,9 @@ def _pid1(spec: dict[str, Any], status: Status, alive_r: int) -> NoReturn:
     except OSError as exc:
         status.send(event="error", message=f"sandbox setup failed: {exc}", hint=None)
         os._exit(125)
+    if spec.get("probe"):
+        status.send(event="probe", proc=proc_kind, problems=_check_environment())
+        os._exit(0)
     pid, err_r = _start_command(spec, new_pgid=False)
     while True:
         try:
@@ -578,6 +798,72 @@ def _pid1(spec: dict[str, Any], status: Status, alive_r: int) -> NoReturn:
     _report_exit(status, cmd_status, err_r)
     # exiting PID 1 makes the kernel kill everything left in the namespace
     os._exit(0)
+
+
+def _check_environment() -> list[str]:
+    """What a RUN would find broken in this sandbox (the probe's check, inside the root)."""
+    problems: list[str] = []
+
+    def check(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except OSError as exc:
+            problems.append(f"{what}: {exc.strerror or exc}")
+
+    def device(name: str) -> None:
+        if not stat.S_ISCHR(os.stat(f"/dev/{name}").st_mode):
+            raise OSError(errno.ENODEV, "not a character device")
+
+    def io(path: str, flags: int, data: bytes | None) -> None:
+        fd = os.open(path, flags)
+        try:
+            if data is None:
+                os.read(fd, 1)
+            else:
+                os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def proc() -> None:
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            if b"Pid:" not in os.read(fd, 4096):
+                raise OSError(errno.EIO, "no Pid line")
+        finally:
+            os.close(fd)
+
+    def shm() -> None:
+        path = "/dev/shm/lamina-probe"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        os.unlink(path)
+
+    def replace_lower_dir() -> None:  # overlay's opaque directories (xattrs on the upper)
+        os.unlink("/probe/dir/file")
+        os.rmdir("/probe/dir")
+        os.mkdir("/probe/dir")
+        os.close(os.open("/probe/dir/new", os.O_CREAT | os.O_WRONLY, 0o644))
+
+    def nodev() -> None:  # a device node made in the root must not open
+        try:
+            os.mknod("/probe/node", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except OSError:
+            return  # no CAP_MKNOD here: nothing to open either
+        try:
+            fd = os.open("/probe/node", os.O_WRONLY)
+        except OSError:
+            return
+        os.close(fd)
+        raise OSError(errno.EPERM, "a device node in the root opens (root not nodev)")
+
+    for name in ("null", "zero", "full", "random", "urandom"):
+        check(f"/dev/{name}", lambda n=name: device(n))  # type: ignore[misc]
+    check("write /dev/null", lambda: io("/dev/null", os.O_WRONLY, b"x"))
+    check("read /dev/urandom", lambda: io("/dev/urandom", os.O_RDONLY, None))
+    check("/proc/self/status", proc)
+    check("/dev/shm", shm)
+    check("replace a directory of the image", replace_lower_dir)
+    check("nodev", nodev)
+    return problems
 
 
 def _write_id_maps(pid: int, idmap: dict[str, Any]) -> str:
@@ -651,7 +937,10 @@ def _run_namespace(spec: dict[str, Any], status: Status) -> int:
                 _write_proc("/proc/self/uid_map", f"0 {int(spec['host_uid'])} 1\n")
                 _write_proc("/proc/self/gid_map", f"0 {int(spec['host_gid'])} 1\n")
         if spec.get("hostname"):
-            socket.sethostname(str(spec["hostname"]))
+            # a container's seccomp profile may refuse sethostname (Docker's and podman's
+            # do without CAP_SYS_ADMIN): the step then keeps the container's name
+            with contextlib.suppress(PermissionError):
+                socket.sethostname(str(spec["hostname"]))
         if spec["network"] == "none":
             _loopback_up()
     except OSError as exc:
@@ -662,14 +951,43 @@ def _run_namespace(spec: dict[str, Any], status: Status) -> int:
             "use --isolation=chroot or --isolation=none",
         )
         return 125
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        tmp_upper = _mount_root(spec)
+    except SetupError as exc:
+        status.send(event="error", message=exc.message, hint=exc.hint)
+        return 125
+    except OSError as exc:
+        status.send(event="error", message=f"sandbox setup failed: {exc}", hint=None)
+        return 125
+    # PID 1's events come back here first: a failed copy of a tmpfs upper must
+    # reach the parent as an error, not after the step's exit event
+    events_r, events_w = os.pipe()
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(alive_w)
-        _pid1(spec, status, alive_r)
+        os.close(events_r)
+        _pid1(spec, Status(events_w), alive_r)
     os.close(alive_r)
+    os.close(events_w)
+    events = _read_all(events_r)
     _, pid1_status = os.waitpid(pid, 0)
     code, _ = _decode_status(pid1_status)
+    if spec.get("probe"):
+        status.send(event="upper", kind="tmpfs" if tmp_upper else "direct")
+    if tmp_upper is not None and b'"event": "exit"' in events:
+        try:
+            _copy_back(tmp_upper, str(spec["upper"]))
+        except OSError as exc:
+            status.send(
+                event="error",
+                message=f"cannot copy the step's changes from its tmpfs upper: {exc}",
+                hint="put the kaniko directory (--kaniko-dir) on a volume that is not an overlay",
+            )
+            return 125
+    with contextlib.suppress(OSError):
+        os.write(status.fd, events)
     return code
 
 
@@ -721,28 +1039,39 @@ def _children(proc_fd: int | None, me: int) -> list[int]:
     return found
 
 
-def _chroot_binds(rootfs: str, binds: list[dict[str, Any]]) -> None:
-    """The chroot's read-only bind mounts, in a private mount namespace.
+def _enter_chroot(rootfs: str, binds: list[dict[str, Any]], *, own_dev: bool) -> bool:
+    """Make ``rootfs`` the root; True when it is a boundary (a pivot_root), False for chroot.
 
-    The builder emulates mounts in the rootfs when the mount probe fails, so
-    a failure here means the rights went away after the probe.
+    Where the kernel allows it (CAP_SYS_ADMIN) the step gets a private mount
+    namespace whose root *is* the rootfs (bind-mounted onto itself, the read-only
+    ``binds`` on top, then ``pivot_root`` and the old root detached): nothing
+    of the host's tree is left to climb back to with a chroot-in-chroot; with
+    ``own_dev`` the root is also ``nodev`` under a ``/dev`` of its own. Without
+    it, a plain ``chroot(2)`` (and no binds: the builder emulates mounts then);
+    the step loses CAP_SYS_CHROOT either way (see :func:`_exec_command`).
     """
     try:
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        mount(rootfs, rootfs, None, MS_BIND | MS_REC, None)  # pivot_root needs a mount point
     except OSError as exc:
-        raise SetupError(
-            f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
-            "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
-            "emulates them when the mount probe says so before the step",
-        ) from exc
+        if binds:
+            raise SetupError(
+                f"cannot make a private mount namespace for the RUN mounts: {exc.strerror or exc}",
+                "with --isolation=chroot, real mounts need CAP_SYS_ADMIN; without it lamina "
+                "emulates them when the mount probe says so before the step",
+            ) from exc
+        os.chroot(rootfs)
+        return False
+    if own_dev:
+        # no device node of the image (or one the step makes) opens a host device: the
+        # root is nodev and /dev is the sandbox's own, as in namespace mode
+        mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_NODEV, None)
+        _setup_dev(rootfs, rootless=False)
     for item in binds:
-        _bind(
-            str(item["source"]),
-            resolve_in_root(rootfs, str(item["target"])),
-            readonly=True,
-            rootless=False,
-        )
+        _bind(str(item["source"]), resolve_in_root(rootfs, str(item["target"])), readonly=True)
+    _enter_root(rootfs)
+    return True
 
 
 def _run_direct(spec: dict[str, Any], status: Status) -> int:
@@ -761,9 +1090,9 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
         except OSError:
             proc_fd = None
         if spec["mode"] == "chroot":
-            if spec.get("binds"):
-                _chroot_binds(str(spec["rootfs"]), spec["binds"])
-            os.chroot(spec["rootfs"])
+            _enter_chroot(
+                str(spec["rootfs"]), list(spec.get("binds") or []), own_dev=bool(spec.get("dev"))
+            )
         os.chdir("/")
         _prepare_cwd(spec["cwd"])
     except SetupError as exc:
@@ -797,7 +1126,7 @@ def _run_direct(spec: dict[str, Any], status: Status) -> int:
 # probes (used by select_runner)
 
 
-def _probe(kind: str, arg: str, userns: bool) -> int:
+def _probe(kind: str, arg: str, config: str) -> int:
     if kind == "chroot":
         os.chroot("/")
         return 0
@@ -806,33 +1135,41 @@ def _probe(kind: str, arg: str, userns: bool) -> int:
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
         mount(arg, arg, None, MS_BIND, None)
         return 0
-    flags = CLONE_NEWNS | CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
-    uid, gid = os.geteuid(), os.getegid()
-    unshare(flags)
-    if userns:
-        _write_proc("/proc/self/setgroups", "deny")
-        _write_proc("/proc/self/uid_map", f"0 {uid} 1\n")
-        _write_proc("/proc/self/gid_map", f"0 {gid} 1\n")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            mount(None, "/", None, MS_REC | MS_PRIVATE, None)
-            dirs = {n: os.path.join(arg, n) for n in ("lower", "upper", "work", "root")}
-            for d in dirs.values():
-                os.mkdir(d)
-            _mount_overlay(
-                dirs["root"],
-                f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}",
-                userns=userns,
-            )
-            os.mkdir(os.path.join(dirs["root"], "proc"))
-            mount("proc", os.path.join(dirs["root"], "proc"), "proc", 0, None)
-        except OSError as exc:
-            sys.stderr.write(f"{exc}\n")
-            os._exit(1)
-        os._exit(0)
-    _, st = os.waitpid(pid, 0)
-    return 0 if os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0 else 1
+    return _probe_namespace(arg, json.loads(config) if config else {})
+
+
+def _probe_namespace(base: str, config: dict[str, Any]) -> int:
+    """The namespace sandbox as a RUN gets it, checked from inside (events on stdout).
+
+    A tiny image in ``base`` (mount points, a directory to replace) is set up
+    exactly as a step's root -- overlay (or its tmpfs fallback), /proc, /dev,
+    /sys, pivot_root -- and :func:`_check_environment` runs in it.
+    """
+    rootfs = os.path.join(base, "rootfs")
+    for sub in ("proc", "dev", "sys", "probe/dir"):
+        os.makedirs(os.path.join(rootfs, sub), 0o755)
+    os.close(os.open(os.path.join(rootfs, "probe/dir/file"), os.O_CREAT | os.O_WRONLY, 0o644))
+    for sub in ("root", "upper", "work", "scratch"):
+        os.mkdir(os.path.join(base, sub), 0o755)
+    spec: dict[str, Any] = {
+        "mode": "namespace",
+        "probe": True,
+        "rootfs": rootfs,
+        "newroot": os.path.join(base, "root"),
+        "upper": os.path.join(base, "upper"),
+        "work": os.path.join(base, "work"),
+        "scratch": os.path.join(base, "scratch"),
+        "userns": bool(config.get("userns")),
+        "idmap": config.get("idmap"),
+        "host_uid": os.geteuid(),
+        "host_gid": os.getegid(),
+        "network": "default",
+        "hostname": "lamina",
+        "security": "sandbox",
+        "cwd": "/",
+        "mounts": [],
+    }
+    return _run_namespace(spec, Status(sys.stdout.fileno()))
 
 
 # --------------------------------------------------------------------------
@@ -849,7 +1186,9 @@ def _read_spec(fd: int) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[1] == "--probe":
         try:
-            return _probe(argv[2], argv[3] if len(argv) > 3 else "", argv[4:5] == ["userns"])
+            return _probe(
+                argv[2], argv[3] if len(argv) > 3 else "", argv[4] if len(argv) > 4 else ""
+            )
         except OSError as exc:
             sys.stderr.write(f"{exc}\n")
             return 1

@@ -16,11 +16,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
-from lamina.fs import apply_upper, safe_join
+from lamina.fs import ConfinedRoot, apply_upper, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -332,19 +332,37 @@ class _Stubs:
             os.chown(path, st.st_uid, st.st_gid)
 
     def restore_times(self) -> None:
-        """Give the stub directories the times of their image counterparts."""
+        """Give the parents of the stubs back their times.
+
+        Also after the step: each parent is reached without following a
+        symlink (the step may have replaced any directory with one).
+        """
+        confined = ConfinedRoot(self.base)
         for parent, (atime, mtime) in sorted(self.parent_times.items(), reverse=True):
             with contextlib.suppress(OSError):
-                os.utime(parent, ns=(atime, mtime))
+                confined.set_times(parent, (atime, mtime))
 
     def remove(self) -> None:
+        """Remove the stubs (a directory only when empty), after the step: symlink-safe."""
+        confined = ConfinedRoot(self.base)
         for path in reversed(self.created):
             with contextlib.suppress(OSError):
-                if path.is_dir() and not path.is_symlink():
-                    path.rmdir()
+                st = confined.lstat(path)
+                if st is None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    confined.rmdir(path)
                 else:
-                    path.unlink()
+                    confined.remove(path)
         self.restore_times()
+
+
+def _add_placeholders(stubs: _Stubs, spec: RunSpec) -> None:
+    """``spec.placeholders`` as stub directories, where a directory can be made."""
+    for path in spec.placeholders:
+        if path.startswith("/") and not _exists_in_view(spec.rootfs, spec.upper, path):
+            with contextlib.suppress(FilesystemError):  # below a file: BuildKit has none either
+                stubs.add(spec.rootfs, path, directory=True)
 
 
 def _copy_times_from_image(stubs_base: Path, rootfs: Path) -> None:
@@ -375,6 +393,11 @@ class IdMap:
     gids: tuple[IdRange, ...]
     use_tools: bool = False
 
+    @property
+    def identity(self) -> bool:
+        """Every id maps to itself (root's map): no translation, no helper needed."""
+        return all(a == b for a, b, _ in (*self.uids, *self.gids))
+
     def maps_uid(self, uid: int) -> bool:
         return any(inside <= uid < inside + count for inside, _, count in self.uids)
 
@@ -397,9 +420,8 @@ class IdMap:
         ids or no ``newuidmap``/``newgidmap``).
         """
         uid, gid = os.geteuid(), os.getegid()
-        if uid == 0:
-            full = ((0, 0, 2**32 - 1),)
-            return cls(uids=full, gids=full)
+        if uid == 0:  # every id this process's own user namespace has, as itself
+            return cls(uids=_own_ids("uid"), gids=_own_ids("gid"))
         tools = shutil.which("newuidmap"), shutil.which("newgidmap")
         if None in tools:
             return None
@@ -424,6 +446,17 @@ class IdMap:
             "newuidmap": shutil.which("newuidmap") if self.use_tools else None,
             "newgidmap": shutil.which("newgidmap") if self.use_tools else None,
         }
+
+
+def _own_ids(kind: str) -> tuple[IdRange, ...]:
+    """The identity map over the ids of this process's user namespace (all of them on a
+    host; a container's range in a user-namespaced container)."""
+    try:
+        lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
+        ranges = tuple((int(a), int(a), int(c)) for a, _, c in (ln.split() for ln in lines))
+    except (OSError, ValueError):
+        ranges = ()
+    return ranges or ((0, 0, 2**32 - 1),)
 
 
 def _to_inside(ranges: tuple[IdRange, ...], host: int) -> int | None:
@@ -607,7 +640,8 @@ class NamespaceRunner:
             return None
         full = self.id_map or IdMap.for_current_user()
         if full is not None:
-            return full
+            # root through a user namespace maps every id to itself: host ids are image ids
+            return None if full.identity else full
         return IdMap(uids=((0, os.geteuid(), 1),), gids=((0, os.getegid(), 1),))
 
     def _userns(self) -> bool:
@@ -707,6 +741,7 @@ class NamespaceRunner:
             for target, directory in wanted:
                 if not _exists_in_view(spec.rootfs, spec.upper, target):
                     stubs.add(spec.rootfs, target, directory=directory)
+            _add_placeholders(stubs, spec)
             if overlay:
                 _copy_times_from_image(stubs.base, spec.rootfs)
             else:
@@ -719,9 +754,12 @@ class NamespaceRunner:
             raise
         mounts.sort(key=lambda m: len([p for p in str(m["target"]).split("/") if p]))
         payload = _command_payload(spec, user, "namespace")
+        scratch = tmp / "scratch"  # a tmpfs upper where the build dir cannot hold one
+        scratch.mkdir()
         payload.update(
             {
                 "newroot": str(newroot),
+                "scratch": str(scratch),
                 "upper": str(spec.upper) if spec.upper else None,
                 "work": str(spec.work) if spec.work else None,
                 "stub_lowers": [str(stubs.base)] if overlay and stubs.created else [],
@@ -791,8 +829,10 @@ def _swapped_files(
     ``binds`` (in-image target -> is a directory) are mount points for the
     step's read-only bind mounts, made when missing and removed afterwards.
     """
-    saved: list[tuple[Path, bytes, os.stat_result]] = []
+    saved: list[tuple[Path, IO[bytes], os.stat_result]] = []
     stubs = _Stubs(rootfs)
+    confined = ConfinedRoot(rootfs)
+    stack = contextlib.ExitStack()
     try:
         for name, (major, minor) in _CHROOT_DEVICES.items():
             stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
@@ -800,8 +840,16 @@ def _swapped_files(
             host = safe_join(rootfs, target, follow_final=True)
             if host.is_file():
                 st = host.stat()
-                saved.append((host, host.read_bytes(), st))
-                host.write_bytes(content)
+                original = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+                with host.open("rb") as fh:  # streamed: the image's file may be huge
+                    shutil.copyfileobj(fh, original, 1 << 20)
+                saved.append((host, original, st))
+                if st.st_nlink > 1:  # replaced by a new file: its directory's times change
+                    stubs._remember_parent(host.parent)
+                # a new file where the image's has other names (its link group keeps it)
+                confined.replace_file(
+                    host, content, mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid)
+                )
             else:
                 stubs.add(rootfs, target, directory=False)
                 host.write_bytes(content)
@@ -814,13 +862,20 @@ def _swapped_files(
     except OSError as exc:
         raise FilesystemError(f"cannot prepare the chroot's files in {rootfs}: {exc}") from exc
     finally:
-        for host, data, st in saved:
-            with contextlib.suppress(OSError):
-                host.write_bytes(data)
-                os.chown(host, st.st_uid, st.st_gid)
-                os.chmod(host, stat.S_IMODE(st.st_mode))
-                os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
-        stubs.remove()
+        # after the step: the recorded paths are reached without following a symlink
+        # (a step that replaced /etc with one must not get these writes outside the root)
+        with stack:
+            for host, kept, st in saved:
+                with contextlib.suppress(OSError):
+                    kept.seek(0)
+                    confined.replace_file(
+                        host,
+                        kept,
+                        mode=stat.S_IMODE(st.st_mode),
+                        owner=(st.st_uid, st.st_gid),
+                        times=(st.st_atime_ns, st.st_mtime_ns),
+                    )
+            stubs.remove()
 
 
 def probe_mounts() -> str | None:
@@ -879,12 +934,21 @@ class ChrootRunner:
     emulates every RUN mount in the rootfs itself (as for ``--isolation=none``)
     and passes none; a spec with mounts is then refused.
 
+    Where the kernel allows a mount namespace the step is ``pivot_root``-ed
+    into the rootfs (the host's tree detached, the root ``nodev`` under a
+    ``/dev`` of its own), else plainly ``chroot``-ed;
+    either way it runs without CAP_SYS_CHROOT (a chroot-in-chroot would climb
+    out) and without inherited descriptors. It still shares the host's pid
+    and network namespaces: for trusted Dockerfiles.
+
     There is no fresh ``/proc``: the image sees what its rootfs holds. The
     standard ``/dev`` nodes (null, zero, full, random, urandom, tty) that the
     image lacks are created with ``mknod`` for the step (skipped where mknod
     is refused) and removed afterwards, like ``extra_files``, which are written
     into the rootfs and restored (or removed) afterwards: the parents' times
-    are restored too. Changes land in ``spec.rootfs``.
+    are restored too, all through :class:`~lamina.fs.ConfinedRoot` (the step
+    may have replaced ``/etc`` or ``/dev`` with a symlink). Changes land in
+    ``spec.rootfs``.
     """
 
     #: whether real mounts work here; ``None``: probe on first use
@@ -934,12 +998,15 @@ class ChrootRunner:
                 ) from exc
             binds.append({"source": str(source), "target": target})
             targets[target] = is_dir
+        for path in spec.placeholders:
+            targets.setdefault(path, True)
         with _swapped_files(spec.rootfs, spec.extra_files, targets):
             return _drive(
                 {
                     **_command_payload(spec, user, "chroot"),
                     "security": spec.security,
                     "binds": binds,
+                    "dev": True,  # a /dev of its own (and a nodev root) where it can mount
                 },
                 on_output,
                 runner="chroot",

@@ -104,6 +104,9 @@ class RunSpec:
     upper: Path | None = None
     work: Path | None = None
     security: Security = "sandbox"
+    #: directories the step must find (VOLUME paths missing from the image): made when
+    #: missing, like mount points, and gone afterwards unless the step wrote below them
+    placeholders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
@@ -190,4 +193,4 @@ def failure_error(
         hint = "the command was not found: check PATH and that the image has it installed"
     elif result.signal == 9:
         hint = "SIGKILL often means the step ran out of memory"
-    return BuildStepError(message, hint=hint, location=location)
+    return BuildStepError(message, hint=hint, location=location, status=result.exit_code)

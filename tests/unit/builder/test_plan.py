@@ -85,7 +85,11 @@ def test_copy_from_an_image_and_from_platform() -> None:
     assert sp.is_scratch
 
 
-def test_from_a_stage_name_is_case_sensitive_like_buildkit() -> None:
-    plan = make_plan("FROM scratch AS build\nFROM Build\n")
-    assert plan.stages[1].base_stage is None
-    assert plan.order == (1,)
+def test_from_a_stage_name_is_case_insensitive_like_kaniko() -> None:
+    # BuildKit looks FROM up case-sensitively (and then fails on the image "BUG_stage");
+    # kaniko and buildah take the stage, and so does lamina (issue 12 #19)
+    plan = make_plan("FROM scratch AS BUG_stage\nRUN true\nFROM BUG_stage\n")
+    assert plan.stages[0].name == "bug_stage"
+    assert plan.stages[1].base_stage == 0
+    assert plan.order == (0, 1)
+    assert plan.dependents(0) == (1,)

@@ -365,6 +365,13 @@ def _cfg(argv: list[str], env: dict[str, str] | None = None) -> ExecutorConfig:
     return executor_config(parse_flags(argv, BUILD_FLAGS, command="executor"), env or {})
 
 
+def test_bucket_flag_is_a_gcs_context() -> None:
+    cfg = _cfg(["--bucket=my-bucket", "--no-push", "--context-sub-path=app"])
+    assert (cfg.build.context, cfg.build.context_sub_path) == ("gs://my-bucket", "app")
+    cfg = _cfg(["-b=gs://other/dir/ctx.tar.gz", "--no-push"])
+    assert cfg.build.context == "gs://other/dir/ctx.tar.gz"
+
+
 def test_remote_contexts_go_to_the_builder(tmp_path: Path) -> None:
     archive = tmp_path / "ctx.tar.gz"
     archive.write_bytes(b"")
@@ -406,10 +413,6 @@ def test_context_sub_path_rules(ctx: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "text"),
     [
-        (["-c=gs://b/ctx.tar.gz"], 2, "not supported yet: --context gs://"),
-        (["-c=s3://b/ctx.tar.gz"], 2, "not supported yet: --context s3://"),
-        (["-c=https://a.blob.core.windows.net/c/x.tar.gz"], 2, "Azure"),
-        (["-b=bucket"], 2, "not supported yet: --bucket"),
         (["-c=ftp://h/x"], 2, "unknown build context prefix"),
         (["-c=tar:///nonexistent/ctx.tar.gz"], 3, "/nonexistent/ctx.tar.gz does not exist"),
     ],

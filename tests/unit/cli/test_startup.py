@@ -90,8 +90,33 @@ def test_a_build_imports_no_run_time_only_code_up_front() -> None:
         "tarfile",
         "httpx",
         "subprocess",
+        "botocore",
+        "lamina.registry._aws",
+        "lamina.context._s3",
     }
     assert loaded & run_only == set()
+
+
+def test_a_plain_build_never_imports_a_cloud_sdk(tmp_path: Path) -> None:
+    """botocore (and the AWS code) is imported only for an ECR host or an s3:// context."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    out = _modules(
+        "build",
+        f"--context={tmp_path / 'ctx'}",
+        "--no-push",
+        f"--oci-layout-path={tmp_path / 'out'}",
+        f"--kaniko-dir={tmp_path / 'kaniko'}",
+    )
+    assert out["code"] == 0
+    after = set(out["after"])
+    assert "lamina.builder._build" in after  # the probe did build
+    cloud = {"botocore", "boto3", "lamina.registry._aws", "lamina.registry._ecr"}
+    cloud |= {"google.auth", "azure.identity", "lamina.registry._gar", "lamina.registry._acr"}
+    assert after & cloud == set()
+    assert "lamina.context._s3" not in after
+    assert "lamina.context._gcs" not in after
+    assert "lamina.context._azblob" not in after
 
 
 def test_version_reads_the_version_and_still_imports_no_builder() -> None:
@@ -161,3 +186,47 @@ def test_fast_exit_keeps_output_and_exit_code(tmp_path: Path) -> None:
     )
     assert slow.returncode == 0
     assert slow.stdout == help_piped.stdout
+
+
+_CLOUD_PROBE = """
+import json, sys
+from lamina.cli.main import run
+from lamina.registry._auth import Keychain
+ctx = sys.argv[1]
+code = run(["build", f"--context={ctx}", "--no-push", f"--tar-path={ctx}/out.tar",
+            f"--kaniko-dir={ctx}/k"], {"HOME": ctx}, prog="lamina")
+Keychain(None, environ={}).resolve("127.0.0.1:5000")
+Keychain(None, environ={}).resolve("registry.example.com")
+print(json.dumps({"code": code, "after": sorted(sys.modules)}))
+"""
+
+
+def test_a_plain_build_and_its_keychain_load_no_google_or_azure(tmp_path: Path) -> None:
+    """Google and Azure code is imported only for a matching registry host or bucket URL."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nENV A=1\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLOUD_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["code"] == 0, proc.stderr
+    loaded = set(out["after"])
+    assert "lamina.registry._cloud" in loaded  # the keychain did ask for providers
+    cloud = {
+        m
+        for m in loaded
+        if m.split(".")[0] in ("google", "azure", "msal", "requests")
+        or m
+        in (
+            "lamina.registry._gar",
+            "lamina.registry._acr",
+            "lamina.context._gcs",
+            "lamina.context._azblob",
+        )
+    }
+    assert cloud == set()

@@ -58,10 +58,9 @@ def test_parse_context_redacts_credentials() -> None:
         "https://ACCT.blob.core.usgovcloudapi.net/c/ctx.tar.gz",
     ],
 )
-def test_azure_blob_hosts_are_detected_and_refused(url: str) -> None:
+def test_azure_blob_hosts_are_bucket_contexts(url: str) -> None:
     assert is_azure_blob_url(url)
-    with pytest.raises(NotSupportedError, match="Azure"):
-        parse_context(url)
+    assert parse_context(url).kind == "bucket"
 
 
 @pytest.mark.parametrize(
@@ -77,12 +76,13 @@ def test_other_hosts_are_not_azure(url: str) -> None:
     assert not is_azure_blob_url(url)
 
 
-@pytest.mark.parametrize("context", ["gs://bucket/ctx.tar.gz", "s3://bucket/ctx.tar.gz"])
-def test_cloud_buckets_are_not_supported(context: str) -> None:
-    with pytest.raises(NotSupportedError) as info:
-        parse_context(context)
-    assert info.value.hint
-    assert "tar://" in info.value.hint
+@pytest.mark.parametrize(
+    "context",
+    ["s3://bucket/ctx.tar.gz", "S3://bucket", "s3://b/a/b.tgz", "gs://bucket/ctx.tar.gz", "GS://b"],
+)
+def test_bucket_contexts(context: str) -> None:
+    spec = parse_context(context)
+    assert (spec.kind, spec.location, spec.remote) == ("bucket", context, True)
 
 
 @pytest.mark.parametrize("context", ["http://example.com/c.tar.gz", "ftp://x/y", "tar://"])
@@ -272,3 +272,10 @@ def test_insecure_skip_tls_turns_off_git_certificate_checks(tmp_path: Path) -> N
 
     assert config(True)["http.sslVerify"] == "false"
     assert "http.sslVerify" not in config(False)
+
+
+def test_azure_sas_is_not_shown() -> None:
+    spec = parse_context("https://acct.blob.core.windows.net/c/x.tar.gz?sv=1&sig=SECRET")
+    assert spec.location.endswith("sig=SECRET")
+    assert "SECRET" not in spec.display
+    assert spec.display == "https://acct.blob.core.windows.net/c/x.tar.gz?<SAS>"

@@ -10,6 +10,7 @@ import pytest
 
 from lamina.errors import FilesystemError, ImageFormatError
 from lamina.fs import ExtractStats, IgnoreList, extract_layer
+from lamina.fs._extract import device_record
 
 from .tarbuild import E, build_tar, d, file, hard, sym
 
@@ -264,25 +265,19 @@ def test_entry_types(env: Env) -> None:
     )
 
 
-def test_devices_created_or_warned(env: Env) -> None:
-    entries = [
-        E("null", tarfile.CHRTYPE, devmajor=1, devminor=3),
-        E("loop", tarfile.BLKTYPE, devmajor=7, devminor=0),
-    ]
-    if IS_ROOT:
-        env.apply(entries)
-        st = (env.root / "null").lstat()
-        assert stat.S_ISCHR(st.st_mode)
-        assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
-        assert stat.S_ISBLK((env.root / "loop").lstat().st_mode)
-    extract_layer(
-        env.root,
-        build_tar([E("null2", tarfile.CHRTYPE, devmajor=1, devminor=3)]),
-        can_mknod=False,
-        on_warning=env.warnings.append,
+def test_devices_are_recorded_placeholders_not_nodes(env: Env) -> None:
+    env.apply(
+        [
+            E("null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
+            E("loop", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o660),
+        ]
     )
-    assert not (env.root / "null2").exists()
-    assert any("mknod is not permitted" in w and "null2" in w for w in env.warnings)
+    for name, kind, mode in (("null", ("c", 1, 3), 0o666), ("loop", ("b", 7, 0), 0o660)):
+        st = (env.root / name).lstat()
+        assert stat.S_ISREG(st.st_mode), "no device node a RUN could open"
+        assert st.st_size == 0
+        assert stat.S_IMODE(st.st_mode) == mode
+        assert device_record(env.root / name) == kind
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to chown and set setuid on others' files")

@@ -150,3 +150,26 @@ def test_real_overlay_mount(tmp_path: Path) -> None:
     assert (lower / "etc" / "keep").read_text() == "keep"
     assert sorted(p.name for p in (lower / "opq").iterdir()) == ["fresh"]
     assert not any(n.startswith("trusted.overlay") for n in os.listxattr(lower / "opq"))
+
+
+def test_opaque_hiding_nothing_in_the_lower_is_an_addition(tmp_path: Path) -> None:
+    up, low = tmp_path / "upper", tmp_path / "lower"
+    for d in ("new", "new/sub", "kept", "link"):
+        (up / d).mkdir(parents=True)
+        os.setxattr(up / d, "trusted.overlay.opaque", b"y")
+    (low / "kept").mkdir(parents=True)
+    (low / "target" / "sub").mkdir(parents=True)
+    (low / "new").symlink_to("target")  # a symlink in the lower is no directory to hide
+    (low / "link").symlink_to("target")
+    assert summary(changes_from_upper(up, lower=low)) == [
+        ("opaque", "/kept"),
+        ("add", "/link"),
+        ("add", "/new"),
+        ("add", "/new/sub"),
+    ]
+    assert summary(changes_from_upper(up)) == [
+        ("opaque", "/kept"),
+        ("opaque", "/link"),
+        ("opaque", "/new"),
+        ("opaque", "/new/sub"),
+    ]

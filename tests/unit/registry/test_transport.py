@@ -121,7 +121,7 @@ def test_wrong_credentials_token_error_has_no_secret(
         )
     text = info.value.render()
     assert "pulling reg.test/a:1" in text
-    assert "wrong credentials" in text
+    assert "the registry rejected the credentials for reg.test from" in text
     assert "config.json" in text
     assert SECRET not in text
     assert base64.b64encode(f"user:{SECRET}".encode()).decode() not in caplog.text

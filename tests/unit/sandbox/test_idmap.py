@@ -66,6 +66,5 @@ def test_effective_id_map() -> None:
     assert NamespaceRunner(user_namespace=False).effective_id_map() is None
     assert NamespaceRunner(user_namespace=True, id_map=ROOTLESS).effective_id_map() == ROOTLESS
     if os.geteuid() == 0:
-        auto = NamespaceRunner(user_namespace=True).effective_id_map()
-        assert auto is not None
-        assert auto.to_inside_uid(1000) == 1000
+        # root's map through a user namespace is the identity: host ids are image ids
+        assert NamespaceRunner(user_namespace=True).effective_id_map() is None

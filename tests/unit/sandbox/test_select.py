@@ -80,7 +80,7 @@ def test_none_refusal_says_what_would_be_deleted(tmp_path: Path) -> None:
 def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
     root = _fake_root(tmp_path)
     logged: list[str] = []
-    with pytest.raises(BuildStepError, match="only inside a container") as err:
+    with pytest.raises(BuildStepError, match="not a container") as err:
         auto_in_place(
             ["namespace: EPERM"], environ={}, probe_root=root, ignore=None, log=logged.append
         )
@@ -98,7 +98,7 @@ def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
     assert not logged
     (root / "kaniko").mkdir()
     # lamina not installed under /kaniko: a CI container that merely has the directory
-    with pytest.raises(BuildStepError, match="installed under /kaniko"):
+    with pytest.raises(BuildStepError, match="not installed under"):
         auto_in_place(
             ["namespace: EPERM"],
             environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
@@ -116,7 +116,27 @@ def test_auto_never_picks_none_outside_a_container(tmp_path: Path) -> None:
         installed_at=root / "kaniko/python/lib/lamina/sandbox/_select.py",
     )
     assert isinstance(runner, InPlaceRunner)
-    assert logged == [
-        "isolation: none (in place; KUBERNETES_SERVICE_HOST is set; "
-        "namespaces and chroot unavailable: namespace: EPERM)"
-    ]
+    assert logged == ["isolation: none (in place, as kaniko; EPERM)"]
+
+
+def test_probe_summaries_are_short_and_name_the_missing_right() -> None:
+    from lamina.sandbox._select import NamespaceProbe, _meaning
+
+    mapping = (
+        "cannot create the namespaces: [Errno 1] user namespace id mapping: "
+        "cannot write uid_map: [Errno 1] Operation not permitted"
+    )
+    assert _meaning(mapping, root=True) == (
+        "mapping root into a user namespace is refused (needs CAP_SETFCAP)"
+    )
+    assert _meaning(mapping, root=False) == "mapping ids into a user namespace is refused"
+    assert _meaning("cannot create the namespaces: [Errno 1] unshare: EPERM", root=True) == (
+        "creating namespaces is refused (seccomp, or no rights)"
+    )
+    assert _meaning("something new\nand more", root=True) == "something new"
+    pod = NamespaceProbe(user_namespace=True, reason=None, proc="bound", upper="tmpfs")
+    assert pod.describe() == (
+        "namespace (a user namespace, the container's /proc, changes staged on a tmpfs)"
+    )
+    host = NamespaceProbe(user_namespace=False, reason=None, proc="fresh", upper="direct")
+    assert host.describe() == "namespace (root)"

@@ -1,0 +1,429 @@
+"""Assemble the build context of the executor images (run by build-image.sh).
+
+    python assemble.py REPO CONTEXT EPOCH
+
+Writes CONTEXT (the directory the Dockerfile next to this file is built from):
+
+    Dockerfile
+    lib/       -> /kaniko/lib      the dynamic loader and every shared library the
+                                   interpreter, its extension modules and git load
+    python/    -> /kaniko/python   this machine's CPython 3.11 (the base interpreter of the
+                                   Python running this script), stripped; its standard
+                                   library without what lamina never imports; lamina and
+                                   its pinned dependencies (taken from this Python's
+                                   environment) in site-packages
+    git/       -> /kaniko/git      Debian's git client: libexec/git-core/{git,
+                                   git-remote-http(s), git-submodule ...}, a static busybox
+                                   for git's shell scripts, an empty templates directory
+    base/      -> /                /kaniko/{executor,warmer,.docker/,ssl/certs/,tmp/}, /tmp
+    busybox/   -> /busybox         (the debug image) busybox and its applet links
+    debug/     -> /                (the debug image) /bin/sh -> /busybox/sh
+
+Every ELF file is patched (patchelf) to load its libraries and loader from /kaniko/lib.
+Bytecode is compiled with unchecked hashes (no timestamps), every path gets the mtime
+EPOCH and a normalised mode, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KANIKO_LIB = "/kaniko/lib"
+GIT_CORE = "/usr/lib/git-core"
+#: git programs the client side needs (builtins run inside ``git`` itself)
+GIT_PROGRAMS = (
+    "git",
+    "git-remote-http",
+    "git-submodule",
+    "git-sh-setup",
+    "git-sh-i18n",
+    "git-sh-i18n--envsubst",
+)
+#: applets git's shell scripts (git-submodule, git-sh-setup) call
+GIT_SCRIPT_APPLETS = ("sh", "sed", "basename", "uname", "expr", "cat", "tr", "printf", "rm")
+
+#: standard-library entries lamina never imports (top-level names)
+STDLIB_DROP = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "turtle.py",
+    "ensurepip",
+    "lib2to3",
+    "distutils",
+    "pydoc_data",
+    "pydoc.py",
+    "unittest",
+    "sqlite3",
+    "curses",
+    "dbm",
+    "xmlrpc",
+    # "wsgiref": azure-storage-blob formats dates with it (lamina[azure])
+    "venv",
+    "msilib",
+    "site-packages",
+    "dist-packages",
+    "__phello__",
+}
+STDLIB_DROP_PREFIX = ("config-3.",)
+#: extension modules lamina never loads
+DYNLOAD_DROP = re.compile(
+    r"^(_tkinter|_sqlite3|_curses|_curses_panel|_dbm|_gdbm|readline|xxlimited|xxlimited_35"
+    r"|nis|ossaudiodev|spwd|_crypt|audioop|_test\w*|_ctypes_test|_xxsubinterpreters"
+    r"|_xxtestfuzz|xxsubtype)\."
+)
+
+
+def run(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def is_elf(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst, follow_symlinks=True)
+    dst.chmod(0o755 if os.stat(src).st_mode & 0o111 else 0o644)
+
+
+# ------------------------------------------------------------------ the interpreter
+def copy_python(out: Path) -> Path:
+    base = Path(sys._base_executable).resolve()  # type: ignore[attr-defined]
+    stdlib = Path(sysconfig.get_path("stdlib"))
+    exe = out / "bin" / "python3.11"
+    copy_file(base, exe)
+    target = out / "lib" / "python3.11"
+    for entry in sorted(stdlib.iterdir()):
+        name = entry.name
+        if name in STDLIB_DROP or name.startswith(STDLIB_DROP_PREFIX) or name == "__pycache__":
+            continue
+        if entry.is_dir():
+            shutil.copytree(
+                entry,
+                target / name,
+                symlinks=False,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "test", "tests"),
+            )
+        else:
+            copy_file(entry, target / name)
+    for so in (target / "lib-dynload").iterdir():
+        if DYNLOAD_DROP.match(so.name):
+            so.unlink()
+    (target / "site-packages").mkdir()
+    return exe
+
+
+def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip vendors it
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
+    names = []
+    for line in dist.requires or []:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        names.append(req.name)
+    return names
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        name, _, version = line.partition("==")
+        pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def copy_dependencies(repo: Path, site: Path) -> None:
+    """lamina's pinned dependencies and theirs, from this Python's environment (the versions
+    must be the pinned ones), file by file as their RECORD lists them."""
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    copy_distributions(_pins(project["dependencies"]), site)
+    for cffi in site.glob("zstandard/_cffi.*.so"):  # the C backend is the one loaded
+        cffi.unlink()
+    lamina = site / "lamina"
+    shutil.copytree(repo / "src" / "lamina", lamina, ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / f"lamina-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: lamina\nVersion: {project['version']}\n"
+    )
+
+
+def copy_distributions(pins: dict[str, str], site: Path) -> None:
+    """The distributions ``pins`` names (at the pinned versions) and their requirements."""
+    todo = list(pins)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = importlib.metadata.distribution(name)
+        if name in pins and pins[name] and dist.version != pins[name]:
+            sys.exit(f"assemble.py: {name} is {dist.version} here, pyproject pins {pins[name]}")
+        for file in dist.files or []:
+            rel = Path(str(file))
+            if rel.parts[0] in ("..", "bin") or "__pycache__" in rel.parts:
+                continue
+            if rel.suffix == ".pyc" or rel.name in ("RECORD", "INSTALLER", "direct_url.json"):
+                continue
+            src = Path(str(dist.locate_file(file)))
+            if src.is_file():
+                copy_file(src, site / rel)
+        todo.extend(_requirements(dist))
+
+
+# ------------------------------------------------------------------ cloud extras: AWS
+#: lamina[aws]: botocore, its service data trimmed to what lamina calls (ECR tokens, STS
+#: for web identity / assume-role, SSO and sign-in for those profiles, S3 contexts)
+BOTOCORE_SERVICES = frozenset({"ecr", "ecr-public", "sts", "sso", "sso-oidc", "signin", "s3"})
+
+
+def copy_aws_extra(repo: Path, site: Path) -> None:
+    """lamina[aws]'s pinned botocore (and its requirements), then botocore/data/ trimmed:
+    the top-level files (endpoints, partitions, retry and default-config data botocore
+    reads for every client) and the services above, without their examples."""
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    try:
+        copy_distributions(_pins(extras["optional-dependencies"]["aws"]), site)
+    except importlib.metadata.PackageNotFoundError as exc:
+        sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
+    data = site / "botocore" / "data"
+    for entry in sorted(data.iterdir()):
+        if entry.is_dir() and entry.name not in BOTOCORE_SERVICES:
+            shutil.rmtree(entry)
+    for example in data.glob("*/*/examples-1.json"):
+        example.unlink()
+
+
+# ------------------------------------------------------------------ cloud extras: Google, Azure
+#: lamina[gcp] (google-auth) and lamina[azure] (azure-identity, azure-storage-blob)
+GCP_AZURE_EXTRAS = ("gcp", "azure")
+#: what the relocated interpreter must import for them
+GCP_AZURE_IMPORTS = "google.auth, google.auth.compute_engine, azure.identity, azure.storage.blob"
+
+
+def copy_gcp_azure_extras(repo: Path, site: Path) -> None:
+    """lamina[gcp]'s and lamina[azure]'s pinned distributions and their requirements."""
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    for extra in GCP_AZURE_EXTRAS:
+        try:
+            copy_distributions(_pins(extras["optional-dependencies"][extra]), site)
+        except importlib.metadata.PackageNotFoundError as exc:
+            sys.exit(f"assemble.py: {exc.name} is not installed here: pip install -e '.[dev]'")
+
+
+# ------------------------------------------------------------------ end of the cloud extras
+
+
+def compile_bytecode(tree: Path) -> None:
+    """.pyc files with unchecked hashes: no source mtime in them, never rewritten."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "1",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-d",
+            "/kaniko/python/lib/python3.11",
+            str(tree),
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+# ------------------------------------------------------------------ shared libraries
+def collect_libraries(elves: list[Path], lib: Path, inside: Path) -> None:
+    """Copy every library ``elves`` load (ldd), and the loader, into ``lib``."""
+    for elf in elves:
+        for raw in run("ldd", str(elf)).splitlines():
+            line = raw.strip()
+            if "=> not found" in line:
+                sys.exit(f"assemble.py: {elf}: {line}")
+            if "=>" in line:
+                parts = line.split("=>", 1)[1].split()
+                path = parts[0] if parts and parts[0].startswith("/") else ""
+            elif line.startswith("/"):
+                path = line.split()[0]
+            else:
+                continue
+            if not path or Path(path).resolve().is_relative_to(inside.resolve()):
+                continue  # shipped with a wheel, found by its own rpath
+            dest = lib / Path(path).name
+            if not dest.exists():
+                copy_file(Path(path), dest)
+
+
+def loader_name() -> str:
+    for raw in run("ldd", sys.executable).splitlines():
+        line = raw.strip()
+        if line.startswith("/") and "ld-linux" in line:
+            return Path(line.split()[0]).name
+    sys.exit("assemble.py: no dynamic loader found")
+
+
+def patch(
+    elves: list[Path], executables: list[Path], lib: Path, loader: str, stripped: list[Path]
+) -> None:
+    """Strip ``stripped`` and every ELF file; point the libraries' and ``elves``' rpath and
+    the ``executables``' interpreter to /kaniko/lib (a wheel's own libraries keep theirs)."""
+    for elf in [*sorted(lib.iterdir()), *elves, *stripped]:
+        if is_elf(elf) and elf.name != loader:
+            subprocess.run(["strip", "--strip-unneeded", str(elf)], check=True)
+    for elf in [*sorted(lib.iterdir()), *elves]:
+        if not is_elf(elf) or elf.name == loader:
+            continue
+        subprocess.run(
+            ["patchelf", "--force-rpath", "--set-rpath", KANIKO_LIB, str(elf)], check=True
+        )
+    for exe in executables:
+        subprocess.run(
+            ["patchelf", "--set-interpreter", f"{KANIKO_LIB}/{loader}", str(exe)], check=True
+        )
+
+
+# ------------------------------------------------------------------ git and busybox
+def copy_git(out: Path) -> list[Path]:
+    core = out / "libexec" / "git-core"
+    for name in GIT_PROGRAMS:
+        copy_file(Path(GIT_CORE, name), core / name)
+    (core / "git-remote-https").symlink_to("git-remote-http")
+    for script in ("git-submodule", "git-sh-setup"):
+        path = core / script
+        text = path.read_text()
+        if text.startswith("#!/bin/sh"):  # there is no /bin/sh in the image
+            path.write_text("#!/kaniko/git/libexec/git-core/sh" + text[len("#!/bin/sh") :])
+    copy_file(Path(run("sh", "-c", "command -v busybox").strip()), out / "busybox")
+    for applet in GIT_SCRIPT_APPLETS:
+        (core / applet).symlink_to("../../busybox")
+    (out / "templates").mkdir()
+    return [core / name for name in GIT_PROGRAMS if is_elf(core / name)]
+
+
+def busybox_tree(out: Path) -> None:
+    busybox = Path(run("sh", "-c", "command -v busybox").strip())
+    out.mkdir()
+    copy_file(busybox, out / "busybox")
+    for applet in sorted(set(run(str(busybox), "--list").split())):
+        if applet != "busybox" and "/" not in applet:
+            (out / applet).symlink_to("busybox")
+
+
+# ------------------------------------------------------------------ the rest
+def base_tree(out: Path, repo: Path) -> None:
+    k = out / "kaniko"
+    for d in (".docker", "ssl/certs", "tmp"):
+        (k / d).mkdir(parents=True)
+    for tool in ("executor", "warmer"):
+        (k / tool).write_text(
+            "#!/kaniko/python/bin/python3.11 -I\n"
+            f'"""kaniko\'s /kaniko/{tool}: lamina in the executor image."""\n'
+            f"from lamina.cli.main import {tool}_main\n\n{tool}_main()\n"
+        )
+        (k / tool).chmod(0o755)
+    for bundle in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+        if os.path.isfile(bundle):
+            copy_file(Path(bundle), k / "ssl" / "certs" / "ca-certificates.crt")
+            break
+    else:
+        sys.exit("assemble.py: no CA bundle on this machine (apt-get install ca-certificates)")
+    (out / "tmp").mkdir()
+
+
+def normalise(tree: Path, epoch: int) -> None:
+    """Modes 0755/0644 (1777 for the tmp directories), mtime ``epoch`` everywhere."""
+    sticky = {tree / "base" / "tmp", tree / "base" / "kaniko" / "tmp"}
+    for root, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            path = Path(root, name)
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                path.chmod(0o1777 if path in sticky else 0o755)
+            elif stat.S_ISREG(st.st_mode):
+                path.chmod(0o755 if st.st_mode & 0o111 else 0o644)
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
+
+
+def main() -> None:
+    repo, ctx, epoch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"assemble.py: Python {sys.version_info[0]}.{sys.version_info[1]}, need 3.11")
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    ctx.mkdir(parents=True)
+    lib = ctx / "lib"
+    lib.mkdir()
+    py = ctx / "python"
+    exe = copy_python(py)
+    site = py / "lib" / "python3.11" / "site-packages"
+    copy_dependencies(repo, site)
+    copy_aws_extra(repo, site)
+    copy_gcp_azure_extras(repo, site)
+    git_elves = copy_git(ctx / "git")
+    py_elves = [exe, *sorted((py / "lib" / "python3.11" / "lib-dynload").glob("*.so"))]
+    wheel_elves = sorted(p for p in site.rglob("*.so*") if is_elf(p))
+    collect_libraries([*py_elves, *wheel_elves, *git_elves], lib, ctx)
+    loader = loader_name()
+    patch([*py_elves, *git_elves], [exe, *git_elves], lib, loader, wheel_elves)
+    compile_bytecode(py / "lib" / "python3.11")
+    base_tree(ctx / "base", repo)
+    busybox_tree(ctx / "busybox")
+    (ctx / "debug" / "bin").mkdir(parents=True)
+    (ctx / "debug" / "bin" / "sh").symlink_to("/busybox/sh")
+    shutil.copyfile(HERE / "Dockerfile", ctx / "Dockerfile")
+    normalise(ctx, epoch)
+    # the interpreter must work from the tree (its loader path only exists in the image)
+    check = subprocess.run(
+        [
+            str(lib / loader),
+            "--library-path",
+            str(lib),
+            str(exe),
+            "-I",
+            "-B",
+            "-c",
+            "import sys, lamina.cli.main, ssl, zlib, bz2, lzma, ctypes, zstandard, isal, httpx;"
+            # lamina[aws]: the trimmed botocore data still makes the clients lamina uses
+            "from botocore.session import Session as S; k = dict(region_name='us-east-1',"
+            " aws_access_key_id='a', aws_secret_access_key='b');"
+            "[S().create_client(n, **k) for n in ('ecr', 'ecr-public', 'sts', 's3')];"
+            f"import {GCP_AZURE_IMPORTS};"  # lamina[gcp], lamina[azure]
+            f"assert sys.prefix == {str(py)!r}, sys.prefix",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check.returncode != 0:
+        sys.exit(f"assemble.py: the relocated interpreter does not start:\n{check.stderr}")
+
+
+if __name__ == "__main__":
+    main()
