@@ -107,6 +107,12 @@ def main() -> None:
     parser.add_argument("--no-host", action="store_true", help="the container builds only")
     parser.add_argument("--logs", type=Path, help="keep each container build's log here")
     parser.add_argument(
+        "--podman-arg",
+        action="append",
+        default=[],
+        help="an extra podman run flag, e.g. --podman-arg=--cap-drop=ALL (repeatable)",
+    )
+    parser.add_argument(
         "--isolation", help="pass --isolation to the container's build (default: auto's pick)"
     )
     args = parser.parse_args()
@@ -176,6 +182,7 @@ def main() -> None:
                         "-v",
                         f"{ctx}:/workspace",
                         *mount,
+                        *args.podman_arg,
                         "--entrypoint",
                         "/kaniko/python/bin/python3.11",
                         image,
