@@ -1,13 +1,13 @@
 """inotify snapshots in the executor image under podman: the layers of full scans.
 
-The executor image runs in an unprivileged podman container (podman's default
-capabilities, an overlay root as in a pod) and builds, with ``--isolation=none``
-and ``chroot``, a Dockerfile whose RUN steps create, delete, rename, chmod and
-hard-link files, rewrite one keeping its size and mtime and write through the
-second name of a hard link. Each build runs twice: as shipped (the snapshots
-follow inotify) and with inotify taken away (a ``.pth`` file makes
-``inotify_init1`` fail: every snapshot is a full scan, the code before inotify
-snapshots). The layers must hold the same entries.
+The executor image runs in an unprivileged podman container (an overlay root as
+in a pod) and builds, with ``--isolation=none``, ``chroot`` and what ``auto``
+picks without ``CAP_SETFCAP`` (in-place), a Dockerfile whose RUN steps create,
+delete, rename, chmod and hard-link files, rewrite one keeping its size and
+mtime and write through the second name of a hard link. Each build runs twice:
+as shipped (the snapshots follow inotify) and with inotify taken away (a
+``.pth`` file makes ``inotify_init1`` fail: every snapshot is a full scan, the
+code before inotify snapshots). The layers must hold the same entries.
 """
 
 from __future__ import annotations
@@ -110,7 +110,18 @@ def _layers(image: Image) -> list[list[tuple[str, int, int, int, int, str]]]:
     return out
 
 
-@pytest.mark.parametrize("isolation", ["none", "chroot"])
+#: isolation -> (podman flags, executor flags): auto picks in-place itself without SETFCAP
+MODES = {
+    "none": ((), ("--isolation=none",)),
+    "chroot": ((), ("--isolation=chroot",)),
+    "auto-minimal-caps": (
+        ("--cap-drop=ALL", "--cap-add=CHOWN,DAC_OVERRIDE,FOWNER,SETUID,SETGID"),
+        (),
+    ),
+}
+
+
+@pytest.mark.parametrize("isolation", sorted(MODES))
 def test_watched_layers_equal_full_scan_layers(  # noqa: PLR0917 - fixtures
     tmp_path: Path,
     podman: list[str],
@@ -149,11 +160,12 @@ def test_watched_layers_equal_full_scan_layers(  # noqa: PLR0917 - fixtures
                 "-v",
                 f"{ctx}:/workspace",
                 *extra,
+                *MODES[isolation][0],
                 TAG,
                 "--dockerfile=/workspace/Dockerfile",
                 f"--destination={dest}",
                 f"--insecure-registry={host}",
-                f"--isolation={isolation}",
+                *MODES[isolation][1],
                 "--verbosity=debug",
             ],
             capture_output=True,
@@ -162,6 +174,8 @@ def test_watched_layers_equal_full_scan_layers(  # noqa: PLR0917 - fixtures
             timeout=600,
         )
         assert run.returncode == 0, run.stderr[-6000:]
+        if isolation.startswith("auto"):
+            assert "isolation: none (in place" in run.stderr
         snapshots = [line for line in run.stderr.splitlines() if "snapshot: " in line]
         assert len(snapshots) == 6, run.stderr[-6000:]
         want = "(inotify)" if variant == "watched" else "(full scans)"
