@@ -7,8 +7,9 @@ Run as root (the overlay mode mounts an overlay)::
 Prints per-snapshot seconds for the overlay (namespace) mode — read the upper
 dir, write the layer tar, merge the upper dir — and for the ``none`` mode —
 re-scan the stat index with kaniko's ignore list, diff, write the layer tar —
-and the peak RSS. The ``none`` figure needs no container: the builder's
-in-place path differs from it only in the root (``/``) it scans.
+then the same with the inotify watch the builder keeps between steps
+(``TreeWatch``), and the peak RSS. The ``none`` figures need no container: the
+builder's in-place path differs from them only in the root (``/``) it scans.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from lamina.fs import (
     StatIndex,
+    TreeWatch,
     apply_upper,
     changes_from_upper,
     default_ignore_list,
@@ -107,6 +109,31 @@ def none_mode(base: Path, root: Path, steps: int) -> tuple[float, list[float]]:
     return first, times
 
 
+def watched_mode(base: Path, root: Path, steps: int) -> tuple[float, list[float]]:
+    """The builder's in-place path with inotify: one indexing scan, then each step's
+    snapshot (``mark`` before it, ``changes`` after it, the layer tar) costs what it
+    changed. Run after :func:`none_mode` (the same root and ignore list)."""
+    ignore = default_ignore_list(mountinfo=read_mountinfo(), kaniko_dir="/kaniko")
+    with TreeWatch(root, ignore) as watch:
+        t0 = time.perf_counter()
+        watch.mark()
+        first = time.perf_counter() - t0
+        assert watch.watching, "inotify is not available here"
+        times = []
+        for step in range(steps):
+            t0 = time.perf_counter()
+            watch.mark()
+            mark = time.perf_counter() - t0
+            with open(step_target(root, 2 * steps + step), "ab") as f:
+                f.write(b"touched\n")
+            t0 = time.perf_counter()
+            changes = watch.changes(mode="full")
+            with open(base / f"watched-layer-{step}.tar", "wb") as out:
+                write_layer(changes, root, out)
+            times.append(mark + time.perf_counter() - t0)
+    return first, times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=100_000)
@@ -131,6 +158,10 @@ def main() -> int:
         print(f"none mode: initial scan {first:.3f} s")
         print("none mode, s per snapshot: " + " ".join(f"{t:.3f}" for t in nm))
         print(f"none mode: max {max(nm):.3f} s, mean {sum(nm) / len(nm):.3f} s")
+        first, wm = watched_mode(base, root, args.steps)
+        print(f"none mode with inotify: initial scan and watches {first:.3f} s")
+        print("none mode with inotify, s per snapshot: " + " ".join(f"{t:.4f}" for t in wm))
+        print(f"none mode with inotify: max {max(wm):.4f} s, mean {sum(wm) / len(wm):.4f} s")
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS: {rss_mb:.0f} MB")
     finally:

@@ -123,6 +123,7 @@ if TYPE_CHECKING:
     from lamina.builder._git import GitCheckout
     from lamina.builder._inplace import InPlace
     from lamina.builder._mounts import CacheLease, CacheStore, InPlaceMounts, UpperCache
+    from lamina.builder._snapshots import RunSnapshots
     from lamina.fs import Change, StatIndex
     from lamina.sandbox import MountSpec, Runner, RunResult, RunSpec
 
@@ -457,6 +458,8 @@ class StageBuilder:
         self.step_no = 0
         self.single_snapshot = env.single_snapshot and is_target
         self.snapshot_base: StatIndex | None = None
+        #: RUN snapshots without an overlay: the stage root's inotify watch, kept between steps
+        self.run_snapshots: RunSnapshots | None = None
         #: the running cache key (see lamina.builder._cache)
         self.cache_parent = ""
         #: cached layers appended but not yet applied to the rootfs (in order)
@@ -557,6 +560,20 @@ class StageBuilder:
     # ------------------------------------------------------------------ loop
 
     def build(self) -> StageResult:
+        try:
+            return self._build()
+        finally:
+            if self.run_snapshots is not None:
+                self.run_snapshots.close()
+
+    def _snapshots(self) -> RunSnapshots:
+        if self.run_snapshots is None:
+            from lamina.builder._snapshots import RunSnapshots
+
+            self.run_snapshots = RunSnapshots(self.log)
+        return self.run_snapshots
+
+    def _build(self) -> StageResult:
         self._start()
         assert self.scope is not None
         if self.single_snapshot:
@@ -1150,7 +1167,7 @@ class StageBuilder:
             secret_mounts,
             unsupported_mount,
         )
-        from lamina.fs import changes_from_upper, diff
+        from lamina.fs import changes_from_upper
         from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
 
         assert self.scope is not None
@@ -1346,19 +1363,18 @@ class StageBuilder:
             elif emulate:
                 layer = self._run_emulated(runner, spec, emulated, caches, out, command_text, loc)
             else:
-                from lamina.fs import StatIndex
-
                 ignore = _run_ignore(self.env.inplace)
-                before = StatIndex.scan(rootfs, ignore)
+                snapshots = self._snapshots()
+                snapshots.before(rootfs, ignore)
                 result = self._run_in(runner, spec, out, loc)
                 out.flush()
                 if not result.ok:
                     raise self._run_failure(result, command_text, loc)
-                after = StatIndex.scan(rootfs, ignore)
                 mode = (
                     self.env.snapshot_mode if self.env.snapshot_mode in ("full", "time") else "full"
                 )
-                layer = self._layer(diff(before, after, mode=mode), rootfs)  # type: ignore[arg-type]
+                changes = snapshots.after(mode=mode, ignore=ignore)  # type: ignore[arg-type]
+                layer = self._layer(changes, rootfs)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return StepEffect(created_by=created_by, layer=layer)
@@ -1381,7 +1397,6 @@ class StageBuilder:
         restored, even when the step fails or the build is interrupted.
         """
         from lamina.builder._mounts import InPlaceMounts, released
-        from lamina.fs import StatIndex, diff
 
         root = spec.rootfs
         inplace = self.env.inplace
@@ -1400,8 +1415,10 @@ class StageBuilder:
                     (target, functools.partial(em.cache, lease, target, readonly=bool(m.readonly)))
                 )
             places.sort(key=lambda p: PurePosixPath(p[0]).parts)
-            ignore = _run_ignore(inplace).with_paths(*(em.resolve(t) for t, _ in places))
-            before = StatIndex.scan(root, ignore)
+            watched = _run_ignore(inplace)
+            ignore = watched.with_paths(*(em.resolve(t) for t, _ in places))
+            snapshots = self._snapshots()
+            snapshots.before(root, watched)
             try:
                 for _, place in places:
                     place()
@@ -1417,8 +1434,7 @@ class StageBuilder:
         out.flush()
         if not result.ok:
             raise self._run_failure(result, command_text, loc)
-        after = StatIndex.scan(root, ignore)
-        changes = diff(before, after, mode=mode)  # type: ignore[arg-type]
+        changes = snapshots.after(mode=mode, ignore=ignore)  # type: ignore[arg-type]
         return self._layer(changes, root)
 
     def _emulation(

@@ -15,7 +15,8 @@
   (``lamina.oci._tarread``).
 * Snapshots: :func:`changes_from_upper`/:func:`apply_upper` for an overlay
   upper dir (namespace mode), :class:`StatIndex` and :func:`diff` for
-  ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``).
+  ``none``/``chroot`` mode (``--snapshot-mode=full|redo|time``), kept current
+  between steps by :class:`TreeWatch` (inotify).
   ``--single-snapshot`` is the caller's choice of when to scan and diff.
 * :class:`ConfinedRoot` changes recorded paths inside a root after a RUN
   fd-relative, following no symlink the step may have planted.
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from lamina.fs._paths import safe_join
     from lamina.fs._statindex import SnapshotMode, StatIndex, diff
     from lamina.fs._tarwriter import LayerWriteStats, changes_for_tree, write_layer
+    from lamina.fs._watch import TreeWatch
 
 __all__ = [
     "BuildDir",
@@ -63,6 +65,7 @@ __all__ = [
     "LayerWriteStats",
     "SnapshotMode",
     "StatIndex",
+    "TreeWatch",
     "apply_upper",
     "changes_for_tree",
     "changes_from_upper",
@@ -92,6 +95,7 @@ _EXPORTS = {
     "LayerWriteStats": "lamina.fs._tarwriter",
     "SnapshotMode": "lamina.fs._statindex",
     "StatIndex": "lamina.fs._statindex",
+    "TreeWatch": "lamina.fs._watch",
     "apply_upper": "lamina.fs._overlay",
     "changes_for_tree": "lamina.fs._tarwriter",
     "changes_from_upper": "lamina.fs._overlay",

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from lamina.errors import FilesystemError
-from lamina.fs._changes import Change, normalise_changes
+from lamina.fs._changes import Change, ChangeKind, normalise_changes
 from lamina.fs._ignore import IgnoreList
 
 __all__ = ["SnapshotMode", "StatIndex", "diff"]
@@ -32,6 +32,13 @@ _MODE, _UID, _GID, _SIZE, _MTIME, _CTIME, _INO = range(7)
 #: files whose ctime is within this window before the scan start get a content hash
 RACY_WINDOW_NS = 100_000_000
 _CHUNK = 1 << 20
+
+
+def record_of(st: os.stat_result) -> bytes:
+    """The packed index record of an ``lstat`` result."""
+    return _REC.pack(
+        st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    )
 
 
 def _hash_file(host: Path) -> bytes:
@@ -93,7 +100,7 @@ class StatIndex:
         started = time.time_ns()
         entries: dict[str, bytes] = {}
         links: dict[str, str] = {}
-        pack = _REC.pack
+        pack = record_of
         stack: list[tuple[str, str]] = [(str(root), "")]
         try:
             while stack:
@@ -105,15 +112,7 @@ class StatIndex:
                             continue
                         st = entry.stat(follow_symlinks=False)
                         mode = st.st_mode
-                        entries[rel] = pack(
-                            mode,
-                            st.st_uid,
-                            st.st_gid,
-                            st.st_size,
-                            st.st_mtime_ns,
-                            st.st_ctime_ns,
-                            st.st_ino,
-                        )
+                        entries[rel] = pack(st)
                         if stat.S_ISDIR(mode):
                             stack.append((entry.path, rel + "/"))
                         elif stat.S_ISLNK(mode):
@@ -166,6 +165,40 @@ def _changed(old: bytes, new: bytes, mode: SnapshotMode) -> bool:
     return True  # full: any difference, ctime and inode included
 
 
+def entry_changed(  # noqa: PLR0917 - the two states of one path
+    prev: bytes | None,
+    prev_link: str | None,
+    prev_hash: bytes | None,
+    rec: bytes,
+    link: str | None,
+    root: Path,
+    rel: str,
+    mode: SnapshotMode,
+    new_hash: bytes | None = None,
+) -> bool:
+    """Whether ``rel`` changed from ``prev`` to ``rec`` (records, see :func:`record_of`).
+
+    ``prev`` None: the path is new. ``prev_link``/``link`` are the symlink
+    targets. A racy file (``prev_hash``, its content hash then) whose stat is
+    unchanged is compared by content: ``new_hash``, or the file under ``root``
+    read now.
+    """
+    if prev is None or _changed(prev, rec, mode) or prev_link != link:
+        return True
+    if mode != "full" or prev_hash is None:
+        return False
+    if new_hash is None:
+        host = root / rel
+        try:
+            new_hash = _hash_file(host)
+        except OSError as exc:
+            raise FilesystemError(
+                f"cannot read {host} to compare it: {exc.strerror}",
+                hint="something else is changing the build root during the snapshot",
+            ) from exc
+    return new_hash != prev_hash
+
+
 def diff(old: StatIndex, new: StatIndex, *, mode: SnapshotMode = "full") -> list[Change]:
     """The changes from the scan ``old`` to the scan ``new`` of the same root.
 
@@ -177,27 +210,35 @@ def diff(old: StatIndex, new: StatIndex, *, mode: SnapshotMode = "full") -> list
     ``new`` are deleted (only the topmost of a deleted subtree is reported).
     """
     changes: list[Change] = []
-    old_entries = old._entries
+    old_entries, old_links, old_hashes = old._entries, old._links, old._hashes
+    new_links = new._links
     for rel, rec in new._entries.items():
         prev = old_entries.get(rel)
-        if prev is None or _changed(prev, rec, mode) or old._links.get(rel) != new._links.get(rel):
-            changes.append(Change.add(rel))
-            continue
-        if mode == "full":
-            old_hash = old._hashes.get(rel)
-            if old_hash is not None:
-                new_hash = new._hashes.get(rel)
-                if new_hash is None:
-                    try:
-                        new_hash = _hash_file(new.root / rel)
-                    except OSError as exc:
-                        raise FilesystemError(
-                            f"cannot read {new.root / rel} to compare it: {exc.strerror}",
-                            hint="something else is changing the build root during the snapshot",
-                        ) from exc
-                if new_hash != old_hash:
-                    changes.append(Change.add(rel))
-    changes.extend(Change.delete(rel) for rel in old_entries if rel not in new._entries)
+        prev_hash = old_hashes.get(rel)
+        link = new_links.get(rel)
+        prev_link = old_links.get(rel)
+        if prev == rec and prev_hash is None and prev_link == link:
+            continue  # the common case, decided without a call
+        if entry_changed(
+            prev, prev_link, prev_hash, rec, link, new.root, rel, mode, new._hashes.get(rel)
+        ):
+            changes.append(added(rel))
+    changes.extend(deleted(rel) for rel in old_entries if rel not in new._entries)
+    return sorted_changes(changes)
+
+
+def added(rel: str) -> Change:
+    """``Change.add`` of an index key (a relative path made of directory entry names)."""
+    return Change(kind=ChangeKind.ADD, path=PurePosixPath("/" + rel))
+
+
+def deleted(rel: str) -> Change:
+    """``Change.delete`` of an index key."""
+    return Change(kind=ChangeKind.DELETE, path=PurePosixPath("/" + rel))
+
+
+def sorted_changes(changes: list[Change]) -> list[Change]:
+    """The changes normalised and in path order, as :func:`diff` returns them."""
     result = normalise_changes(changes)
-    result.sort(key=lambda ch: PurePosixPath(ch.path).parts)
+    result.sort(key=lambda ch: ch.path.parts)
     return result
