@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         mount_points_from_mountinfo,
         read_mountinfo,
     )
+    from lamina.fs._nodecopy import copy_entry, copy_tree
     from lamina.fs._overlay import apply_upper, changes_from_upper
     from lamina.fs._paths import safe_join
     from lamina.fs._statindex import SnapshotMode, StatIndex, diff
@@ -55,6 +56,8 @@ __all__ = [
     "apply_upper",
     "changes_for_tree",
     "changes_from_upper",
+    "copy_entry",
+    "copy_tree",
     "default_ignore_list",
     "diff",
     "extract_archive",
@@ -82,6 +85,8 @@ _EXPORTS = {
     "apply_upper": "lamina.fs._overlay",
     "changes_for_tree": "lamina.fs._tarwriter",
     "changes_from_upper": "lamina.fs._overlay",
+    "copy_entry": "lamina.fs._nodecopy",
+    "copy_tree": "lamina.fs._nodecopy",
     "default_ignore_list": "lamina.fs._ignore",
     "diff": "lamina.fs._statindex",
     "extract_archive": "lamina.fs._extract",

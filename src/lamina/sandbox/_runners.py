@@ -20,7 +20,7 @@ from typing import IO, Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
-from lamina.fs import ConfinedRoot, apply_upper, safe_join
+from lamina.fs import ConfinedRoot, apply_upper, copy_entry, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -803,7 +803,7 @@ class NamespaceRunner:
             }
         copy = scratch / "file"
         try:
-            shutil.copy2(source, copy)
+            copy_entry(source, copy)  # a device node (from a stage) is re-made, never read
         except OSError as exc:
             raise BuildStepError(f"cannot copy bind mount source {source}: {exc}") from exc
         return {"type": "bind", "source": str(copy), "target": target, "readonly": False}

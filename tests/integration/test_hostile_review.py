@@ -1,0 +1,197 @@
+"""Host devices lamina itself must never open (issue 12, "the rest of its class").
+
+A RUN as root in the namespace sandbox has CAP_MKNOD: its root is ``nodev``,
+so a device node it makes does not open *inside* the sandbox. But lamina
+works on the same files from the host afterwards (copying a bind source,
+seeding or moving a cache, reading ``/etc/passwd``), where the node opens the
+host device it names. Each test here gives a RUN the numbers of a loop device
+the test itself sets up over a file in ``tmp_path`` holding a marker, and
+asserts the marker never reaches the build (output, image, cache store) and
+the backing file is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_hostile_restores import cli_build, context, log_of
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and mknod as root"),
+    pytest.mark.skipif(shutil.which("losetup") is None, reason="needs losetup (util-linux)"),
+    pytest.mark.timeout(300),
+]
+
+MARKER = b"HOSTDISK-CANARY-7f3a"
+#: what the loop device holds: a passwd line first (for the USER lookup), the marker after
+DISK = b"intruder:x:4242:4242::/:/bin/sh\n" + MARKER + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    device: str
+    backing: Path
+    major: int
+    minor: int
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.backing.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Iterator[Loop]:
+    """A loop device over a 64 KiB file of the test's own (detached afterwards)."""
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(DISK.ljust(65536, b"\0"))
+    proc = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"no loop device: {proc.stderr.strip()}")
+    device = proc.stdout.strip()
+    try:
+        st = os.stat(device)
+        yield Loop(device, backing, os.major(st.st_rdev), os.minor(st.st_rdev))
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def _marker_below(root: Path) -> list[str]:
+    """Regular files below ``root`` holding the marker."""
+    found = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            with path.open("rb") as fh:
+                if MARKER in fh.read(1 << 20):
+                    found.append(str(path))
+    return found
+
+
+def _check(
+    tmp_path: Path, proc: subprocess.CompletedProcess[bytes], loop: Loop, before: str
+) -> None:
+    log = log_of(proc)
+    assert MARKER.decode() not in log, log
+    assert not _marker_below(tmp_path / "out"), "the host device's data reached the image"
+    assert loop.digest() == before
+
+
+def test_a_writable_bind_of_a_device_node_does_not_read_the_host_device(
+    tmp_path: Path, loop: Loop
+) -> None:
+    """``--mount=type=bind,from=<stage>,source=<device node>,rw``: lamina copies a
+    writable file bind's source for the step; a device node must not be read."""
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base AS dev
+RUN mknod /disk b {loop.major} {loop.minor}
+FROM base
+RUN --mount=type=bind,from=dev,source=/disk,target=/d,rw head -c 64 /d; true
+RUN echo done
+""",
+    )
+    before = loop.digest()
+    proc = cli_build(tmp_path, ctx, isolation="namespace")
+    _check(tmp_path, proc, loop, before)
+
+
+def test_a_cache_seeded_from_a_stage_does_not_read_a_device_node(
+    tmp_path: Path, loop: Loop
+) -> None:
+    """``--mount=type=cache,from=<stage>,source=<dir>``: the new cache is filled with a
+    copy of the directory; a device node in it is no file to read."""
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base AS dev
+RUN mkdir /seed && mknod /seed/disk b {loop.major} {loop.minor}
+FROM base
+RUN --mount=type=cache,id=seeded,target=/c,from=dev,source=/seed head -c 64 /c/disk; true
+RUN echo done
+""",
+    )
+    before = loop.digest()
+    proc = cli_build(
+        tmp_path, ctx, f"--cache-mount-dir={tmp_path / 'caches'}", isolation="namespace"
+    )
+    _check(tmp_path, proc, loop, before)
+    assert not _marker_below(tmp_path / "caches")
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of the test's own: a cache directory on another filesystem."""
+    where = tmp_path / "caches"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_cache_on_another_filesystem_does_not_read_a_device_node_the_step_left(
+    tmp_path: Path, loop: Loop, other_fs: Path
+) -> None:
+    """A cache directory on another filesystem than the build directory is copied
+    out after the step (and in before the next): a device node the step made in
+    the cache must not be read as a file."""
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base
+RUN --mount=type=cache,id=c,target=/c mknod /c/disk b {loop.major} {loop.minor}
+RUN --mount=type=cache,id=c,target=/c head -c 64 /c/disk; true
+""",
+    )
+    before = loop.digest()
+    proc = cli_build(tmp_path, ctx, f"--cache-mount-dir={other_fs}", isolation="namespace")
+    _check(tmp_path, proc, loop, before)
+    assert not _marker_below(other_fs)
+
+
+def test_a_device_node_as_etc_passwd_is_not_read_for_user(tmp_path: Path, loop: Loop) -> None:
+    """``USER intruder`` resolves the name through the image's /etc/passwd, read
+    by lamina on the host: a device node there must not open (its first line
+    would make the step run as 4242)."""
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base
+RUN rm -f /etc/passwd; mkdir -p /etc; mknod /etc/passwd b {loop.major} {loop.minor}
+USER intruder
+RUN echo "uid=$(id -u)"
+""",
+    )
+    before = loop.digest()
+    proc = cli_build(tmp_path, ctx, isolation="namespace")
+    assert "uid=4242" not in log_of(proc)
+    _check(tmp_path, proc, loop, before)
+
+
+def test_a_fifo_as_etc_passwd_does_not_hang_the_build(tmp_path: Path) -> None:
+    """A FIFO at /etc/passwd: opening it for the USER lookup would block forever."""
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN rm -f /etc/passwd; mkdir -p /etc; mkfifo /etc/passwd
+USER intruder
+RUN id -u
+""",
+    )
+    try:
+        proc = cli_build(tmp_path, ctx, isolation="namespace", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build hung on a FIFO at /etc/passwd")
+    assert proc.returncode != 0
+    assert "/etc/passwd of the image is not a regular file" in log_of(proc)
+    assert "Traceback" not in log_of(proc)
