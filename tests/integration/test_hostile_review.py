@@ -16,13 +16,15 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_hostile_restores import cli_build, context, log_of
+from lamina.oci.oci_layout import OCILayout
+from tests.integration.test_hostile_restores import cli_build, context, layer_entries, log_of
 
 pytestmark = [
     pytest.mark.root,
@@ -195,3 +197,31 @@ RUN id -u
     assert proc.returncode != 0
     assert "/etc/passwd of the image is not a regular file" in log_of(proc)
     assert "Traceback" not in log_of(proc)
+
+
+# ------------------------------------------------------------------ destinations
+
+
+def test_add_archive_through_a_destination_symlink_keeps_its_files_in_the_layer(
+    tmp_path: Path,
+) -> None:
+    """``ADD a.tar /dst`` where an earlier RUN made /dst a symlink to /real: the
+    archive lands in /real (symlinks followed inside the root, as BuildKit) and
+    the layer must hold what was extracted, not only the unchanged symlink."""
+    tree = tmp_path / "tree"
+    (tree / "inner").mkdir(parents=True)
+    (tree / "inner/f").write_bytes(b"from the archive\n")
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN mkdir /real && ln -s /real /dst
+ADD a.tar /dst
+""",
+    )
+    with tarfile.open(ctx / "a.tar", "w") as tar:
+        tar.add(tree / "inner", arcname="inner")
+    proc = cli_build(tmp_path, ctx, isolation="namespace")
+    assert proc.returncode == 0, log_of(proc)
+    image = OCILayout.open(tmp_path / "out").image()
+    added = layer_entries(image, len(image.layers()) - 1)
+    assert added.get("real/inner/f") == (tarfile.REGTYPE, ""), added

@@ -512,9 +512,11 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc
-    # the layer holds the whole destination tree (a superset of what the archive wrote)
+    # the layer holds the whole destination tree (a superset of what the archive wrote),
+    # where it really is: a destination that is a symlink (to a directory) was followed
+    real = copier._real(dest_host)
     copier.written.extend(
-        c.path for c in changes_for_tree(copier.rootfs, dest_dir, ignore=copier.req.ignore)
+        c.path for c in changes_for_tree(copier.rootfs, real, ignore=copier.req.ignore)
     )
 
 
