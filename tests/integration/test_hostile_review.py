@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -225,3 +226,21 @@ ADD a.tar /dst
     image = OCILayout.open(tmp_path / "out").image()
     added = layer_entries(image, len(image.layers()) - 1)
     assert added.get("real/inner/f") == (tarfile.REGTYPE, ""), added
+
+
+def test_a_device_node_in_the_context_is_not_read_for_a_context_mount(
+    tmp_path: Path, loop: Loop
+) -> None:
+    """With a .dockerignore, a RUN's context bind mount is a filtered copy of the
+    context: a device node in it (a context unpacked from an archive) is not read."""
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN --mount=type=bind,target=/ctx head -c 64 /ctx/disk; true
+""",
+        {".dockerignore": b"ignored.txt\n", "ignored.txt": b"no\n"},
+    )
+    os.mknod(ctx / "disk", 0o600 | stat.S_IFBLK, os.makedev(loop.major, loop.minor))
+    before = loop.digest()
+    proc = cli_build(tmp_path, ctx, isolation="namespace")
+    _check(tmp_path, proc, loop, before)

@@ -98,7 +98,7 @@ from lamina.errors import (
     SourceLocation,
     UsageError,
 )
-from lamina.fs import BuildDir, IgnoreList, safe_join
+from lamina.fs import BuildDir, IgnoreList, copy_entry, safe_join
 from lamina.oci import (
     Addendum,
     ContainerConfig,
@@ -1577,7 +1577,7 @@ class StageBuilder:
                         shutil.copystat(entry.host, dest)
                     else:
                         dest.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(entry.host, dest, follow_symlinks=False)
+                        copy_entry(entry.host, dest)  # a device node is re-made, not read
                 except OSError as exc:
                     raise FilesystemError(
                         f"cannot copy the build context for a bind mount: {exc}"
