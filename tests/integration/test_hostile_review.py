@@ -25,7 +25,14 @@ from pathlib import Path
 import pytest
 
 from lamina.oci.oci_layout import OCILayout
-from tests.integration.test_hostile_restores import cli_build, context, layer_entries, log_of
+from tests.integration.test_hostile_restores import (
+    CHROOT_MODES,
+    _needs_setpriv,
+    cli_build,
+    context,
+    layer_entries,
+    log_of,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -244,3 +251,48 @@ RUN --mount=type=bind,target=/ctx head -c 64 /ctx/disk; true
     before = loop.digest()
     proc = cli_build(tmp_path, ctx, isolation="namespace")
     _check(tmp_path, proc, loop, before)
+
+
+# ------------------------------------------------------------------ chroot's own writes
+
+
+def _node_archive(path: Path, members: dict[str, tuple[bytes, int, int]]) -> None:
+    """A tar of device/FIFO entries: name -> (tar type, major, minor)."""
+    with tarfile.open(path, "w") as tar:
+        for name, (kind, major, minor) in members.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.devmajor, info.devminor, info.mode = kind, major, minor, 0o644
+            tar.addfile(info)
+
+
+@pytest.mark.parametrize("mount_rights", CHROOT_MODES)
+def test_chroot_does_not_write_its_hosts_file_into_a_device_node(
+    tmp_path: Path, loop: Loop, mount_rights: bool
+) -> None:
+    """The chroot mode puts its own /etc/hosts and /etc/resolv.conf into the root
+    for each RUN; where the image has a device node there (from an archive),
+    lamina's write on the host would go to the device (a disk) whatever ``nodev``
+    says inside, and a FIFO would block the build."""
+    _needs_setpriv(mount_rights)
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+ADD nodes.tar /
+RUN echo next
+""",
+    )
+    _node_archive(
+        ctx / "nodes.tar",
+        {
+            "etc/hosts": (tarfile.BLKTYPE, loop.major, loop.minor),
+            "etc/resolv.conf": (tarfile.FIFOTYPE, 0, 0),
+        },
+    )
+    before = loop.digest()
+    try:
+        proc = cli_build(tmp_path, ctx, isolation="chroot", mount_rights=mount_rights, timeout=60)
+    except subprocess.TimeoutExpired:
+        assert loop.digest() == before, "lamina wrote into the host's device"
+        pytest.fail("the build hung on a FIFO at /etc/resolv.conf")
+    _check(tmp_path, proc, loop, before)
+    assert proc.returncode == 0, log_of(proc)

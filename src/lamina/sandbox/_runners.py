@@ -838,8 +838,15 @@ def _swapped_files(
             stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
         for target, content in sorted(files.items()):
             host = safe_join(rootfs, target, follow_final=True)
-            if host.is_file():
-                st = host.stat()
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                # a device node, FIFO or directory of the image: opened on the host it
+                # would write to a host device (nodev holds only inside) or block
+                continue
+            if st is not None:
                 original = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 with host.open("rb") as fh:  # streamed: the image's file may be huge
                     shutil.copyfileobj(fh, original, 1 << 20)
