@@ -296,3 +296,42 @@ RUN echo next
         pytest.fail("the build hung on a FIFO at /etc/resolv.conf")
     _check(tmp_path, proc, loop, before)
     assert proc.returncode == 0, log_of(proc)
+
+
+# ------------------------------------------------------------------ caches apart
+
+
+@pytest.mark.parametrize(
+    ("isolation", "mount_rights"),
+    [
+        pytest.param("namespace", True, id="namespace"),
+        pytest.param("chroot", True, id="chroot-mount-rights"),
+        pytest.param("chroot", False, id="chroot-no-mount-rights"),
+    ],
+)
+def test_a_cache_mounted_inside_another_keeps_its_own_content(
+    tmp_path: Path, isolation: str, mount_rights: bool
+) -> None:
+    """Two caches, one mounted inside the other's target: what a step writes into
+    the inner cache stays in it and never lands in the outer cache (which may be
+    shared with other builds)."""
+    _needs_setpriv(mount_rights)
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN --mount=type=cache,id=outer,target=/a --mount=type=cache,id=inner,target=/a/b \\
+    echo inner-data > /a/b/f
+RUN --mount=type=cache,id=inner,target=/c --mount=type=cache,id=outer,target=/d \\
+    echo "inner: $(cat /c/f)"; test ! -e /d/b/f || echo LEAK""ED
+""",
+    )
+    proc = cli_build(
+        tmp_path,
+        ctx,
+        f"--cache-mount-dir={tmp_path / 'caches'}",
+        isolation=isolation,
+        mount_rights=mount_rights,
+    )
+    assert proc.returncode == 0, log_of(proc)
+    assert "inner: inner-data" in log_of(proc)
+    assert "LEAKED" not in log_of(proc)

@@ -302,11 +302,15 @@ def _move(src: Path, dst: Path) -> None:
 
 @contextlib.contextmanager
 def released(leases: list[CacheLease], uppers: list[UpperCache]) -> Iterator[None]:
-    """Restore upper caches and release every lease on leaving, whatever happened."""
+    """Restore upper caches and release every lease on leaving, whatever happened.
+
+    The last placed is restored first: a cache mounted inside another one's
+    target lies inside that cache's directory until it is moved back out.
+    """
     try:
         yield
     finally:
-        for uc in uppers:
+        for uc in reversed(uppers):
             uc.restore()
         for lease in leases:
             lease.release()
