@@ -335,3 +335,26 @@ RUN --mount=type=cache,id=inner,target=/c --mount=type=cache,id=outer,target=/d 
     assert proc.returncode == 0, log_of(proc)
     assert "inner: inner-data" in log_of(proc)
     assert "LEAKED" not in log_of(proc)
+
+
+def test_one_cache_mounted_twice_in_a_run_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """The second mount of a cache would wait for the lock its first mount holds."""
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN --mount=type=cache,id=x,target=/a --mount=type=cache,id=x,target=/b echo two
+""",
+    )
+    try:
+        proc = cli_build(
+            tmp_path,
+            ctx,
+            f"--cache-mount-dir={tmp_path / 'caches'}",
+            isolation="namespace",
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build hung on its own cache lock")
+    assert proc.returncode != 0
+    assert "mounts the cache 'x' twice" in log_of(proc)
+    assert "Traceback" not in log_of(proc)
