@@ -358,3 +358,21 @@ RUN --mount=type=cache,id=x,target=/a --mount=type=cache,id=x,target=/b echo two
     assert proc.returncode != 0
     assert "mounts the cache 'x' twice" in log_of(proc)
     assert "Traceback" not in log_of(proc)
+
+
+def test_a_cache_target_that_is_a_symlink_to_the_root_is_refused(tmp_path: Path) -> None:
+    """``/c -> /``: the cache would replace the step's whole upper directory (the
+    image hidden below an opaque root, the cache lost); a clear error instead."""
+    ctx = context(
+        tmp_path / "ctx",
+        """FROM base
+RUN ln -s / /c
+RUN --mount=type=cache,id=root,target=/c echo hi > /x
+""",
+    )
+    caches = tmp_path / "caches"
+    proc = cli_build(tmp_path, ctx, f"--cache-mount-dir={caches}", isolation="namespace")
+    assert proc.returncode != 0
+    assert "cache mount target /c is the root directory" in log_of(proc)
+    assert "bug in lamina" not in log_of(proc)
+    assert [p.name for p in caches.glob("*/data")] == ["data"]  # the cache is still there

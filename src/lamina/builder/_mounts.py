@@ -225,6 +225,12 @@ class UpperCache:
 
     def place(self) -> None:
         real = safe_join(self.rootfs, self.target, follow_final=True)
+        if real == self.rootfs:
+            raise BuildStepError(
+                f"cache mount target {self.target} is the root directory (through a symlink)",
+                hint="mount the cache somewhere below the root, e.g. target=/var/cache/x",
+                location=self.location,
+            )
         rel = real.relative_to(self.rootfs)
         in_image = self.rootfs / rel
         if in_image.exists() and not in_image.is_dir():
