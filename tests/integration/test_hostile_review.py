@@ -376,3 +376,20 @@ RUN --mount=type=cache,id=root,target=/c echo hi > /x
     assert "cache mount target /c is the root directory" in log_of(proc)
     assert "bug in lamina" not in log_of(proc)
     assert [p.name for p in caches.glob("*/data")] == ["data"]  # the cache is still there
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "bind"])
+def test_a_mount_target_that_is_a_symlink_to_the_root_is_a_clear_error(
+    tmp_path: Path, kind: str
+) -> None:
+    """A tmpfs or bind mounted over the step's whole root: refused by name."""
+    ctx = context(
+        tmp_path / "ctx",
+        f"""FROM base
+RUN ln -s / /c
+RUN --mount=type={kind},target=/c echo hi > /x
+""",
+    )
+    proc = cli_build(tmp_path, ctx, isolation="namespace")
+    assert proc.returncode != 0
+    assert "mount target /c is the root directory" in log_of(proc)
