@@ -412,6 +412,11 @@ class _Copier:
     def put(self, src_host: Path, st: os.stat_result, dest: str) -> None:
         """Write one entry (file, dir, symlink) at the in-image ``dest``."""
         name = posixpath.basename(dest)
+        if name in (".", ".."):  # parent / name would name the parent (or leave the root)
+            raise FilesystemError(
+                f"internal: a COPY destination ending in {name!r}: {dest}",
+                hint="this is a bug in lamina",
+            )
         if self.req.ignore is not None and name:
             where = safe_join(self.rootfs, posixpath.dirname(dest) or "/", follow_final=True)
             if self._is_ignored(where / name):
