@@ -123,7 +123,12 @@ def context(where: Path, body: str, files: dict[str, bytes] | None = None) -> Pa
 
 
 def cli_build(
-    tmp_path: Path, ctx: Path, *extra: str, isolation: str, mount_rights: bool = True
+    tmp_path: Path,
+    ctx: Path,
+    *extra: str,
+    isolation: str,
+    mount_rights: bool = True,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[bytes]:
     """``lamina build`` in a subprocess; ``mount_rights=False`` drops CAP_SYS_ADMIN."""
     drop = [SETPRIV or "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
@@ -142,7 +147,7 @@ def cli_build(
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(command, capture_output=True, env=env, timeout=300, check=False)
+    return subprocess.run(command, capture_output=True, env=env, timeout=timeout, check=False)
 
 
 def log_of(proc: subprocess.CompletedProcess[bytes]) -> str:

@@ -413,6 +413,11 @@ class _Copier:
     def put(self, src_host: Path, st: os.stat_result, dest: str) -> None:
         """Write one entry (file, dir, symlink) at the in-image ``dest``."""
         name = posixpath.basename(dest)
+        if name in (".", ".."):  # parent / name would name the parent (or leave the root)
+            raise FilesystemError(
+                f"internal: a COPY destination ending in {name!r}: {dest}",
+                hint="this is a bug in lamina",
+            )
         if self.req.ignore is not None and name:
             where = safe_join(self.rootfs, posixpath.dirname(dest) or "/", follow_final=True)
             if self._is_ignored(where / name):
@@ -517,9 +522,11 @@ def _extract_archive(copier: _Copier, host: Path, label: str, dest_dir: str) -> 
             )
     except OSError as exc:
         raise _fs_error("read archive", label, exc) from exc
-    # the layer holds the whole destination tree (a superset of what the archive wrote)
+    # the layer holds the whole destination tree (a superset of what the archive wrote),
+    # where it really is: a destination that is a symlink (to a directory) was followed
+    real = copier._real(dest_host)
     copier.written.extend(
-        c.path for c in changes_for_tree(copier.rootfs, dest_dir, ignore=copier.req.ignore)
+        c.path for c in changes_for_tree(copier.rootfs, real, ignore=copier.req.ignore)
     )
 
 
@@ -534,17 +541,30 @@ def _excluded(req: CopyRequest, rel: str) -> bool:
     return req.excludes is not None and bool(rel) and req.excludes.matches(rel)
 
 
-def _copy_with_parents(copier: _Copier, src: ContextSource, kept: str) -> None:
-    """``COPY --parents``: ``src`` at ``dest/kept``, each kept parent with its source metadata."""
+def _copy_with_parents(copier: _Copier, src: ContextSource, kept: str, base: str) -> None:
+    """``COPY --parents``: ``src`` at ``dest/kept``, each kept parent with its source metadata.
+
+    Each kept parent is resolved in the tree by its own path (below ``base``):
+    a symlinked directory along ``kept`` leads to its target inside the tree,
+    never to the host directories above the resolved source.
+    """
     req = copier.req
     parts = kept.split("/") if kept else []
-    host_parents = list(reversed(src.host.parents))[-len(parts) :] if parts else []
-    for i, host in enumerate(host_parents[1:], start=1):  # the kept parent directories
+    for i in range(1, len(parts)):  # the kept parent directories
+        rel = posixpath.join(base, *parts[:i]) if base else posixpath.join(*parts[:i])
+        if has_glob(rel):
+            continue  # a name with glob characters: made as a plain directory below
         try:
-            st = os.lstat(host)
+            found = req.tree.resolve(rel)[0]
+        except LaminaError:  # excluded by .dockerignore (a child re-included): plain dir
+            continue
+        if found.kind != "dir":
+            continue
+        try:
+            st = os.lstat(found.host)
         except OSError as exc:
-            raise _fs_error("read", "/".join(parts[:i]), exc) from exc
-        copier.put(host, st, posixpath.join(req.dest, *parts[:i]))
+            raise _fs_error("read", rel, exc) from exc
+        copier.put(found.host, st, posixpath.join(req.dest, *parts[:i]))
     target = posixpath.join(req.dest, kept) if kept else req.dest
     if src.kind == "dir":
         if kept:
@@ -579,7 +599,7 @@ def copy_into(
         if _excluded(req, top):
             continue
         if req.parents:
-            _copy_with_parents(copier, src, top)
+            _copy_with_parents(copier, src, top, base or "")
             continue
         if src.kind == "dir":
             copier.ensure_dir(req.dest)

@@ -60,7 +60,7 @@ from lamina.errors import (
     NotSupportedError,
     SourceLocation,
 )
-from lamina.fs import ConfinedRoot, safe_join
+from lamina.fs import ConfinedRoot, copy_entry, copy_tree, safe_join
 from lamina.sandbox import BindMount
 
 __all__ = [
@@ -103,13 +103,18 @@ def _chown_mode(path: Path, mode: int, uid: int, gid: int) -> None:
 
 
 def _copy_tree_contents(src: Path, dst: Path) -> None:
-    """Copy the contents of ``src`` into the existing directory ``dst`` (links kept)."""
-    for entry in os.scandir(src):
-        target = dst / entry.name
-        if entry.is_dir(follow_symlinks=False):
-            shutil.copytree(entry.path, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(entry.path, target, follow_symlinks=False)
+    """Copy the contents of ``src`` into the existing directory ``dst`` (links kept).
+
+    ``src`` is a stage's directory: only its regular files are read (a device
+    node a RUN made there is re-made, never opened; see :func:`lamina.fs.copy_entry`).
+    """
+    with os.scandir(src) as entries:
+        for entry in entries:
+            target = dst / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                copy_tree(entry.path, target, dirs_exist_ok=True)
+            else:
+                copy_entry(entry.path, target)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -220,6 +225,12 @@ class UpperCache:
 
     def place(self) -> None:
         real = safe_join(self.rootfs, self.target, follow_final=True)
+        if real == self.rootfs:
+            raise BuildStepError(
+                f"cache mount target {self.target} is the root directory (through a symlink)",
+                hint="mount the cache somewhere below the root, e.g. target=/var/cache/x",
+                location=self.location,
+            )
         rel = real.relative_to(self.rootfs)
         in_image = self.rootfs / rel
         if in_image.exists() and not in_image.is_dir():
@@ -288,7 +299,7 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != 18:  # EXDEV: another filesystem, copy instead
             raise
-        shutil.copytree(src, dst, symlinks=True)
+        copy_tree(src, dst)  # a node the last step left in the cache is not read
         shutil.copystat(src, dst)
         st = src.stat()
         os.chown(dst, st.st_uid, st.st_gid)
@@ -297,11 +308,15 @@ def _move(src: Path, dst: Path) -> None:
 
 @contextlib.contextmanager
 def released(leases: list[CacheLease], uppers: list[UpperCache]) -> Iterator[None]:
-    """Restore upper caches and release every lease on leaving, whatever happened."""
+    """Restore upper caches and release every lease on leaving, whatever happened.
+
+    The last placed is restored first: a cache mounted inside another one's
+    target lies inside that cache's directory until it is moved back out.
+    """
     try:
         yield
     finally:
-        for uc in uppers:
+        for uc in reversed(uppers):
             uc.restore()
         for lease in leases:
             lease.release()
@@ -443,38 +458,16 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _copy_entry(src: str, dst: str) -> None:
-    """One non-directory of a copied tree: regular files by content, nodes re-made.
-
-    A device node or FIFO must never be *read* (``/dev/zero`` of a stage would
-    fill the disk); it is re-created (devices as root only), sockets skipped.
-    """
-    st = os.lstat(src)
-    if stat.S_ISREG(st.st_mode):
-        shutil.copy2(src, dst, follow_symlinks=False)
-        return
-    if stat.S_ISFIFO(st.st_mode):
-        os.mkfifo(dst, stat.S_IMODE(st.st_mode))
-    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        if os.geteuid() != 0:
-            return
-        os.mknod(dst, st.st_mode, st.st_rdev)
-    else:  # a socket: nothing to copy
-        return
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 def _clone(source: Path, dest: Path) -> int:
     """Copy ``source`` (file or tree, symlinks kept) to ``dest`` with owners; files copied."""
     st = os.stat(source)
     if not stat.S_ISDIR(st.st_mode):
-        _copy_entry(str(source), str(dest))
+        copy_entry(source, dest)
         if os.geteuid() == 0:
             os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, stat.S_IMODE(st.st_mode))
         return 1
-    shutil.copytree(source, dest, symlinks=True, copy_function=_copy_entry)
+    copy_tree(source, dest)
     count = 0
     if os.geteuid() == 0:
         for dirpath, dirnames, filenames in os.walk(source):

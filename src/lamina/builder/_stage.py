@@ -99,7 +99,7 @@ from lamina.errors import (
     SourceLocation,
     UsageError,
 )
-from lamina.fs import BuildDir, IgnoreList, safe_join
+from lamina.fs import BuildDir, IgnoreList, copy_entry, safe_join
 from lamina.oci import (
     Addendum,
     ContainerConfig,
@@ -1277,6 +1277,7 @@ class StageBuilder:
                     source = self._mount_source(m, loc)
                     mounts.append(BindMount(source=source, target=target, readonly=m.readonly))
                 elif m.type == "cache":
+                    _check_cache_twice(caches, m, target, loc)
                     caches.append((m, target))
             step_secrets = secret_mounts(
                 instr.mounts,
@@ -1591,7 +1592,7 @@ class StageBuilder:
                         shutil.copystat(entry.host, dest)
                     else:
                         dest.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(entry.host, dest, follow_symlinks=False)
+                        copy_entry(entry.host, dest)  # a device node is re-made, not read
                 except OSError as exc:
                     raise FilesystemError(
                         f"cannot copy the build context for a bind mount: {exc}"
@@ -1821,6 +1822,31 @@ def copy_created_by(instr: CopyInstruction | AddInstruction) -> str:
         flags += f"--chmod={instr.chmod} "
     srcs = [*map(redact_url, instr.sources), *(f"<<{h.name}" for h in instr.heredocs)]
     return f"{instr.keyword} {flags}{' '.join(srcs)} {instr.dest} # buildkit"
+
+
+def _check_cache_twice(
+    earlier: Sequence[tuple[Mount, str]], mount: Mount, target: str, loc: SourceLocation
+) -> None:
+    """Refuse a cache one RUN mounts twice where its lock would wait for itself forever.
+
+    The lock of a cache is taken per mount: a second read-write mount (shared
+    or locked), or a read-only one after a read-write one, would wait for the
+    step's own first mount. A private read-write second mount gets a fresh
+    cache, and two read-only mounts share the lock.
+    """
+    cache_id = mount.id or target
+    for other, other_target in earlier:
+        if (other.id or other_target) != cache_id:
+            continue
+        if (mount.readonly and other.readonly) or (
+            not mount.readonly and mount.sharing == "private"
+        ):
+            continue
+        raise BuildStepError(
+            f"RUN mounts the cache {cache_id!r} twice (at {other_target} and {target})",
+            hint="give each cache mount its own id, or mount it once",
+            location=loc,
+        )
 
 
 def _missing_volume_dir(rootfs: Path, volume: str) -> Path | None:

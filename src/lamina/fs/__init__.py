@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         mount_points_from_mountinfo,
         read_mountinfo,
     )
+    from lamina.fs._nodecopy import copy_entry, copy_tree
     from lamina.fs._overlay import apply_upper, changes_from_upper
     from lamina.fs._paths import safe_join
     from lamina.fs._statindex import SnapshotMode, StatIndex, diff
@@ -69,6 +70,8 @@ __all__ = [
     "apply_upper",
     "changes_for_tree",
     "changes_from_upper",
+    "copy_entry",
+    "copy_tree",
     "default_ignore_list",
     "device_record",
     "diff",
@@ -99,6 +102,8 @@ _EXPORTS = {
     "apply_upper": "lamina.fs._overlay",
     "changes_for_tree": "lamina.fs._tarwriter",
     "changes_from_upper": "lamina.fs._overlay",
+    "copy_entry": "lamina.fs._nodecopy",
+    "copy_tree": "lamina.fs._nodecopy",
     "default_ignore_list": "lamina.fs._ignore",
     "device_record": "lamina.fs._extract",
     "diff": "lamina.fs._statindex",

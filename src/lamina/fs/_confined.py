@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from lamina.errors import FilesystemError
+from lamina.fs._nodecopy import copy_tree
 
 __all__ = ["ConfinedRoot"]
 
@@ -256,7 +257,8 @@ class ConfinedRoot:
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             try:
                 # /proc/self/fd/N names the directory we hold, not a path to re-resolve
-                shutil.copytree(f"/proc/self/fd/{child}", dest, symlinks=True)
+                # only regular files are read: a device node the step made is re-made
+                copy_tree(f"/proc/self/fd/{child}", dest)
                 shutil.copystat(f"/proc/self/fd/{child}", dest)
                 os.chown(dest, st.st_uid, st.st_gid)
             finally:

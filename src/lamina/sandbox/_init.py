@@ -433,6 +433,17 @@ def _statvfs_locked_flags(path: str) -> int:
     return flags
 
 
+def _mount_target_in(root: str, target: str) -> str:
+    """The host path of a RUN mount's ``target`` in ``root``; never ``root`` itself."""
+    resolved = resolve_in_root(root, target)
+    if os.path.normpath(resolved) == os.path.normpath(root):
+        raise SetupError(
+            f"the RUN mount target {target} is the root directory (through a symlink)",
+            "mount somewhere below the root, e.g. target=/mnt",
+        )
+    return resolved
+
+
 def _ensure_mount_point(path: str) -> None:
     if os.path.lexists(path):
         return
@@ -724,7 +735,7 @@ def _setup_root(spec: dict[str, Any]) -> tuple[str, str]:
     else:
         _setup_dev(root, rootless=rootless)
     for item in spec.get("mounts", []):
-        target = resolve_in_root(root, item["target"])
+        target = _mount_target_in(root, str(item["target"]))
         _ensure_mount_point(target)
         kind = item["type"]
         if kind == "tmpfs":
@@ -1069,7 +1080,7 @@ def _enter_chroot(rootfs: str, binds: list[dict[str, Any]], *, own_dev: bool) ->
         mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_NODEV, None)
         _setup_dev(rootfs, rootless=False)
     for item in binds:
-        _bind(str(item["source"]), resolve_in_root(rootfs, str(item["target"])), readonly=True)
+        _bind(str(item["source"]), _mount_target_in(rootfs, str(item["target"])), readonly=True)
     _enter_root(rootfs)
     return True
 

@@ -20,7 +20,7 @@ from typing import IO, Any, TypeAlias, TypeVar
 
 from lamina import errors
 from lamina.errors import BuildStepError, FilesystemError, LaminaError, NotSupportedError
-from lamina.fs import ConfinedRoot, apply_upper, safe_join
+from lamina.fs import ConfinedRoot, apply_upper, copy_entry, safe_join
 from lamina.sandbox import _init
 from lamina.sandbox._spec import BindMount, RunResult, RunSpec, TmpfsMount
 from lamina.sandbox._users import ResolvedUser, resolve_user
@@ -803,7 +803,7 @@ class NamespaceRunner:
             }
         copy = scratch / "file"
         try:
-            shutil.copy2(source, copy)
+            copy_entry(source, copy)  # a device node (from a stage) is re-made, never read
         except OSError as exc:
             raise BuildStepError(f"cannot copy bind mount source {source}: {exc}") from exc
         return {"type": "bind", "source": str(copy), "target": target, "readonly": False}
@@ -838,8 +838,15 @@ def _swapped_files(
             stubs.add_device(rootfs, f"/dev/{name}", os.makedev(major, minor))
         for target, content in sorted(files.items()):
             host = safe_join(rootfs, target, follow_final=True)
-            if host.is_file():
-                st = host.stat()
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                # a device node, FIFO or directory of the image: opened on the host it
+                # would write to a host device (nodev holds only inside) or block
+                continue
+            if st is not None:
                 original = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 with host.open("rb") as fh:  # streamed: the image's file may be huge
                     shutil.copyfileobj(fh, original, 1 << 20)

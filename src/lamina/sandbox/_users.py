@@ -56,7 +56,19 @@ def read_image_file(rootfs: Path, path: str, *, upper: Path | None = None) -> by
     candidates.append(safe_join(rootfs, path, follow_final=True))
     for host_path in candidates:
         try:
-            with open(host_path, "rb") as fh:
+            st = os.lstat(host_path)
+            if not stat.S_ISREG(st.st_mode):
+                # a device node or FIFO a RUN made (inert in its nodev root) would open
+                # the host device here, or block: never opened
+                raise FilesystemError(
+                    f"{path} of the image is not a regular file",
+                    hint=f"the image's {path} must be a file (a step replaced it with "
+                    "a device node, FIFO or directory?)",
+                )
+            fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise FilesystemError(f"{path} of the image is not a regular file")
                 return fh.read(_MAX_FILE)
         except (FileNotFoundError, NotADirectoryError):
             continue

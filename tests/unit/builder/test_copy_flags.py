@@ -146,6 +146,25 @@ def test_parents_keep_the_path_and_pivot(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(root / "dst/b").st_mode) == 0o711
 
 
+def test_parents_through_a_symlinked_directory_read_no_host_directory(tmp_path: Path) -> None:
+    """``a/b/l -> /`` (the tree's root): the kept parents' metadata comes from the
+    tree's own directories, never from the host directories above the tree."""
+    outer = tmp_path / "outer"
+    ctx = outer / "ctx"
+    (ctx / "a/b").mkdir(parents=True)
+    (ctx / "f").write_text("f")
+    (ctx / "a/b/l").symlink_to("/")
+    os.chmod(ctx / "a", 0o750)
+    os.chmod(ctx / "a/b", 0o711)
+    os.chmod(outer, 0o713)  # a host directory the tree's walk up would reach
+    os.chmod(tmp_path, 0o705)
+    root, files = _copy(tmp_path, LocalContext(ctx), ["a/b/l/f"], parents=True)
+    assert files == {"a/b/l/f"}
+    assert stat.S_IMODE(os.stat(root / "dst/a").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(root / "dst/a/b").st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(root / "dst/a/b/l").st_mode) == stat.S_IMODE(ctx.stat().st_mode)
+
+
 def test_parents_with_globs_double_star_and_directories(tmp_path: Path) -> None:
     tree = _context(tmp_path)
     _, files = _copy(tmp_path / "1", tree, ["*/a.txt"], parents=True)

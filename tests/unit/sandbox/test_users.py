@@ -121,3 +121,13 @@ def test_upper_copy_wins_and_whiteout_hides(rootfs: Path, tmp_path: Path) -> Non
     if os.geteuid() == 0:
         os.mknod(upper / "etc/group", 0o600 | 0o020000, os.makedev(0, 0))
         assert read_image_file(rootfs, "/etc/group", upper=upper) is None
+
+
+def test_a_fifo_as_passwd_is_an_error_not_a_hang(rootfs: Path) -> None:
+    """A node the image (or a RUN) put at /etc/passwd is never opened (a FIFO would block)."""
+    (rootfs / "etc/passwd").unlink()
+    os.mkfifo(rootfs / "etc/passwd")
+    with pytest.raises(LaminaError, match="not a regular file"):
+        read_image_file(rootfs, "/etc/passwd")
+    with pytest.raises(LaminaError, match="not a regular file"):
+        resolve_user(rootfs, "alice")
