@@ -1,0 +1,240 @@
+"""The cloud recipes of issue 13 run in the executor image, as kaniko's users run them.
+
+One recipe per provider, ``podman run --rm --network=host`` of the ``executor`` image (no
+``--privileged``), credentials handed over the way kaniko's documentation does:
+
+* AWS: ``--context=s3://…`` from moto and a push to an ECR-named registry, with a shared
+  credentials file mounted at ``/root/.aws/credentials``;
+* Google: ``--context=gs://…`` from gcp-storage-emulator and a push to a ``*.pkg.dev``
+  name, with ``GOOGLE_APPLICATION_CREDENTIALS`` naming a mounted service-account key whose
+  ``token_uri`` is the fake token endpoint;
+* Azure: an Azure Blob context from Azurite (``AZURE_STORAGE_ACCESS_KEY``) and a push to
+  ``*.azurecr.io`` through the fake AAD and ACR exchange (client-secret variables).
+
+The emulators, fakes and cloud-named registries are the host tests' fixtures
+(tests/support/cloud.py); the cloud host names reach the loopback registries through
+``HTTP_PROXY`` exactly as on the host. Each test checks the pushed image with skopeo (the
+context's file in the layer, the config) and that no secret is in the container's output
+(at ``--verbosity=debug``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.azure_fakes import CLIENT_ID, CLIENT_SECRET, TENANT, ConnectProxy, FakeAzure
+from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from tests.support.cloud import ACR, ACR_REFRESH, BUCKET, GOOGLE_TOKEN, targz
+from tests.support.executor_images import ExecutorImages
+from tests.support.forward_proxy import ForwardProxy
+from tests.support.gcs import GcsEmulator
+from tests.support.google_fakes import FakeGoogle
+from tests.support.moto import ECR_HOST, ECR_USERNAME, MotoServer, ecr_password
+from tests.support.registry import RegistryServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.registry]
+
+if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("patchelf"):
+    pytest.skip("needs root, podman and patchelf", allow_module_level=True)
+
+
+def project(provider: str) -> dict[str, bytes]:
+    """A context tarball's files: a file copied into the image, an ENV and a LABEL."""
+    return {
+        "Dockerfile": (
+            f"FROM scratch\nCOPY hello.txt /app/hello.txt\nENV PROVIDER={provider}\n"
+            f'LABEL org.example.provider={provider}\nCMD ["/app/hello.txt"]\n'
+        ).encode(),
+        "hello.txt": f"hello from {provider} in the image\n".encode(),
+    }
+
+
+def run_executor(
+    images: ExecutorImages,
+    tmp_path: Path,
+    *flags: str,
+    env: Mapping[str, str],
+    volumes: tuple[str, ...] = (),
+    secrets: Iterable[str],
+) -> str:
+    """The executor image on ``flags`` (an empty /workspace), exit 0, no traceback, no
+    secret in its output; returns the output."""
+    tag = images.build_variant("executor")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    env_args = tuple(f"--env={key}={value}" for key, value in env.items())
+    proc = images.podman.executor(
+        tag,
+        workspace,
+        *flags,
+        "--verbosity=debug",
+        volumes=volumes,
+        podman_args=env_args,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "Traceback" not in output
+    for secret in secrets:
+        assert secret not in output, f"a secret in the container's output: {secret[:6]}…"
+    return output
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    config: Mapping[str, object]
+    files: Mapping[str, bytes]
+    entries: frozenset[str]
+
+
+def pushed(registry: RegistryServer, repo: str, tmp_path: Path) -> Pushed:
+    """The image ``repo`` in ``registry`` (its loopback address), copied out with skopeo."""
+    target = tmp_path / "pulled"
+    subprocess.run(
+        ["skopeo", "copy", "-q", *registry.skopeo_src_args(),
+         f"docker://{registry.host}/{repo}", f"dir:{target}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    manifest = json.loads((target / "manifest.json").read_text())
+    config = json.loads((target / manifest["config"]["digest"].removeprefix("sha256:")).read_text())
+    files: dict[str, bytes] = {}
+    entries: set[str] = set()
+    for layer in manifest["layers"]:
+        with tarfile.open(target / layer["digest"].removeprefix("sha256:"), mode="r:*") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./").rstrip("/")
+                entries.add(name)
+                data = tar.extractfile(member) if member.isfile() else None
+                if data is not None:
+                    files[name] = data.read()
+    return Pushed(config, files, frozenset(entries))
+
+
+def check_image(image: Pushed, provider: str) -> None:
+    """The project's image: its one file, ENV, LABEL, CMD; nothing of the container."""
+    assert image.files == {"app/hello.txt": project(provider)["hello.txt"]}
+    assert image.entries == {"app", "app/hello.txt"}
+    config = image.config["config"]
+    assert isinstance(config, dict)
+    assert f"PROVIDER={provider}" in config["Env"]
+    assert config["Labels"] == {"org.example.provider": provider}
+    assert config["Cmd"] == ["/app/hello.txt"]
+    assert image.config["os"] == "linux"
+    rootfs = image.config["rootfs"]
+    assert isinstance(rootfs, dict)
+    assert len(rootfs["diff_ids"]) == 1
+
+
+# -- the recipes -------------------------------------------------------------------------
+
+
+def test_s3_context_and_ecr_push_with_a_mounted_credentials_file(
+    executor_images: ExecutorImages,
+    tmp_path: Path,
+    moto: MotoServer,
+    ecr_registry: RegistryServer,
+    ecr_proxy: ForwardProxy,
+) -> None:
+    moto.client("s3").put_object(Bucket=BUCKET, Key="img/ctx.tar.gz", Body=targz(project("aws")))
+    secret_key = "lamina-image-secret-key-4711"
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(
+        f"[default]\naws_access_key_id = AKIAIMAGETEST\naws_secret_access_key = {secret_key}\n"
+    )
+    env = moto.environ(HTTP_PROXY=ecr_proxy.url, http_proxy=ecr_proxy.url)
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    token = base64.b64encode(f"{ECR_USERNAME}:{ecr_password()}".encode()).decode()
+    output = run_executor(
+        executor_images,
+        tmp_path,
+        f"--context=s3://{BUCKET}/img/ctx.tar.gz",
+        f"--destination={ECR_HOST}/app:image",
+        f"--insecure-registry={ECR_HOST}",
+        env=env,
+        volumes=(f"{aws}:/root/.aws:ro",),
+        secrets=(secret_key, ecr_password(), token),
+    )
+    assert "/root/.aws/credentials" in output  # where the AWS chain found the keys
+    assert ("PUT", ECR_HOST, "/v2/app/manifests/image") in ecr_proxy.requests
+    check_image(pushed(ecr_registry, "app:image", tmp_path), "aws")
+
+
+def test_gs_context_and_artifact_registry_push_with_a_key_file(
+    executor_images: ExecutorImages,
+    tmp_path: Path,
+    gcs: GcsEmulator,
+    gcr: RegistryServer,
+    google: tuple[FakeGoogle, Path],
+) -> None:
+    fake, key = google
+    gcs.upload("ctx", "img/context.tar.gz", targz(project("google")))
+    private_key = json.loads(key.read_text())["private_key"]
+    key_body = private_key.splitlines()[5]  # a line of the PEM body
+    run_executor(
+        executor_images,
+        tmp_path,
+        "--context=gs://ctx/img/",
+        "--destination=europe-docker.pkg.dev/lamina-test/repo/app:image",
+        "--insecure-registry=europe-docker.pkg.dev",
+        env={
+            "GOOGLE_APPLICATION_CREDENTIALS": "/secret/key.json",
+            "STORAGE_EMULATOR_HOST": gcs.host,
+            "HTTP_PROXY": f"http://{gcr.host}",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "NO_GCE_CHECK": "true",
+        },
+        volumes=(f"{key.parent}:/secret:ro",),
+        secrets=(GOOGLE_TOKEN, key_body, "PRIVATE KEY"),
+    )
+    assert 1 <= fake.grants <= 2  # the key's JWT grant, verified by the fake
+    check_image(pushed(gcr, "lamina-test/repo/app:image", tmp_path), "google")
+
+
+def test_blob_context_and_acr_push_with_a_client_secret(
+    executor_images: ExecutorImages,
+    tmp_path: Path,
+    azurite: Azurite,
+    acr_registry: RegistryServer,
+    azure: tuple[FakeAzure, ConnectProxy],
+) -> None:
+    fake, proxy = azure
+    azurite.put_blob("ctx", "img/context.tar.gz", targz(project("azure")))
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copyfile(fake.ca, certs / "ca.pem")
+    run_executor(
+        executor_images,
+        tmp_path,
+        f"--context=https://{ACCOUNT}.blob.core.windows.net/ctx/img/context.tar.gz",
+        f"--destination={ACR}/app:image",
+        f"--insecure-registry={ACR}",
+        env={
+            "AZURE_STORAGE_ACCESS_KEY": ACCOUNT_KEY,
+            "AZURE_STORAGE_BLOB_ENDPOINT": azurite.endpoint,
+            "HTTP_PROXY": f"http://{acr_registry.host}",
+            "HTTPS_PROXY": proxy.url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "SSL_CERT_FILE": "/certs/ca.pem",
+            "REQUESTS_CA_BUNDLE": "/certs/ca.pem",
+            "AZURE_AUTHORITY_HOST": f"https://{fake.host}",
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_ID": CLIENT_ID,
+            "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        },
+        volumes=(f"{certs}:/certs:ro",),
+        secrets=(ACCOUNT_KEY, CLIENT_SECRET, ACR_REFRESH, fake.aad_token),
+    )
+    assert fake.token_requests == 1
+    assert fake.exchanges == 1
+    assert proxy.tunnels == [f"{ACR}:443"]
+    check_image(pushed(acr_registry, "app:image", tmp_path), "azure")
