@@ -1,21 +1,26 @@
 """The cloud recipes of issue 13 run in the executor image, as kaniko's users run them.
 
-One recipe per provider, ``podman run --rm --network=host`` of the ``executor`` image (no
-``--privileged``), credentials handed over the way kaniko's documentation does:
+``podman run --rm --network=host`` of the ``executor`` image (no ``--privileged``), the
+credentials handed over the way kaniko's documentation and the clusters do:
 
 * AWS: ``--context=s3://…`` from moto and a push to an ECR-named registry, with a shared
-  credentials file mounted at ``/root/.aws/credentials``;
-* Google: ``--context=gs://…`` from gcp-storage-emulator and a push to a ``*.pkg.dev``
-  name, with ``GOOGLE_APPLICATION_CREDENTIALS`` naming a mounted service-account key whose
-  ``token_uri`` is the fake token endpoint;
+  credentials file mounted at ``/root/.aws/credentials``, or EKS's IRSA (the projected
+  token at ``/var/run/secrets/eks.amazonaws.com/serviceaccount/token``, STS); an HTTPS S3
+  endpoint whose CA is a file mounted into ``/kaniko/ssl/certs/``;
+* Google: ``--context=gs://…`` from gcp-storage-emulator and a push to a ``*.pkg.dev`` name
+  with ``GOOGLE_APPLICATION_CREDENTIALS`` naming a mounted service-account key (its
+  ``token_uri`` the fake token endpoint), or to ``gcr.io`` with GKE's metadata server;
 * Azure: an Azure Blob context from Azurite (``AZURE_STORAGE_ACCESS_KEY``) and a push to
-  ``*.azurecr.io`` through the fake AAD and ACR exchange (client-secret variables).
+  ``*.azurecr.io`` through the fake Entra ID and ACR exchange, with a client secret or AKS
+  workload identity (``AZURE_FEDERATED_TOKEN_FILE``). Trusting the authority's CA through
+  ``/kaniko/ssl/certs/`` alone does not work yet (a strict xfail: azure-identity's
+  requests transport reads certifi's bundle only).
 
 The emulators, fakes and cloud-named registries are the host tests' fixtures
 (tests/support/cloud.py); the cloud host names reach the loopback registries through
 ``HTTP_PROXY`` exactly as on the host. Each test checks the pushed image with skopeo (the
-context's file in the layer, the config) and that no secret is in the container's output
-(at ``--verbosity=debug``).
+context's file is the layer's only file, the config's ENV, LABEL and CMD) and that no secret
+(keys, tokens) is in the container's output at ``--verbosity=debug``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.azure_fakes import CLIENT_ID, CLIENT_SECRET, TENANT, ConnectProxy, FakeAzure
+from tests.support.azure_fakes import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FEDERATED_TOKEN,
+    TENANT,
+    ConnectProxy,
+    FakeAzure,
+)
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.support.cloud import ACR, ACR_REFRESH, BUCKET, GOOGLE_TOKEN, targz
 from tests.support.executor_images import ExecutorImages
@@ -172,6 +184,42 @@ def test_s3_context_and_ecr_push_with_a_mounted_credentials_file(
     check_image(pushed(ecr_registry, "app:image", tmp_path), "aws")
 
 
+def test_s3_context_and_ecr_push_with_eks_irsa(
+    executor_images: ExecutorImages,
+    tmp_path: Path,
+    moto: MotoServer,
+    ecr_registry: RegistryServer,
+    ecr_proxy: ForwardProxy,
+) -> None:
+    """EKS's IRSA: the projected service-account token where EKS mounts it, exchanged at
+    STS (botocore's trimmed data keeps sts)."""
+    moto.client("s3").put_object(Bucket=BUCKET, Key="img/ctx.tar.gz", Body=targz(project("aws")))
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJpbWFnZS1pcnNhIn0.aW1hZ2Utc2lnbmF0dXJl"
+    tokens = tmp_path / "eks-token"
+    tokens.mkdir()
+    (tokens / "token").write_text(jwt)
+    mounted = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+    env = moto.environ(
+        HTTP_PROXY=ecr_proxy.url,
+        http_proxy=ecr_proxy.url,
+        AWS_ROLE_ARN="arn:aws:iam::123456789012:role/ci-builder",
+        AWS_WEB_IDENTITY_TOKEN_FILE=f"{mounted}/token",
+    )
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    output = run_executor(
+        executor_images,
+        tmp_path,
+        f"--context=s3://{BUCKET}/img/ctx.tar.gz",
+        f"--destination={ECR_HOST}/app:irsa",
+        f"--insecure-registry={ECR_HOST}",
+        env=env,
+        volumes=(f"{tokens}:{mounted}:ro",),
+        secrets=(jwt, ecr_password()),
+    )
+    assert "credentials from AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (STS)" in output
+    check_image(pushed(ecr_registry, "app:irsa", tmp_path), "aws")
+
+
 def test_s3_over_https_trusts_a_ca_added_to_the_kaniko_certs_dir(
     executor_images: ExecutorImages,
     tmp_path: Path,
@@ -236,6 +284,37 @@ def test_gs_context_and_artifact_registry_push_with_a_key_file(
     check_image(pushed(gcr, "lamina-test/repo/app:image", tmp_path), "google")
 
 
+def test_gs_context_and_gcr_push_with_the_gke_metadata_server(
+    executor_images: ExecutorImages,
+    tmp_path: Path,
+    gcs: GcsEmulator,
+    gcr: RegistryServer,
+    google: tuple[FakeGoogle, Path],
+) -> None:
+    """GKE workload identity: no key, the metadata server's token (google-auth's
+    compute_engine credentials in the image)."""
+    fake, _ = google
+    gcs.upload("ctx", "img/context.tar.gz", targz(project("google")))
+    run_executor(
+        executor_images,
+        tmp_path,
+        "--context=gs://ctx/img/",
+        "--destination=gcr.io/lamina-test/app:gke",
+        "--insecure-registry=gcr.io",
+        env={
+            "STORAGE_EMULATOR_HOST": gcs.host,
+            "GCE_METADATA_HOST": fake.host,
+            "GCE_METADATA_IP": fake.host,
+            "HTTP_PROXY": f"http://{gcr.host}",
+            "NO_PROXY": "127.0.0.1,localhost",
+        },
+        secrets=(GOOGLE_TOKEN,),
+    )
+    assert fake.metadata_tokens >= 1
+    assert fake.grants == 0
+    check_image(pushed(gcr, "lamina-test/app:gke", tmp_path), "google")
+
+
 #: how the fake Entra ID's CA is trusted: SSL_CERT_FILE and REQUESTS_CA_BUNDLE (as the host
 #: test), or kaniko's way, a file in /kaniko/ssl/certs/ (SSL_CERT_DIR)
 TRUST = {
@@ -247,11 +326,22 @@ TRUST = {
 }
 
 
+#: the AAD identity: a client secret, or AKS workload identity (the federated token where
+#: AKS mounts it)
+AKS_TOKEN_DIR = "/var/run/secrets/azure/tokens"
+IDENTITY = {
+    "secret": {"AZURE_CLIENT_SECRET": CLIENT_SECRET},
+    "workload-identity": {"AZURE_FEDERATED_TOKEN_FILE": f"{AKS_TOKEN_DIR}/azure-identity-token"},
+}
+
+
 @pytest.mark.parametrize(
-    "trust",
+    ("identity", "trust"),
     [
-        "env",
+        ("secret", "env"),
+        ("workload-identity", "env"),
         pytest.param(
+            "secret",
             "kaniko-certs-dir",
             marks=pytest.mark.xfail(
                 strict=True,
@@ -262,7 +352,8 @@ TRUST = {
         ),
     ],
 )
-def test_blob_context_and_acr_push_with_a_client_secret(
+def test_blob_context_and_acr_push(
+    identity: str,
     trust: str,
     executor_images: ExecutorImages,
     tmp_path: Path,
@@ -274,6 +365,12 @@ def test_blob_context_and_acr_push_with_a_client_secret(
     fake, proxy = azure
     azurite.put_blob("ctx", "img/context.tar.gz", targz(project("azure")))
     trust_env, ca_path = TRUST[trust]
+    volumes = [f"{fake.ca}:{ca_path}:ro"]
+    if identity == "workload-identity":
+        tokens = tmp_path / "aks-token"
+        tokens.mkdir()
+        (tokens / "azure-identity-token").write_text(FEDERATED_TOKEN, encoding="utf-8")
+        volumes.append(f"{tokens}:{AKS_TOKEN_DIR}:ro")
     run_executor(
         executor_images,
         tmp_path,
@@ -289,11 +386,11 @@ def test_blob_context_and_acr_push_with_a_client_secret(
             "AZURE_AUTHORITY_HOST": f"https://{fake.host}",
             "AZURE_TENANT_ID": TENANT,
             "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+            **IDENTITY[identity],
             **trust_env,
         },
-        volumes=(f"{fake.ca}:{ca_path}:ro",),
-        secrets=(ACCOUNT_KEY, CLIENT_SECRET, ACR_REFRESH, fake.aad_token),
+        volumes=tuple(volumes),
+        secrets=(ACCOUNT_KEY, CLIENT_SECRET, FEDERATED_TOKEN, ACR_REFRESH, fake.aad_token),
     )
     assert fake.token_requests == 1
     assert fake.exchanges == 1
