@@ -227,13 +227,23 @@ def test_s3_over_https_trusts_a_ca_added_to_the_kaniko_certs_dir(
     ecr_proxy: ForwardProxy,
 ) -> None:
     """kaniko's way to trust a private CA: a file mounted into /kaniko/ssl/certs/. botocore
-    (S3 and ECR's token) reads no SSL_CERT_DIR: lamina hands it the image's trust."""
+    (S3 and ECR's token) reads no SSL_CERT_DIR: lamina hands it the image's trust. A second
+    run without the CA fails to verify the endpoint."""
     ca, cert, key = make_tls_material(tmp_path / "tls")
     with start_moto(tls=(cert, key)) as server:
         s3 = server.client("s3", verify=str(ca))
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="ctx.tar.gz", Body=targz(project("aws")))
-        env = server.environ(HTTP_PROXY=ecr_proxy.url, http_proxy=ecr_proxy.url)
+        # kaniko's MinIO recipe: S3_ENDPOINT and path-style; ECR's token service by its own
+        # variable (no AWS_ENDPOINT_URL for every service)
+        env = server.environ(
+            HTTP_PROXY=ecr_proxy.url,
+            http_proxy=ecr_proxy.url,
+            S3_ENDPOINT=server.endpoint,
+            S3_FORCE_PATH_STYLE="true",
+            AWS_ENDPOINT_URL_ECR=server.endpoint,
+        )
+        del env["AWS_ENDPOINT_URL"]
         secrets = ("testing", ecr_password())
         run_executor(
             executor_images,
