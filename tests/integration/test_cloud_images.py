@@ -355,6 +355,7 @@ IDENTITY = {
             "kaniko-certs-dir",
             marks=pytest.mark.xfail(
                 strict=True,
+                raises=AssertionError,
                 reason="azure-identity's token request goes through azure-core's requests "
                 "transport, which trusts certifi's bundle only (not SSL_CERT_DIR): "
                 "CERTIFICATE_VERIFY_FAILED from the AAD authority",
