@@ -151,3 +151,21 @@ def executor_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Execut
 
 
 # ================================================================= end executor images
+
+
+# ======================================================================== cloud emulators
+# moto (S3, ECR, STS), gcp-storage-emulator, Azurite and the fake token services, with the
+# cloud-named registries (see tests/support/cloud.py); started only by the tests using them.
+from tests.support.cloud import (  # noqa: E402, F401
+    acr_registry,
+    azure,
+    azurite,
+    ecr_proxy,
+    ecr_registry,
+    gcr,
+    gcs,
+    google,
+    moto,
+)
+
+# ==================================================================== end cloud emulators

@@ -8,8 +8,6 @@ lamina looks credentials up for the host it talks to, as kaniko does."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import subprocess
@@ -22,74 +20,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cloud import BUCKET, S3_CONTEXT, targz
 from tests.support.forward_proxy import ForwardProxy
-from tests.support.moto import ECR_HOST, ECR_USERNAME, MotoServer, ecr_password, start_moto
+from tests.support.moto import ECR_HOST, MotoServer, ecr_password, start_moto
 from tests.support.registry import (
     RegistryServer,
     free_port,
     make_tls_material,
     push_oci_image,
     skopeo,
-    start_registry,
 )
 
 pytest.importorskip("botocore")
 pytest.importorskip("moto")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-BUCKET = "ctx-bucket"
-CONTEXT = {
-    "Dockerfile": b"FROM scratch\nCOPY . /app/\n",
-    "hello.txt": b"hello from s3\n",
-    "sub/Dockerfile": b"FROM scratch\nCOPY inner.txt /s/\n",
-    "sub/inner.txt": b"inner\n",
-}
+CONTEXT = S3_CONTEXT
 SECRETS = ("testing", ecr_password())
-
-
-def targz(entries: Mapping[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, value in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(value)
-            info.mode = 0o644
-            info.mtime = 1_600_000_000
-            tar.addfile(info, io.BytesIO(value))
-    return gzip.compress(raw.getvalue())
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with start_moto() as server:
-        s3 = server.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_object(Bucket=BUCKET, Key="ctx.tar.gz", Body=targz(CONTEXT))
-        s3.put_object(Bucket=BUCKET, Key="context.tar.gz", Body=targz(CONTEXT))
-        s3.put_object(Bucket=BUCKET, Key="plain.txt", Body=b"this is not a tarball\n" * 40)
-        hostile = {"Dockerfile": CONTEXT["Dockerfile"], "../escaped.txt": b"up\n"}
-        s3.put_object(Bucket=BUCKET, Key="hostile.tar.gz", Body=targz(hostile))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ecr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """An htpasswd registry that accepts the token moto's GetAuthorizationToken hands out."""
-    running = start_registry(
-        "htpasswd",
-        tmp_path_factory.mktemp("ecr-registry"),
-        credentials=(ECR_USERNAME, ecr_password()),
-    )
-    try:
-        yield running.server
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def ecr_proxy(ecr_registry: RegistryServer) -> Iterator[ForwardProxy]:
-    with ForwardProxy(ecr_registry.host) as proxy:
-        yield proxy
 
 
 def run_lamina(

@@ -15,12 +15,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_remote_context import image_files, lamina_build, targz
+from tests.integration.test_remote_context import image_files, lamina_build
 from tests.support.azure_fakes import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -29,23 +29,13 @@ from tests.support.azure_fakes import (
     ConnectProxy,
     FakeAzure,
 )
-from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, AzuriteFixtureError, start_azurite
-from tests.support.registry import RegistryServer, skopeo, start_registry
+from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from tests.support.cloud import ACR, ACR_REFRESH, BLOB_CONTEXT
+from tests.support.registry import RegistryServer, skopeo
 
-CONTEXT = {"Dockerfile": b"FROM scratch\nCOPY . /app/\n", "hello.txt": b"hi azure\n"}
+CONTEXT = BLOB_CONTEXT
+REFRESH = ACR_REFRESH
 URL = f"https://{ACCOUNT}.blob.core.windows.net/ctx"
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    try:
-        emulator = start_azurite(tmp_path_factory.mktemp("azurite"))
-    except AzuriteFixtureError as exc:
-        pytest.skip(str(exc))
-    emulator.put_blob("ctx", "app/context.tar.gz", targz(CONTEXT))
-    emulator.put_blob("ctx", "plain.txt", b"not a tarball\n" * 20)
-    yield emulator
-    emulator.stop()
 
 
 def test_shared_key_context(tmp_path: Path, azurite: Azurite) -> None:
@@ -86,28 +76,6 @@ def test_bad_blobs_and_keys_are_context_errors(
 
 
 # -- ACR ---------------------------------------------------------------------------------
-
-ACR = "myreg.azurecr.io"
-ACR_USER = "00000000-0000-0000-0000-000000000000"
-REFRESH = "acr-fake-refresh-token"
-
-
-@pytest.fixture(scope="module")
-def acr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    running = start_registry(
-        "htpasswd", tmp_path_factory.mktemp("acr"), credentials=(ACR_USER, REFRESH)
-    )
-    yield running.server
-    running.stop()
-
-
-@pytest.fixture
-def azure(tmp_path: Path) -> Iterator[tuple[FakeAzure, ConnectProxy]]:
-    fake = FakeAzure(workdir=tmp_path / "fake-azure", registry=ACR, refresh_token=REFRESH).start()
-    proxy = ConnectProxy(fake.host)
-    yield fake, proxy
-    proxy.close()
-    fake.stop()
 
 
 def push_to_acr(

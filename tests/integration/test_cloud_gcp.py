@@ -13,56 +13,21 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_remote_context import image_files, lamina_build, targz
-from tests.support.gcs import GcsEmulator, GcsFixtureError, start_gcs_emulator
-from tests.support.google_fakes import FakeGoogle, make_service_account_key
-from tests.support.registry import RegistryServer, skopeo, start_registry
+from tests.support.cloud import GOOGLE_TOKEN
+from tests.support.gcs import GcsEmulator
+from tests.support.google_fakes import FakeGoogle
+from tests.support.registry import RegistryServer, skopeo
 
 pytestmark = [pytest.mark.registry]
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-TOKEN = "ya29.lamina-fake-token"
-CONTEXT = {"Dockerfile": b"FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": b"hi gcs\n"}
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
-    try:
-        emulator = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
-    except GcsFixtureError as exc:
-        pytest.skip(str(exc))
-    emulator.create_bucket("ctx")
-    emulator.upload("ctx", "app/context.tar.gz", targz(CONTEXT))
-    emulator.upload("ctx", "context.tar.gz", targz(CONTEXT))
-    emulator.upload("ctx", "plain.txt", b"this is not a tarball\n" * 10)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
-def gcr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    running = start_registry(
-        "htpasswd", tmp_path_factory.mktemp("gcr"), credentials=("oauth2accesstoken", TOKEN)
-    )
-    yield running.server
-    running.stop()
-
-
-@pytest.fixture
-def google(tmp_path: Path) -> Iterator[tuple[FakeGoogle, Path]]:
-    fake = FakeGoogle(access_token=TOKEN).start()
-    info, public = make_service_account_key(fake.token_uri)
-    fake.public_key = public
-    key = tmp_path / "secret" / "key.json"
-    key.parent.mkdir()
-    key.write_text(json.dumps(info), encoding="utf-8")
-    yield fake, key
-    fake.stop()
+TOKEN = GOOGLE_TOKEN
 
 
 def run_executor(
