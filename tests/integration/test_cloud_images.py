@@ -12,9 +12,9 @@ credentials handed over the way kaniko's documentation and the clusters do:
   ``token_uri`` the fake token endpoint), or to ``gcr.io`` with GKE's metadata server;
 * Azure: an Azure Blob context from Azurite (``AZURE_STORAGE_ACCESS_KEY``) and a push to
   ``*.azurecr.io`` through the fake Entra ID and ACR exchange, with a client secret or AKS
-  workload identity (``AZURE_FEDERATED_TOKEN_FILE``). Trusting the authority's CA through
-  ``/kaniko/ssl/certs/`` alone does not work yet (a strict xfail: azure-identity's
-  requests transport reads certifi's bundle only).
+  workload identity (``AZURE_FEDERATED_TOKEN_FILE``), the authority's CA trusted through
+  ``SSL_CERT_FILE`` or, kaniko's way, a file in ``/kaniko/ssl/certs/`` alone (azure-core's
+  requests transport is handed lamina's trust as a CA file).
 
 The emulators, fakes and cloud-named registries are the host tests' fixtures
 (tests/support/cloud.py); the cloud host names reach the loopback registries through
@@ -350,17 +350,7 @@ IDENTITY = {
     [
         ("secret", "env"),
         ("workload-identity", "env"),
-        pytest.param(
-            "secret",
-            "kaniko-certs-dir",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="azure-identity's token request goes through azure-core's requests "
-                "transport, which trusts certifi's bundle only (not SSL_CERT_DIR): "
-                "CERTIFICATE_VERIFY_FAILED from the AAD authority",
-            ),
-        ),
+        ("secret", "kaniko-certs-dir"),
     ],
 )
 def test_blob_context_and_acr_push(

@@ -83,8 +83,9 @@ def download(url: str, dest: Path, *, environ: Mapping[str, str], timeout: float
     if sas:
         account_url += f"?{sas}"
     options: dict[str, Any] = {"retry_total": 2, "connection_timeout": timeout}
-    if environ.get("SSL_CERT_FILE"):
-        options["connection_verify"] = environ["SSL_CERT_FILE"]
+    from lamina.registry._acr import azure_trust
+
+    options.update(azure_trust(environ))
     client = BlobClient(account_url, container, blob, credential=credential, **options)
     try:
         with client, dest.open("wb") as out:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -55,6 +55,19 @@ def _cloud(host: str) -> tuple[str, str]:
     return _CLOUDS[".azurecr.io"]
 
 
+def azure_trust(environ: Mapping[str, str]) -> dict[str, Any]:
+    """azure-core's ``connection_verify`` option giving its requests transport lamina's
+    trust (``SSL_CERT_FILE``, every file in ``SSL_CERT_DIR`` -- the executor image's
+    ``/kaniko/ssl/certs`` -- and the system store) instead of certifi's bundle; nothing when
+    the user chose a bundle for requests (``REQUESTS_CA_BUNDLE``) or set neither variable."""
+    if environ.get("REQUESTS_CA_BUNDLE"):
+        return {}
+    from ._tls import trust_bundle_file
+
+    bundle = trust_bundle_file(environ)
+    return {} if bundle is None else {"connection_verify": bundle}
+
+
 def aad_credential(
     environ: Mapping[str, str], *, login_host: str = "login.microsoftonline.com"
 ) -> tuple[TokenCredential, str]:
@@ -71,7 +84,8 @@ def aad_credential(
     authority = configured or login_host
     # a configured authority (sovereign cloud, Azure Stack) is not looked up in the
     # public cloud's instance discovery
-    extra = {"disable_instance_discovery": True} if configured else {}
+    extra: dict[str, Any] = {"disable_instance_discovery": True} if configured else {}
+    extra.update(azure_trust(environ))
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE", "")
     secret = environ.get("AZURE_CLIENT_SECRET", "")
     if tenant and client and token_file:
@@ -86,7 +100,9 @@ def aad_credential(
         return ClientSecretCredential(
             tenant, client, secret, authority=authority, **extra
         ), f"AZURE_CLIENT_SECRET (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant})"
-    return ManagedIdentityCredential(client_id=client or None), "the managed identity"
+    return ManagedIdentityCredential(
+        client_id=client or None, **azure_trust(environ)
+    ), "the managed identity"
 
 
 def _first_line(exc: BaseException) -> str:

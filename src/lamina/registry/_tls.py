@@ -14,16 +14,25 @@ reads neither variable.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import ssl
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SystemTrustContext", "cert_dir_files", "system_trust_context", "write_trust_bundle"]
+__all__ = [
+    "SystemTrustContext",
+    "cert_dir_files",
+    "system_trust_context",
+    "trust_bundle_file",
+    "write_trust_bundle",
+]
 
 _log = logging.getLogger("lamina.registry")
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
@@ -147,3 +156,34 @@ def write_trust_bundle(target: Path, environ: Mapping[str, str] | None = None) -
         for part in _bundle_parts(env):
             out.write(part)
     return True
+
+
+def trust_bundle_file(environ: Mapping[str, str] | None = None) -> str | None:
+    """The trust as one PEM file, for a library that takes a CA file path and reads neither
+    variable (azure-core's requests transport trusts certifi's bundle only); None when
+    neither ``SSL_CERT_FILE`` nor ``SSL_CERT_DIR`` is set (the library keeps its default).
+
+    The file is named by its content in the temporary directory and written anew each time
+    (a unique file renamed over the name, so a file planted there is never trusted), so
+    builds with the same trust share one file instead of leaving one each.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("SSL_CERT_FILE") and not env.get("SSL_CERT_DIR"):
+        return None
+    data = b"".join(_bundle_parts(env))
+    directory = tempfile.gettempdir()
+    target = os.path.join(directory, f"lamina-trust-{hashlib.sha256(data).hexdigest()[:32]}.pem")
+    fd, temporary = tempfile.mkstemp(prefix=".lamina-trust-", suffix=".pem", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o644)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return None
+    try:
+        os.replace(temporary, target)
+    except OSError:
+        return temporary  # the name is held by a file this user cannot replace: its own
+    return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from lamina.registry._acr import azure_trust
 from lamina.registry._tls import (
     SystemTrustContext,
     cert_dir_files,
     system_trust_context,
+    trust_bundle_file,
     write_trust_bundle,
 )
 
@@ -189,3 +192,26 @@ def test_trust_bundle_for_git(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> 
     ctx = ssl.create_default_context(cafile=str(target))
     _handshake(ctx, one)
     _handshake(ctx, two)
+
+
+def test_trust_bundle_file_for_azure(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """azure-core's requests transport gets a CA file path: content-named, written anew."""
+    clean_env.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    clean_env.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert trust_bundle_file() is None  # neither variable: the library's own default
+    one = _pki(tmp_path, "one")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "kaniko-style.crt").write_bytes(one.ca_pem)
+    clean_env.setenv("SSL_CERT_DIR", str(certs))
+    first = trust_bundle_file()
+    assert first is not None
+    assert Path(first).parent == tmp_path / "tmp"
+    _handshake(ssl.create_default_context(cafile=first), one)
+    Path(first).write_bytes(b"planted\n")  # a file planted at the name is replaced
+    assert trust_bundle_file() == first
+    _handshake(ssl.create_default_context(cafile=first), one)
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [Path(first).name]
+    assert azure_trust({"SSL_CERT_DIR": str(certs)}) == {"connection_verify": first}
+    assert azure_trust({"SSL_CERT_DIR": str(certs), "REQUESTS_CA_BUNDLE": "/x.pem"}) == {}
