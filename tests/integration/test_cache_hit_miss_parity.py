@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from lamina.builder import BuildOptions, CacheOptions, OutputOptions, build_image
-from lamina.errors import NotSupportedError
+from lamina.builder import (
+    BuildOptions,
+    CacheOptions,
+    OutputOptions,
+    build_and_output,
+    build_image,
+)
+from lamina.errors import NotSupportedError, UsageError
 from lamina.oci.oci_layout import OCILayout
 from lamina.registry import RegistryClient
 from lamina.sandbox import InPlaceRunner
@@ -212,5 +218,41 @@ def test_refused_run_flag_says_not_supported_yet_once(
     with pytest.raises(NotSupportedError) as info:
         Builder(tmp_path, client, caplog)(ctx, enabled=enabled)
     assert info.value.message == "not supported yet: RUN --device"
+    assert info.value.location is not None
+    assert info.value.location.line == 2
+
+
+def _build_allowing(
+    tmp_path: Path, ctx: Path, client: RegistryClient, name: str, allow: tuple[str, ...]
+) -> str:
+    options = BuildOptions(
+        dockerfile=str(ctx / "Dockerfile"),
+        context=str(ctx),
+        kaniko_dir=tmp_path / f"kaniko-{name}",
+        reproducible=True,
+        allow=allow,
+    )
+    result = build_and_output(
+        options,
+        CacheOptions(enabled=True, dir=tmp_path / "cache"),
+        OutputOptions(no_push=True, oci_layout_path=str(tmp_path / f"out-{name}")),
+        registry=client,
+        runner=None,
+        log=LOG,
+    )
+    return str(result.digest)
+
+
+def test_a_hit_needs_the_entitlement_its_miss_needed(
+    tmp_path: Path, busybox_image: str, client: RegistryClient
+) -> None:
+    ctx = make_context(
+        tmp_path / "ctx", f"FROM {busybox_image}\nRUN --security=insecure echo x > /x\n", {}
+    )
+    cold = _build_allowing(tmp_path, ctx, client, "cold", ("security.insecure",))
+    warm = _build_allowing(tmp_path, ctx, client, "warm", ("security.insecure",))
+    assert warm == cold
+    with pytest.raises(UsageError, match=r"needs the security\.insecure entitlement") as info:
+        _build_allowing(tmp_path, ctx, client, "refused", ())
     assert info.value.location is not None
     assert info.value.location.line == 2

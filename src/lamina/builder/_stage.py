@@ -948,7 +948,7 @@ class StageBuilder:
         """What a cached RUN/COPY/ADD/WORKDIR did, without running it (same history)."""
         assert self.scope is not None
         if isinstance(instr, RunInstruction):
-            check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, instr.location)
+            self._check_run_flags(instr)  # a hit is refused as its miss would be
             shell = self.runtime.shell or DEFAULT_SHELL
             if instr.heredocs and isinstance(instr.command, ShellCommand):
                 argv = heredoc_command(instr.command.text, instr.heredocs, shell).argv
@@ -1165,19 +1165,10 @@ class StageBuilder:
     def _ownership(self) -> Ownership:
         return self.env.ownership()
 
-    def do_run(self, instr: RunInstruction) -> StepEffect:
-        from lamina.builder._inplace import in_image_path
-        from lamina.builder._mounts import (
-            UpperCache,
-            mount_target,
-            released,
-            secret_mounts,
-            unsupported_mount,
-        )
-        from lamina.fs import changes_from_upper
-        from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
+    def _check_run_flags(self, instr: RunInstruction) -> tuple[str, str]:
+        """RUN's flags refused or not entitled, on a hit as on a miss: (security, network)."""
+        from lamina.builder._mounts import unsupported_mount
 
-        assert self.scope is not None
         loc = instr.location
         for m in instr.mounts:
             what = unsupported_mount(m)
@@ -1207,6 +1198,22 @@ class StageBuilder:
                 hint="use default, none or host",
                 location=loc,
             )
+        return security, network
+
+    def do_run(self, instr: RunInstruction) -> StepEffect:
+        from lamina.builder._inplace import in_image_path
+        from lamina.builder._mounts import (
+            UpperCache,
+            mount_target,
+            released,
+            secret_mounts,
+        )
+        from lamina.fs import changes_from_upper
+        from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
+
+        assert self.scope is not None
+        loc = instr.location
+        security, network = self._check_run_flags(instr)
         runner = self.env.get_runner()
         if network == "none" and not runner.captures_upper:
             raise NotSupportedError(
