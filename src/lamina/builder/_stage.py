@@ -1167,10 +1167,10 @@ class StageBuilder:
 
     def _check_run_flags(self, instr: RunInstruction) -> tuple[str, str]:
         """RUN's flags refused or not entitled, on a hit as on a miss: (security, network)."""
-        from lamina.builder._mounts import unsupported_mount
-
         loc = instr.location
         for m in instr.mounts:
+            from lamina.builder._mounts import unsupported_mount  # RUN-only: not on a hit's path
+
             what = unsupported_mount(m)
             if what is not None:
                 raise NotSupportedError(what, location=loc)
