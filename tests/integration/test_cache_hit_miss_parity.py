@@ -86,6 +86,21 @@ RUN --network=none true
 SHELL ["/bin/sh", "-e", "-c"]
 RUN echo shell > /shell
 """,
+    "stages": """\
+FROM {base} AS tools
+RUN mkdir -p /out && echo tool > /out/t \\
+    && echo app:x:1234:1234::/home/app:/bin/sh >> /etc/passwd && echo app:x:1234: >> /etc/group
+ONBUILD COPY a.txt /onbuild/
+FROM tools AS child
+COPY --from=tools /out/ /from/
+COPY --from=tools --link /out/t /linked/
+COPY --chown=app:app a.txt /home/app/
+ADD arch.tar /unpacked/
+USER app
+WORKDIR /home/app/w
+WORKDIR rel
+COPY --link lib/b.txt ./b
+""",
     "workdir": """\
 FROM {base}
 WORKDIR /new/dir
@@ -108,6 +123,8 @@ def test_warm_build_gives_the_cold_build_image(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ctx = make_context(tmp_path / "ctx", DOCKERFILES[name].format(base=busybox_image), FILES)
+    with tarfile.open(ctx / "arch.tar", "w") as tar:
+        tar.add(ctx / "lib", arcname="lib")
     build = Builder(tmp_path, client, caplog)
     args = {"W": "w"}
     cold = build(ctx, build_args=args)
