@@ -464,6 +464,8 @@ class StageBuilder:
         self.cache_parent = ""
         #: cached layers appended but not yet applied to the rootfs (in order)
         self.pending: list[Layer] = []
+        #: the cache lookahead's dry pass: handlers leave the root and the build alone
+        self.dry_run = False
 
     # ------------------------------------------------------------------ setup
 
@@ -791,10 +793,13 @@ class StageBuilder:
         A dry pass assumes every step hits: metadata handlers are pure and a hit's
         effect needs no filesystem, so the keys are exactly those the real pass will
         look up. It stops at a step that chains on the layer it makes (ADD of a URL
-        without a checksum) and on any error (the real pass reports it).
+        without a checksum) and on any error (the real pass reports it). The stage's
+        state is put back after it; ``dry_run`` keeps VOLUME from touching the build
+        (the in-place ignore list, the directories it makes in the root).
         """
         saved = (self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent)
         keys: list[str] = []
+        self.dry_run = True
         try:
             for instr in instructions:
                 assert self.scope is not None
@@ -822,6 +827,7 @@ class StageBuilder:
             self.log.debug("cache lookahead stopped: %s", exc.message)
         finally:
             self.runtime, self.scope, self.author, self.cmd_seen, self.cache_parent = saved
+            self.dry_run = False
         cache.prefetch(keys)
 
     def _cache_start(self) -> str:
@@ -942,7 +948,7 @@ class StageBuilder:
         """What a cached RUN/COPY/ADD/WORKDIR did, without running it (same history)."""
         assert self.scope is not None
         if isinstance(instr, RunInstruction):
-            check_secret_mounts(instr.mounts, self.env.secrets, self.env.ssh, instr.location)
+            self._check_run_flags(instr)  # a hit is refused as its miss would be
             shell = self.runtime.shell or DEFAULT_SHELL
             if instr.heredocs and isinstance(instr.command, ShellCommand):
                 argv = heredoc_command(instr.command.text, instr.heredocs, shell).argv
@@ -1030,7 +1036,8 @@ class StageBuilder:
     def do_volume(self, instr: VolumeInstruction) -> StepEffect:
         merged = list(self.runtime.volumes)
         merged.extend(v for v in instr.volumes if v not in merged)
-        if self.env.inplace is not None:  # kaniko: later writes below a VOLUME are not kept
+        if self.env.inplace is not None and not self.dry_run:
+            # kaniko: later writes below a VOLUME are not kept
             inplace = self.env.inplace
             self.env.inplace = replace(inplace, ignore=inplace.ignore.with_paths(*instr.volumes))
             _make_volume_dirs(inplace.root, instr.volumes)  # kaniko: mkdir -p, never a layer
@@ -1158,21 +1165,12 @@ class StageBuilder:
     def _ownership(self) -> Ownership:
         return self.env.ownership()
 
-    def do_run(self, instr: RunInstruction) -> StepEffect:
-        from lamina.builder._inplace import in_image_path
-        from lamina.builder._mounts import (
-            UpperCache,
-            mount_target,
-            released,
-            secret_mounts,
-            unsupported_mount,
-        )
-        from lamina.fs import changes_from_upper
-        from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
-
-        assert self.scope is not None
+    def _check_run_flags(self, instr: RunInstruction) -> tuple[str, str]:
+        """RUN's flags refused or not entitled, on a hit as on a miss: (security, network)."""
         loc = instr.location
         for m in instr.mounts:
+            from lamina.builder._mounts import unsupported_mount  # RUN-only: not on a hit's path
+
             what = unsupported_mount(m)
             if what is not None:
                 raise NotSupportedError(what, location=loc)
@@ -1200,6 +1198,22 @@ class StageBuilder:
                 hint="use default, none or host",
                 location=loc,
             )
+        return security, network
+
+    def do_run(self, instr: RunInstruction) -> StepEffect:
+        from lamina.builder._inplace import in_image_path
+        from lamina.builder._mounts import (
+            UpperCache,
+            mount_target,
+            released,
+            secret_mounts,
+        )
+        from lamina.fs import changes_from_upper
+        from lamina.sandbox import BindMount, RunSpec, TmpfsMount, host_network_files
+
+        assert self.scope is not None
+        loc = instr.location
+        security, network = self._check_run_flags(instr)
         runner = self.env.get_runner()
         if network == "none" and not runner.captures_upper:
             raise NotSupportedError(
@@ -1489,6 +1503,8 @@ class StageBuilder:
         except (BuildStepError, NotSupportedError) as exc:
             if exc.location is not None:
                 raise
+            if isinstance(exc, NotSupportedError):  # its message is "not supported yet: what"
+                raise NotSupportedError(exc.what, hint=exc.hint, location=loc) from exc
             raise type(exc)(exc.message, hint=exc.hint, location=loc) from exc
 
     def _copy_heredocs(
