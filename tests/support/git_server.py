@@ -213,7 +213,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, state: _State) -> None:
-        super().__init__(("127.0.0.1", free_port()), _CgiHandler)
+        # port 0: the kernel picks a free port at bind time (no window for another to take it)
+        super().__init__(("127.0.0.1", 0), _CgiHandler)
         self.state = state
 
 
