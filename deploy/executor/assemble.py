@@ -49,10 +49,22 @@ GIT_PROGRAMS = (
     "git-submodule",
     "git-sh-setup",
     "git-sh-i18n",
-    "git-sh-i18n--envsubst",
 )
-#: applets git's shell scripts (git-submodule, git-sh-setup) call
-GIT_SCRIPT_APPLETS = ("sh", "sed", "basename", "uname", "expr", "cat", "tr", "printf", "rm")
+#: git's sh-i18n--envsubst (a 2 MB program) is replaced by this awk script next to this file
+ENVSUBST = "git-sh-i18n--envsubst"
+#: applets git's shell scripts (git-submodule, git-sh-setup, the envsubst script) call
+GIT_SCRIPT_APPLETS = (
+    "sh",
+    "sed",
+    "basename",
+    "uname",
+    "expr",
+    "cat",
+    "tr",
+    "printf",
+    "rm",
+    "awk",
+)
 
 #: standard-library entries lamina never imports (top-level names)
 STDLIB_DROP = {
@@ -275,7 +287,8 @@ IMAGE_STDLIB = "/kaniko/python/lib/python3.11"
 
 def drop_unused(site: Path) -> None:
     """Remove the async subpackages, tests, type stubs and markers from site-packages
-    (lamina's own package keeps everything), and :data:`SITE_DROP_PATHS`."""
+    (lamina's own package keeps everything), :data:`SITE_DROP_PATHS`, and the long
+    descriptions in the distributions' METADATA."""
     if (site / "rsa").exists():
         sys.exit("assemble.py: rsa is installed: google-auth may import pyasn1, keep it")
     for rel in SITE_DROP_PATHS:
@@ -286,6 +299,10 @@ def drop_unused(site: Path) -> None:
             path.unlink()
         else:
             sys.exit(f"assemble.py: no {rel} in site-packages (update SITE_DROP_PATHS)")
+    for metadata in sorted(site.glob("*.dist-info/METADATA")):
+        # the headers importlib.metadata reads; the long description after them goes
+        text = metadata.read_text(encoding="utf-8")
+        metadata.write_text(text.partition("\n\n")[0] + "\n", encoding="utf-8")
     for path in sorted(site.rglob("*"), reverse=True):
         if not path.exists() or path.is_relative_to(site / "lamina"):
             continue
@@ -391,6 +408,7 @@ def copy_git(out: Path) -> list[Path]:
     for name in GIT_PROGRAMS:
         copy_file(Path(GIT_CORE, name), core / name)
     (core / "git-remote-https").symlink_to("git-remote-http")
+    copy_file(HERE / ENVSUBST, core / ENVSUBST)
     for script in ("git-submodule", "git-sh-setup"):
         path = core / script
         text = path.read_text()
@@ -513,6 +531,24 @@ def main() -> None:
     )
     if check.returncode != 0:
         sys.exit(f"assemble.py: the relocated interpreter does not start:\n{check.stderr}")
+    check_envsubst(ctx / "git" / "libexec" / "git-core")
+
+
+def check_envsubst(core: Path) -> None:
+    """The envsubst script does what git's program does for eval_gettext (with the image's
+    busybox applets: they are relative links, so they work from the tree)."""
+    fmt = "fatal: $prog cannot\n be used ${x}y $unset $$ $1 ${prog}"
+    env = {"PATH": str(core), "prog": "git sub&\\1", "x": "a\\nb"}
+    script = [str(core / "sh"), str(core / ENVSUBST)]
+    names = subprocess.run(
+        [*script, "--variables", fmt], env=env, capture_output=True, text=True, check=False
+    )
+    text = subprocess.run(
+        [*script, fmt], input=fmt, env=env, capture_output=True, text=True, check=False
+    )
+    want = "fatal: git sub&\\1 cannot\n be used a\\nby  $$ $1 git sub&\\1"
+    if names.stdout != "prog\nx\nunset\nprog\n" or text.stdout != want:
+        sys.exit(f"assemble.py: {ENVSUBST} is wrong: {names!r} {text!r}")
 
 
 if __name__ == "__main__":
