@@ -20,6 +20,8 @@ Writes CONTEXT (the directory the Dockerfile next to this file is built from):
     debug/     -> /                (the debug image) /bin/sh -> /busybox/sh
 
 Every ELF file is patched (patchelf) to load its libraries and loader from /kaniko/lib.
+Python modules ship as bytecode only (``module.pyc`` in place of ``module.py``), except
+lamina's own (its tracebacks show source lines) and the few that read their own source.
 Bytecode is compiled with unchecked hashes (no timestamps), every path gets the mtime
 EPOCH and a normalised mode, so the same inputs give the same bytes.
 """
@@ -47,10 +49,22 @@ GIT_PROGRAMS = (
     "git-submodule",
     "git-sh-setup",
     "git-sh-i18n",
-    "git-sh-i18n--envsubst",
 )
-#: applets git's shell scripts (git-submodule, git-sh-setup) call
-GIT_SCRIPT_APPLETS = ("sh", "sed", "basename", "uname", "expr", "cat", "tr", "printf", "rm")
+#: git's sh-i18n--envsubst (a 2 MB program) is replaced by this awk script next to this file
+ENVSUBST = "git-sh-i18n--envsubst"
+#: applets git's shell scripts (git-submodule, git-sh-setup, the envsubst script) call
+GIT_SCRIPT_APPLETS = (
+    "sh",
+    "sed",
+    "basename",
+    "uname",
+    "expr",
+    "cat",
+    "tr",
+    "printf",
+    "rm",
+    "awk",
+)
 
 #: standard-library entries lamina never imports (top-level names)
 STDLIB_DROP = {
@@ -75,6 +89,18 @@ STDLIB_DROP = {
     "site-packages",
     "dist-packages",
     "__phello__",
+    "_pydecimal.py",  # decimal's fallback when the _decimal extension is missing
+    "_pyio.py",  # io's pure-Python twin
+    # mail and news protocols, old audio/data formats, the pickle disassembler
+    "mailbox.py",
+    "imaplib.py",
+    "nntplib.py",
+    "poplib.py",
+    "smtpd.py",
+    "telnetlib.py",
+    "sunau.py",
+    "xdrlib.py",
+    "pickletools.py",
 }
 STDLIB_DROP_PREFIX = ("config-3.",)
 #: extension modules lamina never loads
@@ -234,28 +260,96 @@ def copy_gcp_azure_extras(repo: Path, site: Path) -> None:
 # ------------------------------------------------------------------ end of the cloud extras
 
 
-def compile_bytecode(tree: Path) -> None:
-    """.pyc files with unchecked hashes: no source mtime in them, never rewritten."""
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+#: third-party modules that read their own source at run time keep it: anyio's packages
+#: build their lazy-import table from their ``if TYPE_CHECKING`` block (inspect.getsource)
+KEEP_SOURCE_MARKER = "not install_lazy_importer()"
+#: what lamina never imports from its dependencies (directory names, file names, suffixes)
+SITE_DROP_DIRS = frozenset({"aio", "tests"})  # the asyncio clients of google-auth, azure
+SITE_DROP_NAMES = frozenset({"py.typed"})
+SITE_DROP_SUFFIXES = (".pyi",)
+#: whole entries of site-packages nothing in the image imports or reads: cffi's build-time
+#: half (the compiled modules of cryptography and zstandard need only _cffi_backend),
+#: zstandard's cffi backend (its compiled half is removed above), botocore's CA bundle
+#: (botocore takes certifi's when certifi imports, and it does: requests needs it)
+#: pyasn1 and pyasn1-modules (google-auth's requirements): only google-auth's pure-Python
+#: RSA fallback imports them, and it needs the ``rsa`` package, which is not installed
+SITE_DROP_PATHS = (
+    "cffi",
+    "pycparser",
+    "zstandard/backend_cffi.py",
+    "botocore/cacert.pem",
+    "pyasn1",
+    "pyasn1_modules",
+)
+#: the interpreter's installation path of the standard library (the bytecode names it)
+IMAGE_STDLIB = "/kaniko/python/lib/python3.11"
+
+
+def drop_unused(site: Path) -> None:
+    """Remove the async subpackages, tests, type stubs and markers from site-packages
+    (lamina's own package keeps everything), :data:`SITE_DROP_PATHS`, and the long
+    descriptions in the distributions' METADATA."""
+    if (site / "rsa").exists():
+        sys.exit("assemble.py: rsa is installed: google-auth may import pyasn1, keep it")
+    for rel in SITE_DROP_PATHS:
+        path = site / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+        else:
+            sys.exit(f"assemble.py: no {rel} in site-packages (update SITE_DROP_PATHS)")
+    for metadata in sorted(site.glob("*.dist-info/METADATA")):
+        # the headers importlib.metadata reads; the long description after them goes
+        text = metadata.read_text(encoding="utf-8")
+        metadata.write_text(text.partition("\n\n")[0] + "\n", encoding="utf-8")
+    for path in sorted(site.rglob("*"), reverse=True):
+        if not path.exists() or path.is_relative_to(site / "lamina"):
+            continue
+        if path.is_dir() and path.name in SITE_DROP_DIRS:
+            shutil.rmtree(path)
+        elif path.is_file() and (
+            path.name in SITE_DROP_NAMES or path.name.endswith(SITE_DROP_SUFFIXES)
+        ):
+            path.unlink()
+
+
+def keeps_source(path: Path, site: Path) -> bool:
+    """lamina's sources stay (tracebacks show its lines), and modules that read their own."""
+    if path.is_relative_to(site / "lamina"):
+        return True
+    return path.is_relative_to(site) and KEEP_SOURCE_MARKER in path.read_text(errors="replace")
+
+
+_COMPILE = """
+import importlib.util, py_compile, sys
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for line in sys.stdin.read().splitlines():
+    keep, src, dfile = line.split("\\0")
+    cfile = importlib.util.cache_from_source(src) if keep == "1" else src + "c"
+    py_compile.compile(src, cfile, dfile, doraise=True, invalidation_mode=mode)
+"""
+
+
+def compile_bytecode(tree: Path, site: Path) -> None:
+    """Bytecode with unchecked hashes (no source mtime in it, never rewritten). Sourceless:
+    ``module.pyc`` replaces ``module.py``, except where :func:`keeps_source` (those get
+    ``__pycache__``). One process, in sorted order, PYTHONHASHSEED=0: the same bytes."""
+    sources = sorted(tree.rglob("*.py"))
+    keep = {src for src in sources if keeps_source(src, site)}
+    lines = [
+        f"{int(src in keep)}\0{src}\0{IMAGE_STDLIB}/{src.relative_to(tree)}" for src in sources
+    ]
     subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-m",
-            "compileall",
-            "-q",
-            "-j",
-            "1",
-            "--invalidation-mode",
-            "unchecked-hash",
-            "-d",
-            "/kaniko/python/lib/python3.11",
-            str(tree),
-        ],
+        [sys.executable, "-I", "-c", _COMPILE],
+        input="\n".join(lines),
+        text=True,
         check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
+    for src in sources:
+        if src not in keep:
+            src.unlink()
 
 
 # ------------------------------------------------------------------ shared libraries
@@ -314,6 +408,7 @@ def copy_git(out: Path) -> list[Path]:
     for name in GIT_PROGRAMS:
         copy_file(Path(GIT_CORE, name), core / name)
     (core / "git-remote-https").symlink_to("git-remote-http")
+    copy_file(HERE / ENVSUBST, core / ENVSUBST)
     for script in ("git-submodule", "git-sh-setup"):
         path = core / script
         text = path.read_text()
@@ -392,7 +487,8 @@ def main() -> None:
     collect_libraries([*py_elves, *wheel_elves, *git_elves], lib, ctx)
     loader = loader_name()
     patch([*py_elves, *git_elves], [exe, *git_elves], lib, loader, wheel_elves)
-    compile_bytecode(py / "lib" / "python3.11")
+    drop_unused(site)
+    compile_bytecode(py / "lib" / "python3.11", site)
     base_tree(ctx / "base", repo)
     busybox_tree(ctx / "busybox")
     (ctx / "debug" / "bin").mkdir(parents=True)
@@ -415,6 +511,18 @@ def main() -> None:
             " aws_access_key_id='a', aws_secret_access_key='b');"
             "[S().create_client(n, **k) for n in ('ecr', 'ecr-public', 'sts', 's3')];"
             f"import {GCP_AZURE_IMPORTS};"  # lamina[gcp], lamina[azure]
+            # sourceless bytecode and drop_unused(): what lamina's cloud code paths load
+            "import google.auth.transport.requests, google.oauth2.service_account;"
+            "from azure.storage.blob import BlobServiceClient as B;"
+            "B('https://a.blob.core.windows.net', credential=azure.identity"
+            ".DefaultAzureCredential());"
+            "from cryptography import x509;"
+            "from cryptography.hazmat.primitives.asymmetric import ec;"
+            "ec.generate_private_key(ec.SECP256R1());"
+            "import os, botocore.httpsession as H; assert os.path.isfile(H.get_cert_path(True));"
+            # anyio's lazy imports read its source; lamina's own source is there
+            "import anyio, inspect; assert '__dir__' in vars(anyio), 'anyio: no source';"
+            "assert inspect.getsource(lamina.cli.main);"
             f"assert sys.prefix == {str(py)!r}, sys.prefix",
         ],
         capture_output=True,
@@ -423,6 +531,24 @@ def main() -> None:
     )
     if check.returncode != 0:
         sys.exit(f"assemble.py: the relocated interpreter does not start:\n{check.stderr}")
+    check_envsubst(ctx / "git" / "libexec" / "git-core")
+
+
+def check_envsubst(core: Path) -> None:
+    """The envsubst script does what git's program does for eval_gettext (with the image's
+    busybox applets: they are relative links, so they work from the tree)."""
+    fmt = "fatal: $prog cannot\n be used ${x}y $unset $$ $1 ${prog}"
+    env = {"PATH": str(core), "prog": "git sub&\\1", "x": "a\\nb"}
+    script = [str(core / "sh"), str(core / ENVSUBST)]
+    names = subprocess.run(
+        [*script, "--variables", fmt], env=env, capture_output=True, text=True, check=False
+    )
+    text = subprocess.run(
+        [*script, fmt], input=fmt, env=env, capture_output=True, text=True, check=False
+    )
+    want = "fatal: git sub&\\1 cannot\n be used a\\nby  $$ $1 git sub&\\1"
+    if names.stdout != "prog\nx\nunset\nprog\n" or text.stdout != want:
+        sys.exit(f"assemble.py: {ENVSUBST} is wrong: {names!r} {text!r}")
 
 
 if __name__ == "__main__":
