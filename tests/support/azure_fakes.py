@@ -15,6 +15,7 @@ registry host) answering what azure-identity and lamina ask:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -138,7 +139,8 @@ class ConnectProxy:
         self._target = (host, int(port))
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.tunnels: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     @property
     def url(self) -> str:
@@ -179,4 +181,10 @@ class ConnectProxy:
                         pair[sock].sendall(data)
 
     def close(self) -> None:
+        # shutdown() wakes the accept() blocked in _serve; a bare close() does not, and the
+        # thread's next accept() could then take the fd number of a later test's listening
+        # socket and answer its clients with 405 (seen: a git server's submodule clone)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
         self._listener.close()
