@@ -173,7 +173,10 @@ def trust_bundle_file(environ: Mapping[str, str] | None = None) -> str | None:
     data = b"".join(_bundle_parts(env))
     directory = tempfile.gettempdir()
     target = os.path.join(directory, f"lamina-trust-{hashlib.sha256(data).hexdigest()[:32]}.pem")
-    fd, temporary = tempfile.mkstemp(prefix=".lamina-trust-", suffix=".pem", dir=directory)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".lamina-trust-", suffix=".pem", dir=directory)
+    except OSError:
+        return None  # no writable temporary directory: the library keeps its default
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
